@@ -1,0 +1,140 @@
+//! s4g's sampler. The algorithms live in plain-Rust modules (`geo`, `pack`, `topk`) that
+//! return `Result<_, SamplerError>`; this file only holds the optional Python bindings:
+//! argument conversion with fixed dtypes, GIL release around every computation, and one
+//! place that maps `SamplerError` to `ValueError`.
+
+pub mod error;
+pub mod geo;
+pub mod pack;
+pub mod topk;
+
+pub use error::SamplerError;
+
+#[cfg(feature = "python")]
+mod python {
+    use numpy::ndarray::Array2;
+    use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+
+    use crate::error::SamplerError;
+    use crate::{geo, pack, topk};
+
+    /// A pair of 2-D result arrays handed to Python.
+    type Pair2<'py, A, B> = (Bound<'py, PyArray2<A>>, Bound<'py, PyArray2<B>>);
+
+    /// The one mapping from the library's error to Python.
+    fn value_error(err: SamplerError) -> PyErr {
+        PyValueError::new_err(err.0)
+    }
+
+    fn as_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+        arr: &'a numpy::PyReadonlyArray<'_, T, D>,
+        name: &str,
+    ) -> PyResult<&'a [T]> {
+        arr.as_slice()
+            .map_err(|_| value_error(SamplerError(format!("{name} must be a C-contiguous array"))))
+    }
+
+    fn to_2d<T: numpy::Element>(
+        py: Python<'_>,
+        data: Vec<T>,
+        rows: usize,
+        cols: usize,
+    ) -> PyResult<Bound<'_, PyArray2<T>>> {
+        let arr = Array2::from_shape_vec((rows, cols), data)
+            .map_err(|e| value_error(SamplerError(format!("internal shape error: {e}"))))?;
+        Ok(arr.into_pyarray(py))
+    }
+
+    /// gps_neighbours(lat_deg, lon_deg, k) -> (idx (N,k) int64, dist_m (N,k) float64)
+    #[pyfunction]
+    fn gps_neighbours<'py>(
+        py: Python<'py>,
+        lat_deg: PyReadonlyArray1<'py, f64>,
+        lon_deg: PyReadonlyArray1<'py, f64>,
+        k: usize,
+    ) -> PyResult<Pair2<'py, i64, f64>> {
+        let (lat, lon) = (
+            as_slice(&lat_deg, "lat_deg")?,
+            as_slice(&lon_deg, "lon_deg")?,
+        );
+        let n = lat_deg.len();
+        let (idx, dist) = py
+            .detach(|| geo::gps_neighbours(lat, lon, k))
+            .map_err(value_error)?;
+        Ok((to_2d(py, idx, n, k)?, to_2d(py, dist, n, k)?))
+    }
+
+    /// pack_batches(pair_class, neighbours, batch_size, neighbour_select, seed)
+    ///   -> (batches (n_batches, batch_size) int64, dropped, via_neighbour)
+    #[pyfunction]
+    fn pack_batches<'py>(
+        py: Python<'py>,
+        pair_class: PyReadonlyArray1<'py, i64>,
+        neighbours: Option<PyReadonlyArray2<'py, i64>>,
+        batch_size: usize,
+        neighbour_select: usize,
+        seed: u64,
+    ) -> PyResult<(Bound<'py, PyArray2<i64>>, usize, usize)> {
+        let classes = as_slice(&pair_class, "pair_class")?;
+        let nb = match &neighbours {
+            Some(arr) => {
+                let shape = arr.shape();
+                let data = as_slice(arr, "neighbours")?;
+                Some(pack::Neighbours {
+                    data,
+                    rows: shape[0],
+                    width: shape[1],
+                })
+            }
+            None => None,
+        };
+        let packed = py
+            .detach(|| pack::pack_batches(classes, nb, batch_size, neighbour_select, seed))
+            .map_err(value_error)?;
+        let batches = to_2d(py, packed.batches, packed.n_batches, batch_size)?;
+        Ok((batches, packed.dropped, packed.via_neighbour))
+    }
+
+    /// topk_merge(scores (q, r) f32, col_offset, k, exclude (q,) i64, best_idx (q, k) i64,
+    ///   best_val (q, k) f32) -> (new_idx (q, k) int64, new_val (q, k) float32)
+    #[pyfunction]
+    #[allow(clippy::too_many_arguments)]
+    fn topk_merge<'py>(
+        py: Python<'py>,
+        scores: PyReadonlyArray2<'py, f32>,
+        col_offset: i64,
+        k: usize,
+        exclude: PyReadonlyArray1<'py, i64>,
+        best_idx: PyReadonlyArray2<'py, i64>,
+        best_val: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Pair2<'py, i64, f32>> {
+        let (rows, cols) = (scores.shape()[0], scores.shape()[1]);
+        let block = topk::Block {
+            scores: as_slice(&scores, "scores")?,
+            rows,
+            cols,
+            col_offset,
+        };
+        let exclude = as_slice(&exclude, "exclude")?;
+        let (bi, bv) = (
+            as_slice(&best_idx, "best_idx")?,
+            as_slice(&best_val, "best_val")?,
+        );
+        let (idx, val) = py
+            .detach(|| topk::topk_merge(block, k, exclude, bi, bv))
+            .map_err(value_error)?;
+        Ok((to_2d(py, idx, rows, k)?, to_2d(py, val, rows, k)?))
+    }
+
+    #[pymodule]
+    fn _sampler(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(gps_neighbours, m)?)?;
+        m.add_function(wrap_pyfunction!(pack_batches, m)?)?;
+        m.add_function(wrap_pyfunction!(topk_merge, m)?)?;
+        m.add("MAX_RETURNS", pack::MAX_RETURNS)?;
+        m.add("EARTH_RADIUS_M", geo::EARTH_RADIUS_M)?;
+        Ok(())
+    }
+}

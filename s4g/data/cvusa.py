@@ -1,0 +1,109 @@
+"""CVUSA (subset of Zhai et al.): one aerial tile per north-aligned panorama.
+
+Layout (relative to the root): `splits/train-19zl.csv`, `splits/val-19zl.csv` (no header;
+`bingmap/19/ID.jpg,streetview/panos/ID.jpg,annotations/ID.png`) and
+`split_locations/all.csv` (row ID-1 = sat_lat, sat_lon, ground_lat, ground_lon, ...).
+The "test" split is val-19zl.csv, as in every CVUSA paper.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from s4g.data._files import check_listed, require_file, require_root
+from s4g.data.records import EvalSet, TrainSet
+from s4g.errors import UserInputError
+
+SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
+EVAL_SPLITS = ("test",)
+
+
+def _read_split(root: Path, split_dir: str, split: str) -> tuple[list[str], list[str], np.ndarray]:
+    """(ground paths, aerial paths, sample ids (P,) int64) of one split file, checked on disk."""
+    path = require_file(root / split_dir / SPLIT_FILES[split], f"the CVUSA {split} split")
+    ground, aerial, ids = [], [], []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            if not row:
+                continue
+            if len(row) < 2:
+                raise UserInputError(
+                    f"{str(path)!r} line {lineno}: expected 'bingmap/..,streetview/..,annotations/..'"
+                    f", got {','.join(row)!r}."
+                )
+            stem = os.path.splitext(os.path.basename(row[0].strip()))[0]
+            try:
+                ids.append(int(stem))
+            except ValueError:
+                raise UserInputError(
+                    f"{str(path)!r} line {lineno}: the aerial file name {row[0]!r} should be the "
+                    "integer sample id (e.g. bingmap/19/0000019.jpg)."
+                ) from None
+            aerial.append(str(root / row[0].strip()))
+            ground.append(str(root / row[1].strip()))
+    if not ids:
+        raise UserInputError(f"the CVUSA split file {str(path)!r} lists no samples.")
+    check_listed(ground + aerial, path)
+    return ground, aerial, np.asarray(ids, dtype=np.int64)
+
+
+def _locations(root: Path, ids: np.ndarray, required: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Aerial tile (lat, lon) degrees of `ids` from split_locations/all.csv (row id-1)."""
+    path = root / "split_locations" / "all.csv"
+    if not path.is_file():
+        if required:
+            require_file(path, "CVUSA GPS table: sat_lat, sat_lon, ground_lat, ground_lon per id")
+        return None, None
+    lat, lon = [], []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh), start=1):
+            try:
+                lat.append(float(row[0]))
+                lon.append(float(row[1]))
+            except (ValueError, IndexError):
+                raise UserInputError(
+                    f"{str(path)!r} line {lineno}: expected 'sat_lat,sat_lon,ground_lat,ground_lon,...'"
+                    " with numbers, no header."
+                ) from None
+    if ids.min() < 1 or ids.max() > len(lat):
+        raise UserInputError(
+            f"{str(path)!r} has {len(lat)} rows but the split lists sample id "
+            f"{int(ids.max() if ids.max() > len(lat) else ids.min())}; row id-1 must exist for every id."
+        )
+    return np.asarray(lat)[ids - 1], np.asarray(lon)[ids - 1]
+
+
+def _dedupe(aerial: list[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct aerial files in order of first appearance and each row's index into them."""
+    index: dict[str, int] = {}
+    rows = np.fromiter((index.setdefault(a, len(index)) for a in aerial), dtype=np.int64, count=len(aerial))
+    return list(index), rows
+
+
+def load_train(root: str | os.PathLike, *, split_dir: str = "splits") -> TrainSet:
+    """Training pairs from train-19zl.csv; class c = c-th distinct aerial tile, GPS required."""
+    base = require_root(root, "cvusa")
+    ground, aerial, ids = _read_split(base, split_dir, "train")
+    refs, pair_class = _dedupe(aerial)
+    first = np.unique(pair_class, return_index=True)[1]
+    lat, lon = _locations(base, ids[first], required=True)
+    return TrainSet("cvusa", ground, refs, pair_class, lat, lon, query_kind="panorama")
+
+
+def load_eval(root: str | os.PathLike, split: str = "test", *, split_dir: str = "splits") -> EvalSet:
+    """The test split (val-19zl.csv): panoramas against their tiles, one-to-one."""
+    if split not in EVAL_SPLITS:
+        raise UserInputError(f"unknown CVUSA split {split!r}; valid: {', '.join(EVAL_SPLITS)}.")
+    base = require_root(root, "cvusa")
+    ground, aerial, ids = _read_split(base, split_dir, split)
+    refs, labels = _dedupe(aerial)
+    first = np.unique(labels, return_index=True)[1]
+    lat, lon = _locations(base, ids[first], required=False)
+    return EvalSet(
+        "cvusa", ground, refs, labels, np.arange(len(refs), dtype=np.int64),
+        reference_lat=lat, reference_lon=lon,
+    )

@@ -1,0 +1,91 @@
+"""Symmetric InfoNCE with a learnable temperature, and its multi-process form.
+
+Under data parallelism every rank embeds its own slice of the global batch. Each rank
+gathers the embeddings of all ranks *with* gradients and scores only its own rows against
+every column, so rank k's loss is the mean over its rows of the single-process loss terms.
+The gradient of the gathered tensors flows back to the rank that produced them (the
+all-gather's backward sums the contributions of every rank), so each rank holds
+∂(Σ_k L_k)/∂(own embeddings) = W · ∂L/∂(own embeddings); DDP's gradient averaging divides by
+W again, and the parameters receive exactly ∂L/∂θ of the loss on the concatenated batch.
+No extra 1/world_size factor is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+INIT_LOGIT_SCALE = math.log(1.0 / 0.07)
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+def gather_features(
+    query: torch.Tensor, reference: torch.Tensor, rank: int = 0, world_size: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate every rank's (B, D) embeddings into (world_size·B, D), keeping gradients.
+
+    Rank r's rows sit at [r·B, (r+1)·B). The local tensors are put back in place of their
+    gathered copies so autograd sees them directly (as open_clip does); the other ranks'
+    rows carry gradients through the collective's backward. world_size 1 returns the inputs.
+    """
+    if world_size == 1:
+        return query, reference
+    from torch.distributed.nn import functional as dist_fn
+
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private functional API; it remains the public autograd
+        # all-gather whose backward sums every rank's gradient (reduce-scatter).
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather is deprecated")
+        all_q = list(dist_fn.all_gather(query))
+        all_r = list(dist_fn.all_gather(reference))
+    all_q[rank] = query
+    all_r[rank] = reference
+    return torch.cat(all_q, dim=0), torch.cat(all_r, dim=0)
+
+
+class InfoNCE(nn.Module):
+    """Symmetric InfoNCE over a batch of (query, reference) pairs, positives on the diagonal.
+
+    forward(query, reference): both (B, D) float, L2-normalised, row i of each is pair i
+    -> scalar loss ½(CE(s·q̂r̂ᵀ, diag) + CE(s·r̂q̂ᵀ, diag)) with label smoothing, where
+    s = exp(logit_scale) ≤ 100 and logit_scale is learned (init log(1/0.07)).
+    With world_size > 1, B is the rank's share; the loss covers the rank's own rows against
+    the columns of all ranks (see the module docstring for why the gradients match).
+    """
+
+    def __init__(
+        self, label_smoothing: float = 0.1, rank: int = 0, world_size: int = 1
+    ) -> None:
+        super().__init__()
+        self.logit_scale = nn.Parameter(torch.tensor(INIT_LOGIT_SCALE, dtype=torch.float32))
+        self.label_smoothing = label_smoothing
+        self.rank = rank
+        self.world_size = world_size
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The multiplier s = exp(logit_scale), capped at 100 (0-d tensor)."""
+        return self.logit_scale.exp().clamp(max=100.0)
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keep logit_scale ≤ ln 100 after an optimizer step, so its gradient never dies."""
+        self.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+
+    def forward(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        q, r = query.float(), reference.float()
+        all_q, all_r = gather_features(q, r, self.rank, self.world_size)
+        scale = self.scale
+        logits_q = scale * q @ all_r.T  # (B, W·B): own queries against every reference
+        logits_r = scale * r @ all_q.T  # (B, W·B): own references against every query
+        labels = torch.arange(q.shape[0], device=q.device) + self.rank * q.shape[0]
+        ce_q = F.cross_entropy(logits_q, labels, label_smoothing=self.label_smoothing)
+        ce_r = F.cross_entropy(logits_r, labels, label_smoothing=self.label_smoothing)
+        return 0.5 * (ce_q + ce_r)
+
+
+__all__ = ["InfoNCE", "gather_features", "INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE"]

@@ -1,0 +1,215 @@
+"""Hard-negative sampling: the typed, checked Python face of the Rust extension s4g._sampler.
+
+Every function converts its arguments to contiguous arrays of one fixed dtype (float64
+degrees, int64 indices, float32 scores), checks shapes and values, and raises
+`s4g.errors.UserInputError` (a ValueError) naming the argument; the Rust side repeats the
+value checks and releases the GIL while it computes (rayon threads: RAYON_NUM_THREADS).
+Arrays passed in must not be modified by other threads during a call.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import TypedDict
+
+import numpy as np
+
+from s4g import _sampler
+from s4g.errors import UserInputError
+
+__all__ = [
+    "EARTH_RADIUS_M",
+    "PackStats",
+    "gps_neighbours",
+    "pack_batches",
+    "read_coords_csv",
+    "topk_init",
+    "topk_merge",
+]
+
+#: Mean Earth radius in metres used for every distance.
+EARTH_RADIUS_M: float = _sampler.EARTH_RADIUS_M
+#: Packing gives up after this many consecutive re-queued pairs (as the reference does).
+MAX_RETURNS: int = _sampler.MAX_RETURNS
+
+
+class PackStats(TypedDict):
+    """Counts from one packing: pairs left out, and pairs placed via a neighbour list."""
+
+    dropped: int
+    via_neighbour: int
+
+
+def _array(x, dtype, name: str, ndim: int) -> np.ndarray:
+    try:
+        arr = np.ascontiguousarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise UserInputError(f"{name} must be convertible to {np.dtype(dtype).name}: {err}") from None
+    if arr.ndim != ndim:
+        raise UserInputError(f"{name} must be {ndim}-dimensional, got shape {arr.shape}")
+    return arr
+
+
+def _index_array(x, name: str, ndim: int) -> np.ndarray:
+    """An int64 array; float input is accepted only when every value is integral."""
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise UserInputError(f"{name} must hold integers, got non-integral values")
+    if arr.dtype.kind not in "iuf" and arr.size:
+        raise UserInputError(f"{name} must hold integers, got dtype {arr.dtype}")
+    return _array(arr, np.int64, name, ndim)
+
+
+def _count(value, name: str, minimum: int) -> int:
+    """An integer option >= minimum (bools and non-integers are refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise UserInputError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise UserInputError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def _call(fn, *args):
+    """Run a Rust function, turning its ValueError into UserInputError (the one place)."""
+    try:
+        return fn(*args)
+    except ValueError as err:
+        raise UserInputError(str(err)) from None
+
+
+def gps_neighbours(lat_deg, lon_deg, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest *other* points of every point by great-circle (haversine) distance.
+
+    Args:
+        lat_deg, lon_deg: (N,) latitudes in [-90, 90] and longitudes in [-180, 180], degrees
+            (converted to float64).
+        k: neighbours per point, 1 <= k < N.
+
+    Returns:
+        idx: (N, k) int64, row i = the k nearest points other than i, nearest first,
+            equal distances ordered by lower index.
+        dist_m: (N, k) float64 haversine distances in metres (radius EARTH_RADIUS_M).
+
+    A k-d tree over unit vectors, queried in parallel; memory O(N·k), never N×N.
+    """
+    lat = _array(lat_deg, np.float64, "lat_deg", 1)
+    lon = _array(lon_deg, np.float64, "lon_deg", 1)
+    if lat.shape != lon.shape:
+        raise UserInputError(f"lat_deg and lon_deg differ in length ({lat.size} vs {lon.size})")
+    k = _count(k, "k", 1)
+    if k >= lat.size:
+        raise UserInputError(f"k must be smaller than the number of points ({lat.size}), got k={k}")
+    return _call(_sampler.gps_neighbours, lat, lon, k)
+
+
+def pack_batches(
+    pair_class,
+    neighbours,
+    batch_size: int,
+    neighbour_select: int = 64,
+    seed: int = 0,
+    *,
+    return_stats: bool = False,
+) -> np.ndarray | tuple[np.ndarray, PackStats]:
+    """Greedy hard-negative batch packing for one epoch (Sample4Geo), seeded.
+
+    Args:
+        pair_class: (P,) int64 class of each training pair, in [0, C).
+        neighbours: (C, K) int64, row c = classes hardest for c first, -1 = padding; or None
+            for class-unique random batches. When given, C is its number of rows (it must
+            cover every class id); otherwise C = max(pair_class) + 1.
+        batch_size: pairs per batch, 2 <= batch_size <= number of classes with pairs.
+        neighbour_select: neighbour classes tried per anchor: the first half in list order,
+            the second half drawn at random from the rest of the row.
+        seed: any integer; the same inputs and seed give the same batches on any machine
+            and thread count (the packing is sequential).
+        return_stats: also return PackStats.
+
+    Returns:
+        (n_batches, batch_size) int64 pair indices: every pair at most once, never two
+        pairs of one class in a batch, full batches only (the incomplete tail is dropped).
+    """
+    classes = _index_array(pair_class, "pair_class", 1)
+    nb = None if neighbours is None else _index_array(neighbours, "neighbours", 2)
+    batch_size = _count(batch_size, "batch_size", 2)
+    neighbour_select = _count(neighbour_select, "neighbour_select", 0)
+    seed = _count(seed, "seed", -(2**63)) & (2**64 - 1)
+    batches, dropped, via = _call(_sampler.pack_batches, classes, nb, batch_size, neighbour_select, seed)
+    if return_stats:
+        return batches, PackStats(dropped=dropped, via_neighbour=via)
+    return batches
+
+
+def topk_init(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Empty running top-k for q rows: idx (q, k) int64 all -1, val (q, k) float32 all -inf."""
+    q, k = _count(q, "q", 0), _count(k, "k", 1)
+    return np.full((q, k), -1, dtype=np.int64), np.full((q, k), -np.inf, dtype=np.float32)
+
+
+def topk_merge(scores, col_offset: int, k: int, exclude, best_idx, best_val) -> tuple[np.ndarray, np.ndarray]:
+    """Merge a block of scores into each row's running top-k (for blocked mining).
+
+    Args:
+        scores: (q, r) float32 block, columns = global columns col_offset .. col_offset+r-1.
+            NaN is an error; ±inf are ordinary scores. Blocks merged into one running top-k
+            must not overlap.
+        col_offset: global index of the block's first column (>= 0).
+        k: entries kept per row.
+        exclude: (q,) int64 global column to skip per row, -1 = none.
+        best_idx, best_val: (q, k) int64 / float32 running top-k (start from topk_init).
+
+    Returns:
+        new_idx (q, k) int64, new_val (q, k) float32, each row ordered by score descending,
+        then global index ascending; unfilled entries are -1 / -inf at the end. Equal to a
+        stable dense argsort of -scores over all blocks seen so far.
+    """
+    s = _array(scores, np.float32, "scores", 2)
+    ex = _index_array(exclude, "exclude", 1)
+    bi = _index_array(best_idx, "best_idx", 2)
+    bv = _array(best_val, np.float32, "best_val", 2)
+    k = _count(k, "k", 1)
+    col_offset = _count(col_offset, "col_offset", 0)
+    if ex.shape != (s.shape[0],):
+        raise UserInputError(f"exclude must have shape ({s.shape[0]},) to match scores, got {ex.shape}")
+    if bi.shape != (s.shape[0], k) or bv.shape != (s.shape[0], k):
+        raise UserInputError(
+            f"best_idx and best_val must have shape ({s.shape[0]}, {k}), got {bi.shape} and {bv.shape}"
+        )
+    return _call(_sampler.topk_merge, s, col_offset, k, ex, bi, bv)
+
+
+def read_coords_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """(lat_deg, lon_deg) float64 from a CSV whose header names `lat` and `lon` columns.
+
+    Other columns are ignored; column names are matched case-insensitively. Errors name the
+    file and line (UserInputError); a missing or unreadable file raises OSError.
+    """
+    lat, lon = [], []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise UserInputError(f"{path}: empty file, expected a header naming lat and lon columns")
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in ("lat", "lon") if c not in names]
+        if missing:
+            raise UserInputError(
+                f"{path}: the header has no {' or '.join(missing)} column (columns: {header})"
+            )
+        i_lat, i_lon = names.index("lat"), names.index("lon")
+        for row in reader:
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            line = reader.line_num
+            try:
+                a, b = float(row[i_lat]), float(row[i_lon])
+            except (IndexError, ValueError):
+                raise UserInputError(f"{path}, line {line}: lat/lon must be numbers, got {row}") from None
+            if not (abs(a) <= 90 and abs(b) <= 180):
+                raise UserInputError(
+                    f"{path}, line {line}: lat must lie in [-90, 90] and lon in [-180, 180], got {a}, {b}"
+                )
+            lat.append(a)
+            lon.append(b)
+    return np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)

@@ -1,0 +1,251 @@
+"""Import ConvNeXt weights saved in timm's layout (the released Sample4Geo files) into s4g.
+
+Sample4Geo wraps `timm.create_model(name, num_classes=0)` in a module with a learned
+`logit_scale`, so its files hold timm keys under a `model.` prefix (and `module.` when saved
+from DataParallel), sometimes inside {"state_dict": ...}. s4g's encoder is torchvision's
+ConvNeXt; the two compute the same function, only the parameter names (and the layer-scale
+shape) differ. The key map below is explicit: a key it does not know is passed through under
+its own name, so the strict load reports it as unexpected instead of silently dropping it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from s4g.errors import UserInputError
+
+# timm keys with no counterpart in an embedding model: the ImageNet classifier (absent when
+# num_classes=0) and Sample4Geo's InfoNCE temperature, which belongs to the loss in s4g.
+IGNORED_KEYS = ("head.fc.weight", "head.fc.bias", "logit_scale")
+
+# backbone -> (blocks per stage, channels per stage), torchvision's definitions.
+CONVNEXT_ARCH: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "convnext_micro": ((1, 1, 2, 1), (24, 48, 96, 192)),
+    "convnext_tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
+    "convnext_small": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "convnext_base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "convnext_large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+}
+
+_WRAPPERS = ("state_dict", "model_state_dict", "model", "module")
+_PREFIXES = ("module.", "model.")
+_BLOCK_PARTS = {"conv_dw": "block.0", "norm": "block.2", "mlp.fc1": "block.3", "mlp.fc2": "block.5"}
+_STEM = re.compile(r"stem\.([01])\.(weight|bias)")
+_DOWNSAMPLE = re.compile(r"stages\.([1-3])\.downsample\.([01])\.(weight|bias)")
+_BLOCK = re.compile(r"stages\.([0-3])\.blocks\.(\d+)\.(conv_dw|norm|mlp\.fc1|mlp\.fc2)\.(weight|bias)")
+_GAMMA = re.compile(r"stages\.([0-3])\.blocks\.(\d+)\.gamma")
+_HEAD_NORM = re.compile(r"head\.norm\.(weight|bias)")
+
+
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The flat {key: tensor} of a saved model, without wrapper dicts or DataParallel prefixes.
+
+    Accepts a plain state dict, one nested under "state_dict"/"model"/..., and keys prefixed
+    by any mix of "module." and "model." (Sample4Geo: "model.stem.0.weight", "logit_scale").
+    Raises UserInputError naming `source` when `obj` holds anything but tensors.
+    """
+    for _ in range(3):  # at most a couple of wrapper levels in practice
+        if not isinstance(obj, Mapping):
+            break
+        inner = [k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)]
+        if not inner or any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        obj = obj[inner[0]]
+    if not isinstance(obj, Mapping) or not obj:
+        raise UserInputError(f"{source}: not a state dict (expected a mapping of names to tensors)")
+    not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise UserInputError(
+            f"{source}: not a state dict; entries that are not tensors: {', '.join(not_tensors[:8])}"
+        )
+    flat: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        name = str(key)
+        while name.startswith(_PREFIXES):
+            name = name.split(".", 1)[1]
+        if name in flat:
+            raise UserInputError(f"{source}: key {key!r} collides with another after removing prefixes")
+        flat[name] = value
+    return flat
+
+
+def is_timm_convnext(state: Mapping[str, torch.Tensor]) -> bool:
+    """Whether an unwrapped state dict looks like a timm ConvNeXt (has its stem and stages)."""
+    return "stem.0.weight" in state and any(k.startswith("stages.0.blocks.") for k in state)
+
+
+def convnext_arch(state: Mapping[str, torch.Tensor]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(blocks per stage, channels per stage) read from a timm ConvNeXt state dict."""
+    depths, dims = [], []
+    for stage in range(4):
+        blocks = {
+            int(m.group(2))
+            for k in state
+            if (m := re.match(rf"stages\.({stage})\.blocks\.(\d+)\.", k))
+        }
+        depths.append(len(blocks))
+        dw = state.get(f"stages.{stage}.blocks.0.conv_dw.weight")
+        dims.append(int(dw.shape[0]) if dw is not None else 0)
+    return tuple(depths), tuple(dims)
+
+
+def infer_convnext_backbone(state: Mapping[str, torch.Tensor], source: str) -> str:
+    """The s4g backbone name whose depths and widths match a timm ConvNeXt state dict."""
+    arch = convnext_arch(state)
+    for name, known in CONVNEXT_ARCH.items():
+        if known == arch:
+            return name
+    raise UserInputError(
+        f"{source}: a ConvNeXt with blocks per stage {arch[0]} and widths {arch[1]} matches no "
+        f"s4g backbone ({', '.join(f'{n} {a[0]}/{a[1]}' for n, a in CONVNEXT_ARCH.items())})"
+    )
+
+
+def _map_key(key: str, value: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    """torchvision name and tensor for one timm key; None when the key is not a mapped one."""
+    if m := _STEM.fullmatch(key):
+        return f"features.0.{m.group(1)}.{m.group(2)}", value
+    if m := _DOWNSAMPLE.fullmatch(key):
+        return f"features.{2 * int(m.group(1))}.{m.group(2)}.{m.group(3)}", value
+    if m := _BLOCK.fullmatch(key):
+        stage, block, part, kind = m.groups()
+        if part.startswith("mlp.") and kind == "weight" and value.dim() == 4:
+            # timm's conv_mlp variant stores the pointwise layers as 1x1 convolutions.
+            value = value.flatten(1)
+        return f"features.{2 * int(stage) + 1}.{block}.{_BLOCK_PARTS[part]}.{kind}", value
+    if m := _GAMMA.fullmatch(key):
+        # timm scales the channels-last activation with a (C,) vector; torchvision scales the
+        # channels-first tensor with (C, 1, 1).
+        return f"features.{2 * int(m.group(1)) + 1}.{m.group(2)}.layer_scale", value.reshape(-1, 1, 1)
+    if m := _HEAD_NORM.fullmatch(key):
+        return f"classifier.0.{m.group(1)}", value
+    return None
+
+
+def timm_to_torchvision(
+    state: Mapping[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(torchvision ConvNeXt state dict without the classifier Linear, ignored timm keys).
+
+    `state` is an unwrapped timm ConvNeXt state dict. Keys outside the map keep their timm
+    name, so a strict load lists them as unexpected.
+    """
+    if any(k.startswith("norm_pre.") for k in state):
+        raise UserInputError(
+            f"{source}: this timm ConvNeXt normalises before pooling (norm_pre, head_norm_first); "
+            "torchvision's ConvNeXt pools first, so the weights cannot be imported"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    ignored = []
+    for key, value in state.items():
+        if key in IGNORED_KEYS:
+            ignored.append(key)
+            continue
+        name, tensor = _map_key(key, value) or (key, value)
+        mapped[name] = tensor.detach().clone().float()
+    return mapped, ignored
+
+
+def check_convnext_backbone(backbone: str) -> None:
+    """UserInputError unless `backbone` is an s4g ConvNeXt that timm weights can fill."""
+    from s4g.model import BACKBONES
+
+    if backbone not in BACKBONES:
+        raise UserInputError(f"unknown backbone {backbone!r}; choose one of: {', '.join(CONVNEXT_ARCH)}")
+    if backbone not in CONVNEXT_ARCH:
+        raise UserInputError(
+            f"--backbone {backbone}: timm weights import only into {', '.join(CONVNEXT_ARCH)}"
+        )
+
+
+def load_timm_weights(obj: Any, source: str, backbone: str | None = None):
+    """(EmbeddingModel in eval mode, backbone name, ignored keys) from a timm ConvNeXt file's content.
+
+    backbone: expected s4g backbone; None infers it from the depths and widths.
+    Raises UserInputError naming `source` and listing missing/unexpected/mis-shaped keys.
+    """
+    from s4g.model import empty_model, load_state_strict
+
+    if backbone is not None:
+        check_convnext_backbone(backbone)
+    state = unwrap_state_dict(obj, source)
+    if not is_timm_convnext(state):
+        shown = ", ".join(list(state)[:6])
+        raise UserInputError(
+            f"{source}: not a timm ConvNeXt state dict (no 'stem.0.weight' / 'stages.0.blocks.*' "
+            f"keys; first keys: {shown})"
+        )
+    inferred = infer_convnext_backbone(state, source) if backbone is None else backbone
+    mapped, ignored = timm_to_torchvision(state, source)
+    model = empty_model(inferred)
+    load_state_strict(model.encoder, mapped, source=f"{source} (as {inferred})", assign=True)
+    return model.eval(), inferred, ignored
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (streamed in 4 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def imported_config(
+    backbone: str,
+    source: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    aerial_size: int | None = None,
+    ground_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """The run config stored with imported weights: backbone and image sizes.
+
+    Sizes come from `dataset`'s preset (CVUSA's, 384 and 140x768, when no dataset is named),
+    then from the explicit sizes. "imported_from" records the source file and its SHA-256.
+    """
+    from s4g.config import preset_for
+
+    preset = preset_for(dataset or "cvusa")
+    config: dict[str, Any] = {
+        "backbone": backbone,
+        "aerial_size": int(aerial_size or preset.aerial_size),
+        "ground_size": [int(v) for v in (ground_size or preset.ground_size)],
+        "batch_size": preset.batch_size,
+        "eval_split": preset.eval_split,
+        "imported_from": {"path": str(Path(source).resolve()), "sha256": file_sha256(source)},
+    }
+    if dataset is not None:
+        config["dataset"] = dataset
+    return config
+
+
+def import_weights(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    backbone: str | None = None,
+    **sizes: Any,
+) -> tuple[dict[str, Any], list[str]]:
+    """Convert a timm/Sample4Geo ConvNeXt file at `src` into an s4g checkpoint at `out`.
+
+    sizes: dataset / aerial_size / ground_size for the stored config (see imported_config).
+    Returns (the stored config, the source keys that were deliberately ignored).
+    """
+    from s4g.model import CHECKPOINT_FORMAT, _torch_load, save_checkpoint
+
+    if backbone is not None:
+        check_convnext_backbone(backbone)
+    obj = _torch_load(src)
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        raise UserInputError(f"{src} is already an s4g checkpoint; use it as it is")
+    model, backbone, ignored = load_timm_weights(obj, str(src), backbone)
+    config = imported_config(backbone, src, **sizes)
+    save_checkpoint(out, model, config)
+    return config, ignored

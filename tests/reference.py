@@ -1,0 +1,161 @@
+"""Slow, obviously-correct oracles the Rust sampler is tested against.
+
+- `haversine_m` repeats the library's distance definition operation for operation with the
+  `math` module (the platform libm, as Rust uses), so exact ties and orderings can be
+  compared bit for bit; `haversine_np` is an independent vectorised formula for a tolerance
+  check of the definition itself.
+- `knn_bruteforce`: every pairwise distance, stable sort by (distance, index).
+- `pack_reference`: the packing algorithm in plain Python with the same SplitMix64 stream,
+  so it must give identical batches; `check_packing`: the invariants alone.
+- `topk_dense`: top-k from a full stable argsort.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+EARTH_RADIUS_M = 6_371_008.8
+MASK64 = (1 << 64) - 1
+MAX_RETURNS = 1024
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine metres; differences in degrees first, asin/atan2 forms (as geo.rs)."""
+    dlon = lon2 - lon1
+    if dlon > 180.0:
+        dlon -= 360.0
+    elif dlon < -180.0:
+        dlon += 360.0
+    half = math.pi / 360.0
+    cos1 = math.cos(lat1 * (math.pi / 180.0))
+    cos2 = math.cos(lat2 * (math.pi / 180.0))
+    s_lat = math.sin((lat2 - lat1) * half)
+    s_lon = math.sin(dlon * half)
+    a = min(s_lat * s_lat + cos1 * cos2 * (s_lon * s_lon), 1.0)
+    half_angle = math.asin(math.sqrt(a)) if a <= 0.5 else math.atan2(math.sqrt(a), math.sqrt(1.0 - a))
+    return 2.0 * EARTH_RADIUS_M * half_angle
+
+
+def haversine_np(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Textbook haversine on radians with numpy (independent of the definition above)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(lon2) - np.radians(lon1)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
+
+
+def knn_bruteforce(lat, lon, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) indices and metres of the k nearest other points, ties by lower index."""
+    lat, lon = [float(x) for x in lat], [float(x) for x in lon]
+    n = len(lat)
+    dist = np.array([[haversine_m(lat[i], lon[i], lat[j], lon[j]) for j in range(n)] for i in range(n)])
+    np.fill_diagonal(dist, np.inf)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    return order.astype(np.int64), np.take_along_axis(dist, order, axis=1)
+
+
+class SplitMix64:
+    """The packing RNG (pack.rs), bit for bit."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = seed & MASK64
+
+    def next_u64(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def below(self, n: int) -> int:
+        m = self.next_u64() * n
+        if (m & MASK64) < n:
+            threshold = ((1 << 64) - n) % n
+            while (m & MASK64) < threshold:
+                m = self.next_u64() * n
+        return m >> 64
+
+    def shuffle(self, v: list) -> None:
+        for i in range(len(v) - 1, 0, -1):
+            j = self.below(i + 1)
+            v[i], v[j] = v[j], v[i]
+
+
+def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: int = 64, seed: int = 0):
+    """Plain-Python packing; returns (batches (n, batch_size) int64, dropped, via_neighbour)."""
+    pair_class = [int(c) for c in pair_class]
+    rows = None if neighbours is None else [[int(c) for c in row if c >= 0] for row in neighbours]
+    rng = SplitMix64(seed)
+    queue = list(range(len(pair_class)))
+    rng.shuffle(queue)
+    by_class: dict[int, list[int]] = {}
+    for q in queue:
+        by_class.setdefault(pair_class[q], []).append(q)
+    used, out, batch, batch_classes, via, batch_via = set(), [], [], set(), 0, 0
+    returns, pos = 0, 0
+
+    def add(q: int, is_neighbour: bool) -> bool:
+        nonlocal batch, batch_classes, via, batch_via
+        used.add(q)
+        batch.append(q)
+        batch_classes.add(pair_class[q])
+        batch_via += is_neighbour
+        if len(batch) < batch_size:
+            return False
+        out.append(batch)
+        via += batch_via
+        batch, batch_classes, batch_via = [], set(), 0
+        return True
+
+    while pos < len(queue) and returns < MAX_RETURNS and returns < len(queue) - pos:
+        q = queue[pos]
+        pos += 1
+        if q in used:
+            continue
+        if pair_class[q] in batch_classes:
+            queue.append(q)
+            returns += 1
+            continue
+        returns = 0
+        if add(q, False) or rows is None:
+            continue
+        pool = list(rows[pair_class[q]])
+        n_fixed = min(neighbour_select // 2, len(pool))
+        n_random = min(neighbour_select - neighbour_select // 2, len(pool) - n_fixed)
+        for t in range(n_fixed, n_fixed + n_random):
+            j = t + rng.below(len(pool) - t)
+            pool[t], pool[j] = pool[j], pool[t]
+        for c in pool[: n_fixed + n_random]:
+            if c in batch_classes:
+                continue
+            free = [p for p in by_class.get(c, []) if p not in used]
+            if free and add(free[0], True):
+                break
+    placed = np.array(out, dtype=np.int64).reshape(-1, batch_size)
+    return placed, len(pair_class) - placed.size, via
+
+
+def check_packing(batches: np.ndarray, pair_class, batch_size: int) -> None:
+    """Assert the packing invariants: shape, each pair at most once, classes unique per batch."""
+    pair_class = np.asarray(pair_class)
+    assert batches.dtype == np.int64 and batches.ndim == 2 and batches.shape[1] == batch_size
+    flat = batches.ravel()
+    assert np.all((flat >= 0) & (flat < len(pair_class)))
+    assert len(np.unique(flat)) == flat.size, "a pair appears twice"
+    for row in batches:
+        assert len(set(pair_class[row].tolist())) == batch_size, "a class appears twice in a batch"
+
+
+def topk_dense(scores: np.ndarray, k: int, exclude) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k per row from a stable argsort of -scores (ties: lower column first), -1/-inf padded."""
+    q, r = scores.shape
+    idx = np.full((q, k), -1, dtype=np.int64)
+    val = np.full((q, k), -np.inf, dtype=np.float32)
+    for i in range(q):
+        order = np.argsort(-scores[i], kind="stable")
+        order = order[order != exclude[i]][:k]
+        idx[i, : len(order)] = order
+        val[i, : len(order)] = scores[i, order]
+    return idx, val

@@ -1,0 +1,153 @@
+"""`s4g eval` and `s4g mine` end to end on a tiny synthetic CVUSA world, fresh convnext_micro."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from s4g.cli import app
+from s4g.data import load_eval, load_train
+from s4g.data.synthetic import write_layout
+from s4g.embed import embed_files
+from s4g.model import build_model, save_checkpoint
+
+runner = CliRunner()
+SIZES = {"aerial_size": 64, "ground_size": [32, 128]}  # ConvNeXt needs >= 32 px per side
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cvusa")
+    write_layout("cvusa", root, locations=40, seed=0, workers=1, overwrite=True)
+    return root
+
+
+def config_for(root: Path) -> dict:
+    return {"dataset": "cvusa", "data_root": str(root), "backbone": "convnext_micro",
+            "split_dir": "splits", "eval_split": "test", "batch_size": 8, "neighbour_range": 5,
+            "workers": 0, **SIZES}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(world, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("run") / "best.pt"
+    save_checkpoint(path, build_model("convnext_micro"), config_for(world))
+    return path
+
+
+def embed(path: Path, files, size_hw):
+    from s4g.model import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    return embed_files(model, files, size_hw, device="cpu", batch_size=5, progress=False)
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_eval_prints_and_writes_the_dense_metrics(world, checkpoint, tmp_path):
+    out = tmp_path / "m.json"
+    res = invoke("eval", "--checkpoint", checkpoint, "--json", out, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "R@1%" in res.output and "queries" in res.output
+    saved = json.loads(out.read_text())
+    ev = load_eval("cvusa", world)
+    q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
+    r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
+    scores = q @ r.T
+    ranks = np.array([(s[ev.reference_labels != l] > s[ev.reference_labels == l].max()).sum()
+                      for s, l in zip(scores, ev.query_labels)])
+    assert saved["queries"] == len(ev.query_files) and saved["dataset"] == "cvusa"
+    for k in (1, 5, 10):
+        assert saved["metrics"][f"R@{k}"] == pytest.approx(100 * np.mean(ranks < k))
+    assert saved["metrics"]["R@1%"] == pytest.approx(100 * np.mean(ranks < 1))
+
+
+def test_bare_eval_uses_newest_run_with_best(world, checkpoint, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for name in ("cvusa-20260101-000000", "cvusa-20260301-000000", "vigor-same-20260201-000000"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "best.pt").write_bytes(checkpoint.read_bytes())
+    (runs / "cvusa-20260401-000000").mkdir()  # newer, but no best.pt yet
+    monkeypatch.chdir(tmp_path)
+    res = invoke("eval", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "cvusa-20260301-000000" in res.output
+    assert (runs / "cvusa-20260301-000000" / "eval-cvusa-test.json").is_file()
+
+
+def test_mine_writes_neighbours_of_a_dense_argsort(world, checkpoint, tmp_path):
+    out = tmp_path / "nb.npz"
+    res = invoke("mine", "--checkpoint", checkpoint, "--out", out, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    with np.load(out, allow_pickle=False) as f:
+        nb, files = f["neighbours"], f["reference_files"]
+    train = load_train("cvusa", world)
+    assert nb.dtype == np.int64 and nb.shape == (train.num_classes, 5)  # k = neighbour_range
+    assert list(files) == train.reference_files
+    q = embed(checkpoint, train.query_files, SIZES["ground_size"])
+    r = embed(checkpoint, train.reference_files, (SIZES["aerial_size"],) * 2)
+    cls = np.zeros_like(r)
+    np.add.at(cls, train.pair_class, q)
+    cls /= np.linalg.norm(cls, axis=1, keepdims=True)
+    scores = cls.astype(np.float64) @ r.T
+    np.fill_diagonal(scores, -np.inf)
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    # float32 matmul vs float64 may swap near-equal neighbours; the sets must agree
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(nb, want)]) >= 4.5
+    assert not (nb == np.arange(train.num_classes)[:, None]).any()
+
+
+def test_eval_limited_field_of_view(checkpoint, tmp_path):
+    out = tmp_path / "fov.json"
+    res = invoke("eval", "--checkpoint", checkpoint, "--json", out, "--device", "cpu",
+                 "--fov", "90", "--random-heading", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    saved = json.loads(out.read_text())
+    assert saved["fov"] == 90 and saved["random_heading"] and saved["seed"] == 3
+
+
+def rewrite(checkpoint: Path, tmp_path: Path, change) -> Path:
+    payload = torch.load(checkpoint, weights_only=True)
+    change(payload)
+    path = tmp_path / "changed.pt"
+    torch.save(payload, path)
+    return path
+
+
+def poison(payload):
+    for value in payload["model"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda c, t: ["eval", "--checkpoint", t / "missing.pt"], "no such file"),
+        (lambda c, t: ["eval", "--checkpoint", (t / "bad.pt", (t / "bad.pt").write_text("junk"))[0]],
+         "not a readable PyTorch file"),
+        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(backbone="resnet18"))],
+         "missing keys"),
+        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, poison)], "NaN"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--split", "nope"], "split"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--dataset", "vigor-same"], "data root"),
+        (lambda c, t: ["eval", "--runs-dir", t / "empty"], "no run with best.pt"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--device", "cuda:7"] if not torch.cuda.is_available()
+         else ["eval", "--checkpoint", c, "--device", "tpu"], "--device"),
+        (lambda c, t: ["mine", "--checkpoint", c, "--out", t / "x.npz", "--k", "999"], "--k"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--random-heading"], "--fov"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(checkpoint, tmp_path, make_args, message):
+    res = invoke(*make_args(checkpoint, tmp_path))
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "x.npz").exists()
