@@ -284,7 +284,7 @@ _PRESET = "default: the dataset's preset"
 
 @command("train")
 def train_cmd(
-    dataset: Annotated[str, typer.Option(help="cvusa, cvact, vigor-same, vigor-cross, university-d2s, university-s2d, csv, or synthetic (built-in world, CPU-sized).")],
+    dataset: Annotated[Optional[str], typer.Option(help="cvusa, cvact, vigor-same, vigor-cross, university-d2s, university-s2d, csv, or synthetic (built-in world, CPU-sized). Optional with --resume.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
@@ -317,11 +317,14 @@ def train_cmd(
     locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
-    from s4g.config import TrainConfig
-    from s4g.train import run
+    import os
 
-    cfg = TrainConfig.from_preset(
-        dataset, data_root=None if data_root is None else str(data_root), out=None if out is None else str(out),
+    from s4g.config import TrainConfig
+    from s4g.model import read_checkpoint
+    from s4g.train import resume_path, run
+
+    overrides = dict(
+        data_root=None if data_root is None else str(data_root), out=None if out is None else str(out),
         backbone=backbone, pretrained=pretrained, weights=None if weights is None else str(weights),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, sampling=sampling, neighbour_select=neighbour_select,
@@ -331,8 +334,16 @@ def train_cmd(
         skip_bad_images=skip_bad_images or None, log_every=log_every, augment=augment,
         synth_locations=locations,
     )
+    if dataset is not None:
+        cfg = TrainConfig.from_preset(dataset, **overrides)
+    elif resume is not None:  # continue the saved run's configuration
+        saved = read_checkpoint(resume_path(str(resume)))["config"]
+        cfg = TrainConfig.from_dict({**saved, "out": None}, **overrides)
+    else:
+        raise fail("--dataset is required (unless --resume names a run to continue)")
     run_dir = run(cfg, resume=None if resume is None else str(resume), console=console)
-    console.print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        console.print(f"run directory: {run_dir}")
 
 
 # ---- section: import-weights, index, locate ------------------------------------------------

@@ -161,5 +161,16 @@ class TrainConfig:
         base["ground_size"] = tuple(int(v) for v in base["ground_size"])
         return cls(dataset=dataset, **base)
 
+    @classmethod
+    def from_dict(cls, saved: dict, **overrides) -> "TrainConfig":
+        """The config a run saved (config.json / a checkpoint's "config"), then `overrides`
+        (None = keep); keys this version does not know are ignored."""
+        values = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "dataset" not in values:
+            raise ValueError("the saved run configuration has no 'dataset'")
+        values["ground_size"] = tuple(int(v) for v in values.get("ground_size", (140, 768)))
+        return cls(**values)
+
 
 __all__ = ["DATASETS", "PRESETS", "SAMPLINGS", "Preset", "TrainConfig", "preset_for"]

@@ -40,6 +40,7 @@ from s4g.errors import UserInputError
 # GPU: 4096×32768 = 512 MB of scores (+1 GiB of bins).
 CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
+_FINITE_CHUNK = 1 << 22  # elements per finiteness check
 _POS_CHUNK = 256  # queries per positive-score matmul (extra work ~ 256 / R of the main pass)
 
 
@@ -54,7 +55,9 @@ def as_embeddings(x, name: str, device: torch.device) -> torch.Tensor:
     if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
         raise UserInputError(f"{name}: expected a non-empty (N, D) array, got shape {tuple(t.shape)}")
     t = t.to(device=device, dtype=torch.float32).contiguous()
-    bad = ~torch.isfinite(t).all(dim=1)
+    # in row chunks: torch.isfinite allocates ~7 bytes of temporaries per element
+    step = max(1, _FINITE_CHUNK // t.shape[1])
+    bad = torch.cat([~torch.isfinite(t[i : i + step]).all(dim=1) for i in range(0, t.shape[0], step)])
     if bool(bad.any()):
         rows = torch.nonzero(bad).flatten()[:5].tolist()
         raise UserInputError(

@@ -185,6 +185,15 @@ def read_coords_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     Other columns are ignored; column names are matched case-insensitively. Errors name the
     file and line (UserInputError); a missing or unreadable file raises OSError.
     """
+    try:
+        return _parse_coords(path)
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise UserInputError(f"{path}: not a readable CSV file ({err})") from None
+
+
+def _parse_coords(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     lat, lon = [], []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)

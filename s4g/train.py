@@ -57,6 +57,18 @@ class RunState:
     neighbours: np.ndarray | None = None  # (C, K) int64 current sampler neighbour lists
 
 
+@dataclasses.dataclass
+class Parts:
+    """The objects one run trains: encoder, loss (with the temperature), optimizer, AMP."""
+
+    model: nn.Module
+    loss_fn: InfoNCE
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Any
+    net: nn.Module  # TrainStep, DDP-wrapped when distributed
+
+
 class MetricsLog:
     """metrics.jsonl, rewritten atomically on every record (it stays small)."""
 
@@ -118,10 +130,14 @@ def run(
         D.teardown(env)
 
 
-def _resume_checkpoint(resume: str) -> tuple[Path, dict[str, Any]]:
+def resume_path(resume: str) -> Path:
+    """The checkpoint --resume names: a file, or a run directory's last.pt."""
     path = Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
+    return path / "last.pt" if path.is_dir() else path
+
+
+def _resume_checkpoint(resume: str) -> tuple[Path, dict[str, Any]]:
+    path = resume_path(resume)
     return path, read_checkpoint(path)
 
 
@@ -135,18 +151,6 @@ def _check_resume(cfg: TrainConfig, ckpt_cfg: dict[str, Any], path: Path) -> Non
             diff.append(f"{key}: {b!r} in the checkpoint vs {a!r} now")
     if diff:
         raise UserInputError(f"--resume {path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
-
-
-@dataclasses.dataclass
-class Parts:
-    """The objects one run trains: encoder, loss (with the temperature), optimizer, AMP."""
-
-    model: nn.Module
-    loss_fn: InfoNCE
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    autocast: Any
-    net: nn.Module  # TrainStep, DDP-wrapped when distributed
 
 
 def _prepare(cfg: TrainConfig, env: D.DistEnv, resume: str | None) -> tuple[TrainConfig, dict | None]:
@@ -212,6 +216,9 @@ def _run(cfg: TrainConfig, env: D.DistEnv, resume: str | None, stop: int | None,
         _after_epoch(cfg, data, env, parts, state, log, console)
         if stop is not None and epoch >= stop:
             break
+    if env.is_main and state.best_r1 >= 0:
+        base = f" (colour-histogram baseline {data.baseline['R@1']:.2f})" if data.baseline else ""
+        console.print(f"best {cfg.eval_split} R@1 {state.best_r1:.2f}{base}; checkpoints in {out}")
     return out
 
 
@@ -327,7 +334,8 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: D.DistEnv, cfg: Train
                 speed = 2 * cfg.batch_size * window / (time.perf_counter() - t0)
                 if log is not None:
                     log.add({"epoch": epoch, "step": step, "loss": value, "lr": lr,
-                             "scale": float(parts.loss_fn.scale.detach()), "images_per_s": speed})
+                             "scale": float(parts.loss_fn.scale.detach()),  # (same window)
+                             "images_per_s": speed})
                 if progress is not None:
                     progress.update(task, loss=f"{value:.3f}", speed=f"{speed:.0f}")
                 running.zero_()
@@ -407,6 +415,6 @@ def _baseline(data: RunData, log: MetricsLog, console: Console) -> None:
 
 
 __all__ = [
-    "MetricsLog", "Parts", "RunState", "TrainStep", "amp_setup", "config_dict", "run",
+    "MetricsLog", "Parts", "RunState", "TrainStep", "amp_setup", "config_dict", "resume_path", "run",
     "train_one_epoch", "train_step",
 ]

@@ -19,6 +19,7 @@ import s4g
 from s4g import distributed as D
 from s4g.config import DATASETS, SAMPLINGS, TrainConfig
 from s4g.data.records import EvalSet, TrainSet
+from s4g.data.synthetic import GENERATOR_VERSION
 from s4g.errors import UserInputError
 from s4g.model import BACKBONES
 
@@ -68,7 +69,8 @@ def loader_name(dataset: str) -> str:
 def synth_params(cfg: TrainConfig) -> dict[str, Any]:
     """Everything the synthetic world depends on (its cache key)."""
     return {"layout": SYNTH_LAYOUT, "locations": cfg.synth_locations, "seed": cfg.synth_seed,
-            "knobs": SYNTH_KNOBS, "s4g": s4g.__version__}
+            "knobs": SYNTH_KNOBS, "generator": GENERATOR_VERSION,
+            "s4g": s4g.__version__}
 
 
 def default_synth_root(cfg: TrainConfig) -> Path:

@@ -1,9 +1,9 @@
 """Slow, obviously-correct oracles the Rust sampler is tested against.
 
-- `haversine_m` repeats the library's distance definition operation for operation with the
-  `math` module (the platform libm, as Rust uses), so exact ties and orderings can be
-  compared bit for bit; `haversine_np` is an independent vectorised formula for a tolerance
-  check of the definition itself.
+- `haversine_m` repeats the library's distance definition operation for operation (its
+  polynomial sine, and the `math` module = the platform libm, as Rust uses, for cos/asin),
+  so exact ties and orderings can be compared bit for bit; `haversine_np` is an independent
+  textbook formula for a tolerance check of the definition itself.
 - `knn_bruteforce`: every pairwise distance, stable sort by (distance, index).
 - `pack_reference`: the packing algorithm in plain Python with the same SplitMix64 stream,
   so it must give identical batches; `check_packing`: the invariants alone.
@@ -21,8 +21,25 @@ MASK64 = (1 << 64) - 1
 MAX_RETURNS = 1024
 
 
+# (-1)^m / (2m+1)! for m = 10 .. 1, the literals of geo.rs
+SIN_COEFFS = [
+    1.9572941063391263e-20, -8.22063524662433e-18, 2.8114572543455206e-15, -7.647163731819816e-13,
+    1.6059043836821613e-10, -2.505210838544172e-08, 2.7557319223985893e-06, -0.0001984126984126984,
+    0.008333333333333333, -0.16666666666666666,
+]
+
+
+def sin_half_angle(x: float) -> float:
+    """geo.rs's sin for |x| <= pi/2: Taylor series to x^21 by Horner's rule."""
+    x2 = x * x
+    p = SIN_COEFFS[0]
+    for c in SIN_COEFFS[1:]:
+        p = p * x2 + c
+    return x + x * (x2 * p)
+
+
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Haversine metres; differences in degrees first, asin/atan2 forms (as geo.rs)."""
+    """Haversine metres exactly as geo.rs computes them (differences in degrees first)."""
     dlon = lon2 - lon1
     if dlon > 180.0:
         dlon -= 360.0
@@ -31,8 +48,8 @@ def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     half = math.pi / 360.0
     cos1 = math.cos(lat1 * (math.pi / 180.0))
     cos2 = math.cos(lat2 * (math.pi / 180.0))
-    s_lat = math.sin((lat2 - lat1) * half)
-    s_lon = math.sin(dlon * half)
+    s_lat = sin_half_angle((lat2 - lat1) * half)
+    s_lon = sin_half_angle(dlon * half)
     a = min(s_lat * s_lat + cos1 * cos2 * (s_lon * s_lon), 1.0)
     half_angle = math.asin(math.sqrt(a)) if a <= 0.5 else math.atan2(math.sqrt(a), math.sqrt(1.0 - a))
     return 2.0 * EARTH_RADIUS_M * half_angle

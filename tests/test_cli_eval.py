@@ -122,6 +122,11 @@ def rewrite(checkpoint: Path, tmp_path: Path, change) -> Path:
     return path
 
 
+def junk(path: Path) -> Path:
+    path.write_text("not a checkpoint")
+    return path
+
+
 def poison(payload):
     for value in payload["model"].values():
         if value.is_floating_point():
@@ -132,8 +137,7 @@ def poison(payload):
     "make_args, message",
     [
         (lambda c, t: ["eval", "--checkpoint", t / "missing.pt"], "no such file"),
-        (lambda c, t: ["eval", "--checkpoint", (t / "bad.pt", (t / "bad.pt").write_text("junk"))[0]],
-         "not a readable PyTorch file"),
+        (lambda c, t: ["eval", "--checkpoint", junk(t / "bad.pt")], "not a readable PyTorch file"),
         (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(backbone="resnet18"))],
          "missing keys"),
         (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, poison)], "NaN"),

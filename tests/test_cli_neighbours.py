@@ -45,6 +45,14 @@ def test_missing_lat_column(tmp_path):
     assert "bad.csv" in result.output and "lat" in result.output
 
 
+def test_binary_file_names_the_file(tmp_path):
+    blob = tmp_path / "blob.csv"
+    blob.write_bytes(b"lat,lon\n\xff\xfe\x00\x01\n")
+    result = runner.invoke(app, ["neighbours", "--coords", str(blob), "--out", f"{tmp_path}/o"])
+    assert result.exit_code == 2
+    assert "blob.csv" in result.output and "UTF-8" in result.output
+
+
 def test_bad_value_names_line(tmp_path):
     csv = write_csv(tmp_path / "v.csv", [("a", 1, 2), ("b", "x", 3), ("c", 0, 0)])
     result = runner.invoke(app, ["neighbours", "--coords", str(csv), "--k", "1", "--out", f"{tmp_path}/o"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +14,7 @@ from hypothesis import strategies as st
 from s4g.errors import UserInputError
 from s4g.sampling import pack_batches
 
-# importlib mode puts no test folder on sys.path; the oracles live beside this file.
-sys.path.insert(0, str(Path(__file__).parent))
-from reference import check_packing, pack_reference  # noqa: E402
+from reference import check_packing, pack_reference
 
 
 def world(seed: int, pairs: int, classes: int, width: int, pad: float = 0.1):

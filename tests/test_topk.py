@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +11,7 @@ from hypothesis import strategies as st
 from s4g.errors import UserInputError
 from s4g.sampling import topk_init, topk_merge
 
-# importlib mode puts no test folder on sys.path; the oracles live beside this file.
-sys.path.insert(0, str(Path(__file__).parent))
-from reference import topk_dense  # noqa: E402
+from reference import topk_dense
 
 
 def blocked(scores: np.ndarray, k: int, exclude: np.ndarray, width: int):

@@ -164,3 +164,27 @@ def test_out_of_memory_names_the_batch_size(monkeypatch, tmp_path):
     cfg = TrainConfig.from_preset("synthetic", device="cpu", batch_size=48, out=str(tmp_path))
     with pytest.raises(UserInputError, match="--batch-size 48"):
         run(cfg)
+
+
+def test_cli_resume_without_dataset_continues_the_saved_run(world, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data-root", str(world), "--epochs", "1", *TINY_ARGS]
+    assert _invoke("--dataset", "synthetic", *args, "--out", str(out)).exit_code == 0
+    res = _invoke("--resume", str(out), "--epochs", "2")
+    assert res.exit_code == 0, res.output
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["epochs"] == 2 and ckpt["config"]["batch_size"] == 8
+    assert _invoke("--epochs", "2").exit_code == 2  # neither --dataset nor --resume
+
+
+def test_param_groups_decay_only_matrices_and_keep_the_temperature():
+    from torch import nn
+
+    from s4g.loss import InfoNCE
+    from s4g.schedule import param_groups
+
+    lin, loss = nn.Linear(3, 4), InfoNCE()
+    decay, no_decay = param_groups([lin, loss], weight_decay=0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [p is lin.weight for p in decay["params"]] == [True]
+    assert {id(p) for p in no_decay["params"]} == {id(lin.bias), id(loss.logit_scale)}

@@ -174,14 +174,14 @@ def test_load_image_errors_name_the_file(tmp_path):
 def test_paired_geometry_matches_rendered_rotated_world(turns):
     """Render a pair, turn the synthetic world by `turns` quarter turns, render the same spot
     again: the paired transform of the first pair must equal the second, bit for bit."""
-    from s4g.data import synth_world as sw
+    from s4g.data import synth_render, synth_world as sw
 
     world = sw.make_world((160, 160), 7)
     y, x = 83.0, 77.0
-    aerial, pano = sw.render_pair(world, y, x, 32, (16, 64))
+    aerial, pano = synth_render.render_pair(world, y, x, 32, (16, 64))
     turned = sw.rotate_world(world, turns)
     ty, tx = sw.rotate_point(world.shape, y, x, turns)
-    want_aerial, want_pano = sw.render_pair(turned, ty, tx, 32, (16, 64))
+    want_aerial, want_pano = synth_render.render_pair(turned, ty, tx, 32, (16, 64))
     to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)  # noqa: E731
     assert not to_t(want_pano).equal(to_t(pano))  # the turn is visible
     got_pano, got_tile = paired_geometry(to_t(pano), to_t(aerial), False, turns)

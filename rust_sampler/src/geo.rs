@@ -7,48 +7,89 @@
 //! point within the k-th chord plus a small slack, and the final order is decided on the
 //! haversine distance itself, ties by lower index. That makes the result equal to a brute
 //! force sort by (haversine metres, index) computed with the same formula.
+//!
+//! Queries run in tree order, in parallel chunks (rayon); each starts from a bound derived
+//! from its predecessor. The haversine's sines are a Taylor polynomial (exact to ~1 ulp on
+//! the half-angles it sees): plain arithmetic, so its bits are the same everywhere.
 
 use rayon::prelude::*;
 
 use crate::error::{bail, SamplerError};
 
+mod kdtree;
+use kdtree::{dist2, slack_bound2, Search, Tree};
+
 /// Mean Earth radius (IUGG), metres.
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 const DEG_TO_RAD: f64 = std::f64::consts::PI / 180.0;
 const HALF_DEG_TO_RAD: f64 = std::f64::consts::PI / 360.0;
-const LEAF_SIZE: usize = 16;
-const NO_CHILD: u32 = u32::MAX;
 /// Queries per parallel task (in tree order).
 const QUERY_CHUNK: usize = 512;
-// Chord errors are ~1e-15; the slack is far wider so rounding never drops a true neighbour,
-// and far narrower (6e-5 m) than any real spacing so it costs almost nothing.
-const SLACK_REL: f64 = 1e-9;
-const SLACK_ABS: f64 = 1e-11;
 
-/// Haversine distance in metres between (lat1, lon1) and (lat2, lon2) in degrees;
-/// `cos1`/`cos2` are the cosines of the latitudes (precomputed per point).
-///
-/// Differences are taken in degrees before converting, so close points keep full relative
-/// precision. The central angle is 2·asin(√a) up to 90° (cheaper) and the atan2 form beyond,
-/// which stays accurate up to antipodal pairs. This exact sequence of operations is the
-/// library's definition of distance: tests/reference.py repeats it.
-#[inline]
-pub fn haversine_m(lat1: f64, lon1: f64, cos1: f64, lat2: f64, lon2: f64, cos2: f64) -> f64 {
-    let mut dlon = lon2 - lon1;
-    if dlon > 180.0 {
-        dlon -= 360.0;
-    } else if dlon < -180.0 {
-        dlon += 360.0;
+/// Taylor coefficients (-1)^m / (2m+1)! of sin, m = 10 down to 1 (exact f64 literals, so
+/// tests/reference.py can repeat them bit for bit).
+const SIN_COEFFS: [f64; 10] = [
+    1.9572941063391263e-20,
+    -8.22063524662433e-18,
+    2.8114572543455206e-15,
+    -7.647163731819816e-13,
+    1.6059043836821613e-10,
+    -2.505210838544172e-08,
+    2.7557319223985893e-06,
+    -0.0001984126984126984,
+    0.008333333333333333,
+    -0.16666666666666666,
+];
+
+/// sin(x) for |x| <= pi/2 (the half-angles of the haversine): the Taylor series to x^21,
+/// whose truncation error there is below 2e-18, by Horner's rule. Plain arithmetic, unlike
+/// libm: the same bits on every platform, and the compiler can vectorise it.
+#[inline(always)]
+pub fn sin_half_angle(x: f64) -> f64 {
+    let x2 = x * x;
+    let mut p = SIN_COEFFS[0];
+    for &c in &SIN_COEFFS[1..] {
+        p = p * x2 + c;
     }
-    let s_lat = ((lat2 - lat1) * HALF_DEG_TO_RAD).sin();
-    let s_lon = (dlon * HALF_DEG_TO_RAD).sin();
-    let a = (s_lat * s_lat + cos1 * cos2 * (s_lon * s_lon)).min(1.0);
+    x + x * (x2 * p)
+}
+
+/// The haversine of the central angle, sin²(θ/2), between (lat1, lon1) and (lat2, lon2) in
+/// degrees; `cos1`/`cos2` are the cosines of the latitudes (precomputed per point).
+/// Differences are taken in degrees before converting, so close points keep full relative
+/// precision.
+#[inline(always)]
+pub fn haversine_a(lat1: f64, lon1: f64, cos1: f64, lat2: f64, lon2: f64, cos2: f64) -> f64 {
+    let dlon = lon2 - lon1;
+    let dlon = if dlon > 180.0 {
+        dlon - 360.0
+    } else if dlon < -180.0 {
+        dlon + 360.0
+    } else {
+        dlon
+    };
+    let s_lat = sin_half_angle((lat2 - lat1) * HALF_DEG_TO_RAD);
+    let s_lon = sin_half_angle(dlon * HALF_DEG_TO_RAD);
+    (s_lat * s_lat + cos1 * cos2 * (s_lon * s_lon)).min(1.0)
+}
+
+/// Metres for a haversine `a`: 2R·asin(√a) up to 90° (cheap, accurate), the atan2 form
+/// beyond (accurate up to antipodal points).
+#[inline]
+pub fn metres_from_a(a: f64) -> f64 {
     let half_angle = if a <= 0.5 {
         a.sqrt().asin()
     } else {
         a.sqrt().atan2((1.0 - a).sqrt())
     };
     2.0 * EARTH_RADIUS_M * half_angle
+}
+
+/// Haversine distance in metres: `metres_from_a(haversine_a(..))`. This exact sequence of
+/// operations is the library's definition of distance; tests/reference.py repeats it.
+#[inline]
+pub fn haversine_m(lat1: f64, lon1: f64, cos1: f64, lat2: f64, lon2: f64, cos2: f64) -> f64 {
+    metres_from_a(haversine_a(lat1, lon1, cos1, lat2, lon2, cos2))
 }
 
 /// Cosine of a latitude in degrees, as used by [`haversine_m`].
@@ -88,151 +129,6 @@ pub fn validate(lat_deg: &[f64], lon_deg: &[f64], k: usize) -> Result<(), Sample
         }
     }
     Ok(())
-}
-
-struct Node {
-    lo: u32,
-    hi: u32,
-    left: u32,
-    right: u32,
-    bmin: [f64; 3],
-    bmax: [f64; 3],
-}
-
-/// k-d tree over unit vectors; `pts[p]` is the point with original index `ids[p]`.
-struct Tree {
-    pts: Vec<[f64; 3]>,
-    ids: Vec<u32>,
-    nodes: Vec<Node>,
-}
-
-#[inline]
-fn dist2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
-    let (x, y, z) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
-    x * x + y * y + z * z
-}
-
-#[inline]
-fn box_dist2(q: &[f64; 3], n: &Node) -> f64 {
-    let mut s = 0.0;
-    for ((&lo, &hi), &x) in n.bmin.iter().zip(&n.bmax).zip(q) {
-        let e = (lo - x).max(0.0) + (x - hi).max(0.0);
-        s += e * e;
-    }
-    s
-}
-
-impl Tree {
-    fn build(points: Vec<[f64; 3]>) -> Tree {
-        let mut ids: Vec<u32> = (0..points.len() as u32).collect();
-        let mut nodes = Vec::with_capacity(2 * points.len() / LEAF_SIZE + 2);
-        Self::build_node(&points, &mut ids, 0, &mut nodes);
-        let pts = ids.iter().map(|&i| points[i as usize]).collect();
-        Tree { pts, ids, nodes }
-    }
-
-    /// Build the subtree over `ids` (which start at position `lo`); returns its node index.
-    fn build_node(points: &[[f64; 3]], ids: &mut [u32], lo: usize, nodes: &mut Vec<Node>) -> u32 {
-        let (mut bmin, mut bmax) = ([f64::INFINITY; 3], [f64::NEG_INFINITY; 3]);
-        for &i in ids.iter() {
-            let p = &points[i as usize];
-            for d in 0..3 {
-                bmin[d] = bmin[d].min(p[d]);
-                bmax[d] = bmax[d].max(p[d]);
-            }
-        }
-        let me = nodes.len() as u32;
-        let (lo32, hi32) = (lo as u32, (lo + ids.len()) as u32);
-        nodes.push(Node {
-            lo: lo32,
-            hi: hi32,
-            left: NO_CHILD,
-            right: NO_CHILD,
-            bmin,
-            bmax,
-        });
-        if ids.len() <= LEAF_SIZE {
-            return me;
-        }
-        let dim = (0..3)
-            .max_by(|&a, &b| (bmax[a] - bmin[a]).total_cmp(&(bmax[b] - bmin[b])))
-            .unwrap_or(0);
-        let mid = ids.len() / 2;
-        ids.select_nth_unstable_by(mid, |&a, &b| {
-            points[a as usize][dim].total_cmp(&points[b as usize][dim])
-        });
-        let (left_ids, right_ids) = ids.split_at_mut(mid);
-        let left = Self::build_node(points, left_ids, lo, nodes);
-        let right = Self::build_node(points, right_ids, lo + mid, nodes);
-        nodes[me as usize].left = left;
-        nodes[me as usize].right = right;
-        me
-    }
-
-    /// Every point other than `qi` whose chord to `q` is within the k-th smallest chord
-    /// plus slack, as (chord², index) in `s.cand`; returns the k-th smallest chord².
-    ///
-    /// `start2` is an upper bound on (k-th chord + slack)² known beforehand (or infinity);
-    /// a good one lets the search prune from the first leaf on.
-    fn candidates(&self, qi: u32, q: &[f64; 3], k: usize, start2: f64, s: &mut Scratch) -> f64 {
-        s.cand.clear();
-        s.stack.clear();
-        s.stack.push((0, 0.0));
-        let mut bound2 = start2;
-        let mut shrink_at = (2 * k).max(32);
-        while let Some((ni, md2)) = s.stack.pop() {
-            if md2 > bound2 {
-                continue;
-            }
-            let node = &self.nodes[ni as usize];
-            if node.left == NO_CHILD {
-                for p in node.lo as usize..node.hi as usize {
-                    let d2 = dist2(q, &self.pts[p]);
-                    if d2 <= bound2 && self.ids[p] != qi {
-                        s.cand.push((d2, self.ids[p]));
-                    }
-                }
-                if s.cand.len() >= shrink_at {
-                    bound2 = slack_bound2(shrink(&mut s.cand, k));
-                    // Doubling keeps the work amortised when many points tie within slack.
-                    shrink_at = shrink_at.max(2 * s.cand.len());
-                }
-            } else {
-                let (l, r) = (node.left, node.right);
-                let dl = box_dist2(q, &self.nodes[l as usize]);
-                let dr = box_dist2(q, &self.nodes[r as usize]);
-                if dl <= dr {
-                    s.stack.push((r, dr));
-                    s.stack.push((l, dl));
-                } else {
-                    s.stack.push((l, dl));
-                    s.stack.push((r, dr));
-                }
-            }
-        }
-        if s.cand.len() < k {
-            // Only if rounding made the start bound too tight: search again without it.
-            return self.candidates(qi, q, k, f64::INFINITY, s);
-        }
-        shrink(&mut s.cand, k)
-    }
-}
-
-/// (chord + slack)² for a chord²: everything a rounding error could put within the chord.
-#[inline]
-fn slack_bound2(chord2: f64) -> f64 {
-    let b = chord2.sqrt() * (1.0 + SLACK_REL) + SLACK_ABS;
-    b * b
-}
-
-/// Keep the k smallest chords and everything within slack of the k-th; returns the k-th
-/// chord². `cand` holds at least k entries.
-fn shrink(cand: &mut Vec<(f64, u32)>, k: usize) -> f64 {
-    cand.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
-    let kth2 = cand[k - 1].0;
-    let bound2 = slack_bound2(kth2);
-    cand.retain(|c| c.0 <= bound2);
-    kth2
 }
 
 /// Output rows addressed by point index from parallel tasks.
@@ -311,8 +207,9 @@ fn sort_by_distance_then_index(
 
 #[derive(Default)]
 struct Scratch {
-    stack: Vec<(u32, f64)>,
-    cand: Vec<(f64, u32)>,
+    search: Search,
+    /// haversine `a` of each candidate
+    hav: Vec<f64>,
     /// (distance bits, index) of the candidates, then the same sorted.
     ranked: Vec<(u64, u32)>,
     sorted: Vec<(u64, u32)>,
@@ -363,15 +260,19 @@ pub fn gps_neighbours(
                 let b = dist2(q, p).sqrt() + kth2.sqrt();
                 slack_bound2(b * b)
             });
-            prev = Some((q, tree.candidates(qi, q, k, start2, s)));
+            prev = Some((q, tree.candidates(qi, q, k, start2, &mut s.search)));
             let i = qi as usize;
-            s.ranked.clear();
+            // Two passes: plain arithmetic first (vectorisable), then the libm part.
             let (lat, lon, c) = (lat_deg[i], lon_deg[i], cos[i]);
-            s.ranked.extend(s.cand.iter().map(|&(_, j)| {
-                let j_ = j as usize;
-                let d = haversine_m(lat, lon, c, lat_deg[j_], lon_deg[j_], cos[j_]);
-                (d.to_bits(), j)
+            s.hav.clear();
+            s.hav.extend(s.search.cand.iter().map(|&(_, j)| {
+                let j = j as usize;
+                haversine_a(lat, lon, c, lat_deg[j], lon_deg[j], cos[j])
             }));
+            s.ranked.clear();
+            let pairs = s.search.cand.iter().zip(&s.hav);
+            s.ranked
+                .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
             sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
             // SAFETY: `tree.ids` is a permutation of 0..n split into disjoint chunks, so row
             // i (< n) is written by this task only.

@@ -138,6 +138,24 @@ fn large_tie_groups_and_large_k() {
 }
 
 #[test]
+fn polynomial_sine_is_accurate() {
+    let mut rng = SplitMix64::new(2);
+    let half_pi = std::f64::consts::FRAC_PI_2;
+    let mut xs: Vec<f64> = (0..20_000)
+        .map(|_| uniform(&mut rng, -half_pi, half_pi))
+        .collect();
+    xs.extend((0..2_000).map(|i| 1e-12 * i as f64)); // small angles: metres apart
+    xs.extend([0.0, -0.0, half_pi, -half_pi, 1e-300, 5e-324]);
+    for x in xs {
+        let (got, want) = (sin_half_angle(x), x.sin());
+        assert!(
+            (got - want).abs() <= 3e-16 * want.abs(),
+            "x={x:e}: {got:e} vs {want:e}"
+        );
+    }
+}
+
+#[test]
 fn known_distance() {
     // one degree of arc on the equator = R * pi / 180
     let d = haversine_m(0.0, 0.0, 1.0, 0.0, 1.0, 1.0);
