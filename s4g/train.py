@@ -381,7 +381,8 @@ def _evaluate(model, data: RunData, cfg: TrainConfig, env: D.DistEnv, log: Metri
     t0 = time.perf_counter()
     q, r = embed_eval_set(model, data.eval, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
                           device=env.device, batch_size=cfg.eval_batch_size, workers=cfg.workers,
-                          fov=cfg.fov, progress=env.is_main)
+                          fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,
+                          progress=env.is_main)
     ev = data.eval
     metrics = retrieval_metrics(q, r, ev.query_labels, ev.reference_labels,
                                 semi_positives=ev.semi_positives, device=env.device)

@@ -68,7 +68,7 @@ def test_seed_changes_order_and_none_gives_random_batches():
     np.testing.assert_array_equal(np.sort(a.ravel()), np.arange(500))
 
 
-def test_same_result_on_any_thread_count():
+def test_same_result_on_any_thread_count(tmp_path):
     # The packing runs on one thread (no rayon in pack.rs); check it end to end anyway.
     code = (
         "import numpy as np, hashlib\n"
@@ -82,7 +82,9 @@ def test_same_result_on_any_thread_count():
     for threads in ("1", "2"):
         env = {**os.environ, "RAYON_NUM_THREADS": threads}
         cmd = [sys.executable, "-c", code]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+        # cwd away from the checkout: `python -c` puts cwd first on sys.path, and the source
+        # folder s4g/ there has no compiled extension when s4g is installed as a wheel.
+        out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, check=True)
         digests.add(out.stdout.strip())
     assert len(digests) == 1
 

@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import os
 
-from s4g.config import preset_for
+from s4g.config import DATASETS, preset_for
 from s4g.data import csvpairs, cvact, cvusa, university, vigor
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 
-DATASET_NAMES = (
-    "cvusa",
-    "cvact",
-    "vigor-same",
-    "vigor-cross",
-    "university-d2s",
-    "university-s2d",
-    "csv",
-)
+# "synthetic" is not a layout of its own: training writes it in CVUSA's layout.
+DATASET_NAMES = tuple(name for name in DATASETS if name != "synthetic")
 
 _EVAL_SPLITS = {
     "cvusa": cvusa.EVAL_SPLITS,
