@@ -18,9 +18,10 @@ from s4g import sampling
 from s4g.errors import UserInputError
 from s4g.evaluate import as_embeddings, default_device
 
-# (query rows, reference rows) per score block: 1024×8192 float32 = 32 MB on the CPU;
-# 4096×32768 = 512 MB on a GPU.
-CPU_BLOCK = (1024, 8192)
+# (query rows, reference rows) per score block: 4096×4096 float32 = 64 MB on the CPU (taller
+# query blocks let BLAS reuse each packed reference panel: ~10% faster than 1024×8192 at
+# D=1024 on 2 cores, with bit-identical products under MKL); 4096×32768 = 512 MB on a GPU.
+CPU_BLOCK = (4096, 4096)
 GPU_BLOCK = (4096, 32768)
 _KEY_LOW = 1 << 32
 

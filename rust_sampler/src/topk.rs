@@ -6,8 +6,10 @@
 //!
 //! Cost: once a row holds k entries, its k-th best is a threshold that almost no later score
 //! beats, so a merge is one vectorisable pass over the block (16 scores per test) plus work
-//! proportional to the few scores that pass. Entries are packed into one u128 key whose
-//! integer order is the output order, so selecting and sorting compare integers.
+//! proportional to the few scores that pass. A row's first block starts from a floor taken
+//! from a sample of its scores (checked afterwards, rescanned without it if too high).
+//! Entries are packed into one u128 key whose integer order is the output order, so
+//! selecting, sorting and merging compare integers.
 
 use std::cmp::Ordering;
 
@@ -40,11 +42,11 @@ fn rank(a: &(f32, i64), b: &(f32, i64)) -> Ordering {
         (true, false) => Ordering::Greater,
         (false, true) => Ordering::Less,
         // No NaN gets this far, so partial_cmp is total; -0.0 == 0.0 as in numpy.
-        (false, false) => b
-            .0
-            .partial_cmp(&a.0)
-            .unwrap_or(Ordering::Equal)
-            .then(a.1.cmp(&b.1)),
+        (false, false) => {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        }
     }
 }
 
@@ -75,7 +77,7 @@ struct Scratch {
 /// A row with fewer than k entries and at least SAMPLE_FROM·k scores gets its first
 /// threshold from a sample of SAMPLE scores instead of starting at -inf.
 const SAMPLE_FROM: usize = 8;
-const SAMPLE: usize = 1024;
+const SAMPLE: usize = 512;
 
 /// Order-preserving u32 of a non-NaN score (-0.0 ties with 0.0).
 #[inline]
@@ -163,32 +165,28 @@ pub fn topk_merge(
 ) -> Result<(Vec<i64>, Vec<f32>), SamplerError> {
     check(&block, k, exclude, best_idx, best_val)?;
     let r = block.cols;
-    // every entry is written below; zeroed memory comes from the allocator at no cost
-    let mut new_idx = vec![0i64; block.rows * k];
-    let mut new_val = vec![0f32; block.rows * k];
+    let mut new_idx = vec![-1i64; block.rows * k];
+    let mut new_val = vec![f32::NEG_INFINITY; block.rows * k];
     let tasks = new_idx
         .par_chunks_mut(k * ROWS_PER_TASK)
         .zip(new_val.par_chunks_mut(k * ROWS_PER_TASK))
         .enumerate();
-    tasks.try_for_each_init(
-        Scratch::default,
-        |scratch, (task, (task_idx, task_val))| {
-            let outs = task_idx.chunks_mut(k).zip(task_val.chunks_mut(k));
-            for (i, (out_idx, out_val)) in (task * ROWS_PER_TASK..).zip(outs) {
-                let row = Row {
-                    scores: &block.scores[i * r..(i + 1) * r],
-                    offset: block.col_offset,
-                    exclude: exclude[i],
-                    prev_idx: &best_idx[i * k..(i + 1) * k],
-                    prev_val: &best_val[i * k..(i + 1) * k],
-                };
-                if let Err(c) = row.merge(scratch, out_idx, out_val) {
-                    bail!("scores[{i}, {c}] is NaN");
-                }
+    tasks.try_for_each_init(Scratch::default, |scratch, (task, (task_idx, task_val))| {
+        let outs = task_idx.chunks_mut(k).zip(task_val.chunks_mut(k));
+        for (i, (out_idx, out_val)) in (task * ROWS_PER_TASK..).zip(outs) {
+            let row = Row {
+                scores: &block.scores[i * r..(i + 1) * r],
+                offset: block.col_offset,
+                exclude: exclude[i],
+                prev_idx: &best_idx[i * k..(i + 1) * k],
+                prev_val: &best_val[i * k..(i + 1) * k],
+            };
+            if let Err(c) = row.merge(scratch, out_idx, out_val) {
+                bail!("scores[{i}, {c}] is NaN");
             }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     Ok((new_idx, new_val))
 }
 
@@ -203,7 +201,12 @@ struct Row<'a> {
 
 impl Row<'_> {
     /// Write the best k of prev ∪ scores, sorted, to out; Err(column) at a NaN score.
-    fn merge(&self, scratch: &mut Scratch, out_idx: &mut [i64], out_val: &mut [f32]) -> Result<(), usize> {
+    fn merge(
+        &self,
+        scratch: &mut Scratch,
+        out_idx: &mut [i64],
+        out_val: &mut [f32],
+    ) -> Result<(), usize> {
         let k = out_idx.len();
         let cand = &mut scratch.cand;
         cand.clear();
@@ -215,7 +218,7 @@ impl Row<'_> {
                 continue;
             }
             let e = key(v, j);
-            sorted &= !seen_empty && cand.last().map_or(true, |&last| last < e);
+            sorted &= !seen_empty && cand.last().is_none_or(|&last| last < e);
             cand.push(e);
         }
         let n_prev = cand.len();
@@ -243,23 +246,19 @@ impl Row<'_> {
             Some(n) => n,
             None => self.scan(cand, k, &mut worst, f32::NEG_INFINITY)?,
         };
-        if pushed == 0 && sorted {
-            // nothing passed: the row is prev as it was (the common case after a few blocks)
-            out_idx.copy_from_slice(self.prev_idx);
-            for (o, (&v, &j)) in out_val.iter_mut().zip(self.prev_val.iter().zip(self.prev_idx)) {
-                *o = if j < 0 { f32::NEG_INFINITY } else { v };
+        if sorted && cand.len() - n_prev == pushed {
+            // No shrink happened (a shrink drops entries), so cand is prev in order followed
+            // by the new entries: sort only those and merge the two runs.
+            let (head, tail) = cand.split_at_mut(n_prev);
+            tail.sort_unstable();
+            write_merged(head, tail, out_idx, out_val);
+        } else {
+            if cand.len() > k {
+                keep_best(cand, k);
             }
-            return Ok(());
+            cand.sort_unstable();
+            write_merged(cand, &[], out_idx, out_val);
         }
-        if cand.len() > k {
-            keep_best(cand, k);
-        }
-        cand.sort_unstable();
-        for (t, &e) in cand.iter().enumerate() {
-            (out_val[t], out_idx[t]) = unkey(e);
-        }
-        out_idx[cand.len()..].fill(-1);
-        out_val[cand.len()..].fill(f32::NEG_INFINITY);
         Ok(())
     }
 
@@ -268,7 +267,13 @@ impl Row<'_> {
     ///
     /// The group test `!(v < t)` lets through scores >= t and every NaN, so a group of
     /// LANES scores that passes none of them holds no candidate and no NaN.
-    fn scan(&self, cand: &mut Vec<u128>, k: usize, worst: &mut u128, floor: f32) -> Result<usize, usize> {
+    fn scan(
+        &self,
+        cand: &mut Vec<u128>,
+        k: usize,
+        worst: &mut u128,
+        floor: f32,
+    ) -> Result<usize, usize> {
         let mut s = Selection {
             cand,
             k,
@@ -282,13 +287,17 @@ impl Row<'_> {
         }
         let mut groups = self.scores.chunks_exact(LANES);
         for (g, group) in groups.by_ref().enumerate() {
-            let t = s.t;
-            if group.iter().fold(false, |any, &v| any | !(v < t)) {
-                self.admit(g * LANES, group, &mut s)?;
+            let group: &[f32; LANES] = group.try_into().expect("chunks_exact gives LANES");
+            let passed = passing(group, s.t);
+            if passed != 0 {
+                self.admit(g * LANES, group, passed, &mut s)?;
             }
         }
         let rest = groups.remainder();
-        self.admit(self.scores.len() - rest.len(), rest, &mut s)?;
+        let mut last = [f32::NEG_INFINITY; LANES];
+        last[..rest.len()].copy_from_slice(rest);
+        let passed = passing(&last, s.t) & ((1 << rest.len()) - 1);
+        self.admit(self.scores.len() - rest.len(), &last, passed, &mut s)?;
         *worst = s.worst;
         Ok(s.pushed)
     }
@@ -305,9 +314,19 @@ impl Row<'_> {
         from_ascending(*sample.select_nth_unstable(m - rank).1)
     }
 
-    /// The exact test for the scores of one group (columns from `first`).
-    fn admit(&self, first: usize, group: &[f32], s: &mut Selection) -> Result<(), usize> {
-        for (c, &v) in (first..).zip(group) {
+    /// The exact test for the scores of one group (columns from `first`) that `passing`
+    /// flagged; the threshold may have risen since, so each is tested again.
+    fn admit(
+        &self,
+        first: usize,
+        group: &[f32; LANES],
+        mut passed: u32,
+        s: &mut Selection,
+    ) -> Result<(), usize> {
+        while passed != 0 {
+            let lane = passed.trailing_zeros() as usize;
+            passed &= passed - 1;
+            let (c, v) = (first + lane, group[lane]);
             if v < s.t {
                 continue;
             }
@@ -340,6 +359,41 @@ struct Selection<'a> {
     /// ...and its score: any score below it cannot enter.
     t: f32,
     pushed: usize,
+}
+
+/// Bit i set where group[i] is not below t (or is NaN). A fixed-size loop without
+/// branches, which the compiler turns into vector compares and one mask move.
+#[inline]
+#[allow(clippy::neg_cmp_op_on_partial_ord)] // !(v < t) on purpose: true for NaN
+fn passing(group: &[f32; LANES], t: f32) -> u32 {
+    group
+        .iter()
+        .enumerate()
+        .fold(0, |mask, (i, &v)| mask | (u32::from(!(v < t)) << i))
+}
+
+/// Write the best out.len() entries of two ascending key runs to out, padded with -1/-inf.
+fn write_merged(a: &[u128], b: &[u128], out_idx: &mut [i64], out_val: &mut [f32]) {
+    let (mut ia, mut ib) = (0, 0);
+    for (oi, ov) in out_idx.iter_mut().zip(out_val.iter_mut()) {
+        let from_a = match (a.get(ia), b.get(ib)) {
+            (Some(x), Some(y)) => x < y,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => {
+                (*oi, *ov) = (-1, f32::NEG_INFINITY);
+                continue;
+            }
+        };
+        let e = if from_a {
+            ia += 1;
+            a[ia - 1]
+        } else {
+            ib += 1;
+            b[ib - 1]
+        };
+        (*ov, *oi) = unkey(e);
+    }
 }
 
 /// Keep the best k keys of `cand` (len >= k), unordered; returns the k-th best.

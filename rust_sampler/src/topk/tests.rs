@@ -149,10 +149,18 @@ fn key_order_is_rank_order_and_round_trips() {
         .collect();
     for a in &entries {
         let (v, j) = unkey(key(a.0, a.1));
-        assert_eq!((v.to_bits(), j), (a.0.to_bits(), a.1), "round trip of {a:?}");
+        assert_eq!(
+            (v.to_bits(), j),
+            (a.0.to_bits(), a.1),
+            "round trip of {a:?}"
+        );
         // a row never holds one index twice, so only entries with distinct indices meet
         for b in entries.iter().filter(|b| b.1 != a.1) {
-            assert_eq!(key(a.0, a.1).cmp(&key(b.0, b.1)), rank(a, b), "{a:?} vs {b:?}");
+            assert_eq!(
+                key(a.0, a.1).cmp(&key(b.0, b.1)),
+                rank(a, b),
+                "{a:?} vs {b:?}"
+            );
         }
     }
 }
@@ -197,7 +205,11 @@ fn unordered_running_state_and_signed_zero() {
     let (i2, v2) = topk_merge(b, 4, &[11], &idx, &val).unwrap();
     assert_eq!(i2, vec![4, 9, 12, 10]);
     assert_eq!(v2[..3], [2.0, 0.5, 0.5]);
-    assert_eq!(v2[3].to_bits(), (-0.0f32).to_bits(), "the score's own bits come back");
+    assert_eq!(
+        v2[3].to_bits(),
+        (-0.0f32).to_bits(),
+        "the score's own bits come back"
+    );
     // merging nothing new returns the sorted state unchanged
     let empty = Block {
         scores: &[],
@@ -207,7 +219,10 @@ fn unordered_running_state_and_signed_zero() {
     };
     let (i3, v3) = topk_merge(empty, 4, &[-1], &i2, &v2).unwrap();
     assert_eq!(i3, i2);
-    assert_eq!(v3.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), v2.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        v3.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        v2.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -230,7 +245,10 @@ fn random_scores_many_blocks_equal_dense() {
     let (q, r, k) = (3, 20_000, 5);
     let full: Vec<f32> = (0..q * r).map(|_| rng.below(1000) as f32).collect();
     let exclude = [-1i64, 0, 19_999];
-    assert_eq!(blocked(&full, q, r, k, r, &exclude), dense(&full, q, r, k, &exclude));
+    assert_eq!(
+        blocked(&full, q, r, k, r, &exclude),
+        dense(&full, q, r, k, &exclude)
+    );
 }
 
 #[test]
@@ -239,7 +257,13 @@ fn sampled_floor_misses_fall_back_to_a_full_scan() {
     // reached by only ~2.5k/8 < k scores, so the row must be scanned again without it
     let (r, k) = (8 * SAMPLE, 16);
     let row: Vec<f32> = (0..r)
-        .map(|c| if c % 8 == 0 { 1e4 - c as f32 } else { -(c as f32) })
+        .map(|c| {
+            if c % 8 == 0 {
+                1e4 - c as f32
+            } else {
+                -(c as f32)
+            }
+        })
         .collect();
     let exclude = [8i64];
     let (di, dv) = dense(&row, 1, r, k, &exclude);
