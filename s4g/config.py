@@ -99,42 +99,25 @@ def preset_for(dataset: str) -> Preset:
 SAMPLINGS = ("random", "gps", "dss")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(Preset):
     """Everything one training run depends on; saved as config.json and in every checkpoint.
 
-    Starts from the dataset's Preset (`TrainConfig.from_preset`) and is changed with
-    `dataclasses.replace`. Sizes in pixels, ground_size (H, W); lr per step, cosine-decayed
-    after `warmup_epochs` of linear warm-up. `data_root` None for "synthetic" means the cached
-    world under $XDG_CACHE_HOME/s4g (written on first use). `out` None means
-    runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current directory. `fov`/`random_heading`
-    crop training panoramas to a limited field of view (degrees) at a random heading.
-    `device`: "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N".
-    `synth_locations`/`synth_seed`: size and seed of the synthetic world (synthetic only).
+    The Preset fields (the recipe) plus the run's own. Starts from the dataset's Preset
+    (`TrainConfig.from_preset`) and is changed with `dataclasses.replace`. Sizes in pixels,
+    ground_size (H, W); lr per step, cosine-decayed after `warmup_epochs` of linear warm-up.
+    `data_root` None for "synthetic" means the cached world under $XDG_CACHE_HOME/s4g (written
+    on first use). `out` None means runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current
+    directory. `fov`/`random_heading` crop training panoramas to a limited field of view
+    (degrees) at a random heading. `device`: "auto" (CUDA if present, else CPU), "cpu", "cuda"
+    or "cuda:N". `synth_locations`/`synth_seed`: size and seed of the synthetic world.
     """
 
     dataset: str
     data_root: str | None = None
     out: str | None = None
-    backbone: str = "convnext_base"
-    pretrained: bool = True
     weights: str | None = None
-    aerial_size: int = 384
-    ground_size: tuple[int, int] = (140, 768)
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_epochs: float = 1.0
-    clip_grad: float = 100.0
-    label_smoothing: float = 0.1
-    sampling: str = "dss"
-    neighbour_select: int = 64
-    neighbour_range: int = 128
-    gps_k: int = 128
-    eval_every: int = 4
     split_dir: str = "splits"
-    eval_split: str = "test"
     seed: int = 0
     workers: int = 4
     device: str = "auto"
@@ -143,7 +126,6 @@ class TrainConfig:
     random_heading: bool = False
     skip_bad_images: bool = False
     log_every: int = 20
-    augment: bool = True
     synth_locations: int = 1500
     synth_seed: int = 0
 
