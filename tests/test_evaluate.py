@@ -170,3 +170,15 @@ def test_shown_metrics_per_benchmark():
     assert shown_metrics(vigor, metrics)[-1] == "hit_rate"
     university = EvalSet(**base, query_kind="drone", reference_kind="aerial")
     assert shown_metrics(university, metrics)[-1] == "AP"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_path_equals_dense():
+    rng = np.random.default_rng(11)
+    rl = rng.permutation(np.concatenate([np.repeat(np.arange(20), 6), np.full(30, 99)]))
+    r = exact_embeddings(rng, rl.size)
+    ql = rng.integers(0, 20, size=50)
+    q = exact_embeddings(rng, ql.size)
+    semi = rng.integers(-1, 20, size=(50, 3))
+    got = retrieval_metrics(q, r, ql, rl, semi_positives=semi, device="cuda", block=(16, 32))
+    assert_same(got, dense_metrics(q, r, ql, rl, semi))

@@ -91,3 +91,12 @@ def test_bad_input_is_a_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         similar_references(args["query"], args["reference"], args["k"], args["exclude"],
                            device="cpu", method=args["method"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_path_equals_dense_argsort():
+    rng = np.random.default_rng(7)
+    q, r = tied_embeddings(rng, 300), tied_embeddings(rng, 500)
+    exclude = rng.integers(-1, 500, size=300)
+    got = similar_references(q, r, 25, exclude, device="cuda", block=(64, 128))
+    np.testing.assert_array_equal(got, dense_neighbours(q, r, 25, exclude))
