@@ -398,7 +398,7 @@ def index_cmd(
     import numpy as np
 
     from s4g.embed import pick_device
-    from s4g.index import build_index, read_coords_csv
+    from s4g.index import build_index, read_tiles_csv
 
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise fail("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
@@ -419,7 +419,7 @@ def index_cmd(
             lat, lon = ev.reference_lat, ev.reference_lon
     else:
         root = images
-        files, lat, lon = read_coords_csv(coords, images)
+        files, lat, lon = read_tiles_csv(coords, images)
     meta = build_index(
         checkpoint, files, lat, lon, root, out, reference_kind=kind, float16=float16,
         device=pick_device(device), batch_size=batch_size, workers=workers,

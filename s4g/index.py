@@ -27,10 +27,10 @@ import torch
 
 from s4g.errors import UserInputError
 from s4g.fileio import save_npz
+from s4g.sampling import EARTH_RADIUS_M
 
 INDEX_FORMAT = "s4g-index"
 INDEX_VERSION = 1
-EARTH_RADIUS_M = 6_371_008.8
 # rows of the index scored per block while searching (x D floats: 16 MB at D = 1024)
 SEARCH_BLOCK = 4096
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # ZIP local file header (APPNOTE 4.3.7)
@@ -273,7 +273,7 @@ def _column(header: list[str], names: tuple[str, ...], csv_path: Path) -> int:
     )
 
 
-def read_coords_csv(
+def read_tiles_csv(
     csv_path: str | os.PathLike, images_dir: str | os.PathLike
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(files relative to images_dir, lat (N,) float64, lon (N,) float64) from a CSV.

@@ -28,11 +28,10 @@ import numpy as np
 from s4g.data import synth_world as sw
 from s4g.data.synth_tasks import world_for
 from s4g.errors import UserInputError
+from s4g.sampling import EARTH_RADIUS_M
 
-EARTH_R = 6_371_008.8
 DISTRICT = 640
 MOSAIC_COLS = 8
-CODES = {"cvusa": 1, "cvact": 2, "vigor": 3, "university": 4}
 CENTRES = {"cvusa": (39.7392, -104.9903), "cvact": (-35.2809, 149.1300), "Chicago": (41.8781, -87.6298),
            "NewYork": (40.7128, -74.0060), "SanFrancisco": (37.7749, -122.4194), "Seattle": (47.6062, -122.3321),
            "university": (30.5928, 114.3055)}
@@ -58,8 +57,8 @@ def world_key(seed: int, code: int, index: int, shape: tuple[int, int], style: d
 
 def latlon(lat0: float, lon0: float, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Local metres (y south, x east) around (lat0, lon0) -> degrees (spherical, mean radius)."""
-    lat = lat0 - np.degrees(np.asarray(y, np.float64) / EARTH_R)
-    lon = lon0 + np.degrees(np.asarray(x, np.float64) / (EARTH_R * math.cos(math.radians(lat0))))
+    lat = lat0 - np.degrees(np.asarray(y, np.float64) / EARTH_RADIUS_M)
+    lon = lon0 + np.degrees(np.asarray(x, np.float64) / (EARTH_RADIUS_M * math.cos(math.radians(lat0))))
     return lat, lon
 
 
