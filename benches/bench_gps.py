@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
-from pathlib import Path
 
 import numpy as np
+from harness import banner, table, timed, write_result
 
-from s4g.fileio import save_json
 from s4g.sampling import EARTH_RADIUS_M, gps_neighbours
 
 CITIES = [(40.7128, -74.0060), (47.6062, -122.3321), (37.7749, -122.4194), (41.8781, -87.6298)]
@@ -67,17 +63,6 @@ def run_ckdtree(lat, lon, k):
     return idx, chord
 
 
-def best_time(fn, repeats: int, *args):
-    """(best wall seconds, CPU seconds of that run (all threads), result)."""
-    runs, out = [], None
-    for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        out = fn(*args)
-        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
-    wall, cpu = min(runs)
-    return wall, cpu, out
-
-
 def drop_self(idx: np.ndarray, dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Remove each row's own index (wherever ties put it) and keep k columns."""
     rows = np.arange(idx.shape[0])[:, None]
@@ -93,44 +78,39 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--balltree-repeats", type=int, default=1, help="BallTree takes seconds per run")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_gps.json")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_gps.json)")
     args = ap.parse_args()
-    threads = os.environ.get("RAYON_NUM_THREADS", "unset")
-    print(f"points={args.points:,} k={args.k} RAYON_NUM_THREADS={threads} cpus={os.cpu_count()} "
-          f"load={os.getloadavg()[0]:.1f} {platform.processor() or platform.machine()}")
+    banner(points=args.points, k=args.k)
     lat, lon = vigor_like(args.points)
     for fn in (run_s4g, run_balltree, run_ckdtree):  # warm-up: imports, thread pools, caches
         fn(lat[:2000], lon[:2000], 16)
 
-    t_ours, cpu_ours, (idx, dist) = best_time(run_s4g, args.repeats, lat, lon, args.k)
-    t_ckd, cpu_ckd, (c_idx, c_chord) = best_time(run_ckdtree, args.repeats, lat, lon, args.k)
-    t_bt, cpu_bt, (b_idx, b_dist) = best_time(run_balltree, args.balltree_repeats, lat, lon, args.k)
-
-    c_idx, c_chord = drop_self(c_idx, c_chord, args.k)
+    ours = timed(lambda: run_s4g(lat, lon, args.k), args.repeats)
+    ckd = timed(lambda: run_ckdtree(lat, lon, args.k), args.repeats)
+    bt = timed(lambda: run_balltree(lat, lon, args.k), args.balltree_repeats)
+    idx, dist = ours.result
+    c_idx, c_chord = drop_self(*ckd.result, args.k)
     c_dist = 2 * EARTH_RADIUS_M * np.arcsin(np.clip(c_chord / 2, 0, 1))
-    b_idx, b_dist = drop_self(b_idx, b_dist, args.k)
+    b_idx, b_dist = drop_self(*bt.result, args.k)
     agree = {
         "balltree_idx_equal_share": float(np.mean(b_idx == idx)),
         "balltree_max_dist_diff_m": float(np.max(np.abs(b_dist - dist))),
         "ckdtree_idx_equal_share": float(np.mean(c_idx == idx)),
         "ckdtree_max_dist_diff_m": float(np.max(np.abs(c_dist - dist))),
     }
-    rows = [("s4g gps_neighbours (rayon)", t_ours, cpu_ours), ("sklearn BallTree haversine", t_bt, cpu_bt),
-            ("scipy cKDTree 3-D, workers=2", t_ckd, cpu_ckd)]
     # CPU seconds (all threads) say how much work each did, whatever else runs on the machine.
-    print(f"{'method':32} {'wall s':>8} {'wall ratio':>11} {'cpu s':>8} {'cpu ratio':>10}")
-    for name, t, cpu in rows:
-        print(f"{name:32} {t:8.3f} {t / t_ours:10.1f}x {cpu:8.3f} {cpu / cpu_ours:9.1f}x")
+    rows = [("s4g gps_neighbours (rayon)", ours), ("sklearn BallTree haversine", bt),
+            ("scipy cKDTree 3-D, workers=2", ckd)]
+    table(["method", "wall s", "wall ratio", "cpu s", "cpu ratio"],
+          [(n, t.best, f"{t.best / ours.best:.1f}x", t.cpu, f"{t.cpu / ours.cpu:.1f}x") for n, t in rows])
     print("agreement with baselines:", json.dumps(agree))
-    save_json(args.out, {
-        "points": args.points, "k": args.k, "repeats": args.repeats, "rayon_num_threads": threads,
-        "cpu_count": os.cpu_count(), "load_avg_1min": os.getloadavg()[0],
-        "seconds": {"s4g": t_ours, "balltree": t_bt, "ckdtree_workers2": t_ckd},
-        "cpu_seconds": {"s4g": cpu_ours, "balltree": cpu_bt, "ckdtree_workers2": cpu_ckd},
-        "speedup": {"vs_balltree": t_bt / t_ours, "vs_ckdtree": t_ckd / t_ours},
+    write_result("bench_gps", {
+        "points": args.points, "k": args.k, "repeats": args.repeats,
+        "seconds": {"s4g": ours.best, "balltree": bt.best, "ckdtree_workers2": ckd.best},
+        "cpu_seconds": {"s4g": ours.cpu, "balltree": bt.cpu, "ckdtree_workers2": ckd.cpu},
+        "speedup": {"vs_balltree": bt.best / ours.best, "vs_ckdtree": ckd.best / ours.best},
         "median_nearest_m": float(np.median(dist[:, 0])), "agreement": agree,
-    })
-    print(f"wrote {args.out}")
+    }, args.out)
 
 
 if __name__ == "__main__":

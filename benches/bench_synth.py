@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from s4g.data import synth_render as sr
-from s4g.data import synth_world as sw
-from s4g.data.synthetic import SIZES, write_layout
+from s4g.synth import render as sr
+from s4g.synth import world as sw
+from s4g.synth.writer import SIZES, write_layout
 
 
 def python_panorama(world: sw.World, y: float, x: float, hw: tuple[int, int], eye_m: float = 2.0,

@@ -26,7 +26,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from s4g.fileio import save_json
 from s4g.loss import InfoNCE
 from s4g.model import build_model
-from s4g.train import TrainStep, amp_setup
+from s4g.runtime import mixed_precision
+from s4g.train.step import TrainStep
 
 
 def _setup(args, device, channels_last: bool):
@@ -47,7 +48,7 @@ def _time(args, device, *, recipe: str) -> float:
     ours = recipe == "s4g"
     net, opt, ground, aerial = _setup(args, device, channels_last=ours)
     if ours:
-        autocast, scaler = amp_setup(device)
+        autocast, scaler = mixed_precision(device)
     elif device.type == "cuda":
         autocast = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
         scaler = torch.amp.GradScaler("cuda")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from s4g.errors import UserInputError
+from s4g.runtime import pick_device
 
 # Rank 0 alone evaluates and mines while the others wait in a barrier; on real datasets that
 # takes longer than the default collective timeout.
@@ -38,23 +38,6 @@ class DistEnv:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(option: str, local_rank: int = 0) -> torch.device:
-    """Resolve --device: "auto" -> this rank's GPU if CUDA is usable, else CPU."""
-    if option == "auto":
-        option = "cuda" if torch.cuda.is_available() else "cpu"
-    if option == "cuda":
-        option = f"cuda:{local_rank}"
-    try:
-        device = torch.device(option)
-    except RuntimeError:
-        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {option}: CUDA is not available on this machine")
-    if device.type not in ("cpu", "cuda"):
-        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N")
-    return device
 
 
 def setup(device_option: str) -> DistEnv:
@@ -100,12 +83,10 @@ def rank_share(batches: np.ndarray, env: DistEnv) -> np.ndarray:
     each, so the gathered loss sees exactly the global batch.
     """
     n, b = batches.shape
-    if b % env.world_size:
-        raise UserInputError(
-            f"--batch-size {b} must be divisible by the number of processes ({env.world_size})"
-        )
+    if b % env.world_size:  # s4g.train.checks refuses such a --batch-size up front
+        raise ValueError(f"batch size {b} is not divisible by the world size {env.world_size}")
     share = b // env.world_size
     return batches[:, env.rank * share:(env.rank + 1) * share]
 
 
-__all__ = ["DistEnv", "barrier", "broadcast_from_main", "pick_device", "rank_share", "setup", "teardown"]
+__all__ = ["DistEnv", "barrier", "broadcast_from_main", "rank_share", "setup", "teardown"]

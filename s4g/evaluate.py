@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from s4g.errors import UserInputError
+from s4g.runtime import pick_device
 
 # (query rows, reference rows) per block. CPU: 2048×8192 float32 = 64 MB of scores (+128 MB
 # of int64 bins with several positives), big enough for the matmul to run near peak.
@@ -42,11 +43,6 @@ CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
 _FINITE_CHUNK = 1 << 22  # elements per finiteness check
 _POS_CHUNK = 256  # queries per positive-score matmul (extra work ~ 256 / R of the main pass)
-
-
-def default_device() -> torch.device:
-    """cuda when available, else cpu."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def as_embeddings(x, name: str, device: torch.device) -> torch.Tensor:
@@ -218,7 +214,7 @@ def retrieval_metrics(
     Raises UserInputError (a ValueError) for bad shapes, NaN/inf embeddings, queries without
     a positive.
     """
-    dev = torch.device(device) if device is not None else default_device()
+    dev = pick_device(None if device is None else str(device))
     q = as_embeddings(query, "query embeddings", dev)
     r = as_embeddings(reference, "reference embeddings", dev)
     if q.shape[1] != r.shape[1]:
@@ -275,41 +271,4 @@ def _summarise(n_above, counts, n_ref, ks, rl, semi, best_idx) -> dict[str, floa
     return out
 
 
-def shown_metrics(eval_set, metrics: dict[str, float]) -> list[str]:
-    """The metric names reported for a benchmark: R@1/5/10/1%, + hit rate when it has
-    semi-positives (VIGOR), + AP for drone/satellite retrieval (University-1652)."""
-    names = [k for k in ("R@1", "R@5", "R@10", "R@1%") if k in metrics]
-    if eval_set.semi_positives is not None:
-        names.append("hit_rate")
-    if "drone" in (eval_set.query_kind, eval_set.reference_kind):
-        names.append("AP")
-    return names
-
-
-def evaluate_model(model, settings, *, device, seed: int = 0, progress: bool = True):
-    """(metrics dict, EvalSet): embed the settings' eval split with `model`, then score it.
-
-    settings: s4g.embed.InferenceSettings. seed: draws the random headings (random_heading).
-    """
-    from s4g.data import load_eval
-    from s4g.embed import embed_eval_set
-
-    ev = load_eval(settings.loader, settings.data_root, settings.split, split_dir=settings.split_dir)
-    q, r = embed_eval_set(
-        model, ev, settings.aerial_size, settings.ground_size, device=device,
-        batch_size=settings.batch_size, workers=settings.workers, fov=settings.fov,
-        random_heading=settings.random_heading, seed=seed, progress=progress,
-    )
-    metrics = retrieval_metrics(q, r, ev.query_labels, ev.reference_labels, ev.semi_positives, device=device)
-    return metrics, ev
-
-
-__all__ = [
-    "CPU_BLOCK",
-    "GPU_BLOCK",
-    "default_device",
-    "evaluate_model",
-    "positive_pairs",
-    "retrieval_metrics",
-    "shown_metrics",
-]
+__all__ = ["CPU_BLOCK", "GPU_BLOCK", "as_embeddings", "positive_pairs", "retrieval_metrics"]

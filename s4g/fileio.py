@@ -1,15 +1,19 @@
-"""Atomic output files: write to a temporary name beside the target, then rename."""
+"""The file edge: atomic output files, the safe reader of PyTorch files, file hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from s4g.errors import UserInputError
 
 
 @contextlib.contextmanager
@@ -46,3 +50,37 @@ def save_json(path: str | os.PathLike, obj: object) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def load_torch_file(path: str | os.PathLike) -> Any:
+    """The content of a PyTorch file, loaded with weights_only=True onto the CPU.
+
+    Files are untrusted input: anything but tensors and plain values is refused. Raises
+    UserInputError naming the file when it is missing, unreadable or refused.
+    """
+    import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - garbage bytes raise KeyError, IndexError, ...
+        # torch's refusal runs to a page of advice; its one informative line names the class.
+        reason = next(
+            (ln.split(":", 1)[1].strip() for ln in str(err).splitlines() if "WeightsUnpickler error" in ln),
+            f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
+        )
+        raise UserInputError(
+            f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
+            f"plain values (refused for safety): {reason}"
+        ) from err
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (streamed in 4 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()

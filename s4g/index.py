@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from s4g.checkpoint import load_checkpoint
+from s4g.embed import embed_files, view_size
 from s4g.errors import UserInputError
-from s4g.fileio import save_npz
-from s4g.sampling import EARTH_RADIUS_M
+from s4g.fileio import file_sha256, save_npz
+from s4g.geo import nearest_spacing_m
+from s4g.sampling import topk_init, topk_merge
 
 INDEX_FORMAT = "s4g-index"
 INDEX_VERSION = 1
@@ -57,8 +60,6 @@ class Index:
 
 def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any]:
     """{"path" (absolute), "sha256", "size", "mtime_ns"} of a checkpoint file."""
-    from s4g.weights import file_sha256
-
     path = Path(path).resolve()
     stat = path.stat()
     return {"path": str(path), "sha256": file_sha256(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
@@ -72,20 +73,7 @@ def same_checkpoint(path: str | os.PathLike, recorded: dict[str, Any]) -> bool:
     seen = (recorded.get("path"), recorded.get("size"), recorded.get("mtime_ns"))
     if (str(path), stat.st_size, stat.st_mtime_ns) == seen:
         return True
-    from s4g.weights import file_sha256
-
     return stat.st_size == recorded.get("size") and file_sha256(path) == recorded.get("sha256")
-
-
-def tile_spacing_m(lat: np.ndarray, lon: np.ndarray) -> float | None:
-    """Median distance in metres from a tile to its nearest other tile; None without coordinates."""
-    ok = np.isfinite(lat) & np.isfinite(lon)
-    if ok.sum() < 2:
-        return None
-    from s4g.sampling import gps_neighbours
-
-    _, dist = gps_neighbours(lat[ok], lon[ok], 1)
-    return float(np.median(dist[:, 0]))
 
 
 def write_index(
@@ -116,7 +104,7 @@ def write_index(
         "dtype": "float16" if float16 else "float32",
         "root": str(Path(root).resolve()),
         "has_coordinates": bool(np.isfinite(lat).any()),
-        "tile_spacing_m": tile_spacing_m(lat, lon),
+        "tile_spacing_m": nearest_spacing_m(lat, lon),
         "model": model_meta,
     }
     save_npz(
@@ -191,8 +179,6 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     -> (rows (Q, k') int64, scores (Q, k') float32) with k' = min(k, N), best first, equal
        scores by lower row.
     """
-    from s4g.sampling import topk_init, topk_merge
-
     query = np.ascontiguousarray(query, dtype=np.float32)
     if query.ndim != 2 or query.shape[1] != index.embeddings.shape[1]:
         raise UserInputError(
@@ -215,109 +201,10 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     return best_idx, best_val
 
 
-def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
-    """Great-circle distance in metres between points given in degrees (broadcasting)."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
-    h = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
-
-
-def consensus(lat: np.ndarray, lon: np.ndarray, scores: np.ndarray, radius_m: float) -> dict[str, Any] | None:
-    """Where several of a photo's top-k tiles agree.
-
-    lat, lon, scores: (k,) of the top-k tiles, best first. For each tile, its neighbourhood
-    is the top-k tiles within radius_m of it; the neighbourhood with the largest summed
-    (non-negative) score wins, ties to the better-ranked centre. With at least two members
-    the consensus is their score-weighted mean position (on the sphere); else None.
-    -> {"lat", "lon" degrees, "ranks": 1-based ranks of the members, "radius_m"} or None.
-    """
-    ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon))
-    if ok.size < 2:
-        return None
-    near = haversine_m(lat[ok, None], lon[ok, None], lat[None, ok], lon[None, ok]) <= radius_m
-    weight = np.maximum(np.asarray(scores, dtype=np.float64)[ok], 0.0)
-    mass = near @ weight
-    mass[near.sum(axis=1) < 2] = -1.0
-    centre = int(np.argmax(mass))
-    if mass[centre] < 0:
-        return None
-    members = ok[near[centre]]
-    w = weight[near[centre]]
-    w = w / w.sum() if w.sum() > 0 else np.full(members.size, 1.0 / members.size)
-    phi, lam = np.radians(lat[members]), np.radians(lon[members])
-    x = (w * np.cos(phi) * np.cos(lam)).sum()
-    y = (w * np.cos(phi) * np.sin(lam)).sum()
-    z = (w * np.sin(phi)).sum()
-    return {
-        "lat": float(np.degrees(np.arctan2(z, math.hypot(x, y)))),
-        "lon": float(np.degrees(np.arctan2(y, x))),
-        "ranks": [int(r) + 1 for r in members],
-        "radius_m": float(radius_m),
-    }
-
-
-_FILE_COLUMNS = ("file", "filename", "name", "path", "image")
-_LAT_COLUMNS = ("lat", "latitude")
-_LON_COLUMNS = ("lon", "lng", "long", "longitude")
-
-
-def _column(header: list[str], names: tuple[str, ...], csv_path: Path) -> int:
-    lowered = [h.strip().lower() for h in header]
-    for name in names:
-        if name in lowered:
-            return lowered.index(name)
-    raise UserInputError(
-        f"{csv_path}: the header {header} names no column {' / '.join(names)} "
-        "(expected a header naming the file, lat and lon columns)"
-    )
-
-
-def read_tiles_csv(
-    csv_path: str | os.PathLike, images_dir: str | os.PathLike
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(files relative to images_dir, lat (N,) float64, lon (N,) float64) from a CSV.
-
-    The CSV has a header naming a file column (file/filename/name/path/image), lat/latitude
-    and lon/lng/longitude; file names are relative to images_dir. A missing image, a bad
-    number or an out-of-range coordinate raises UserInputError naming the CSV line.
-    """
-    import csv
-
-    csv_path, images_dir = Path(csv_path), Path(images_dir)
-    if not images_dir.is_dir():
-        raise UserInputError(f"--images {images_dir}: no such folder")
-    if not csv_path.is_file():
-        raise UserInputError(f"--coords {csv_path}: no such file")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        raise UserInputError(f"{csv_path}: expected a header and at least one row")
-    cols = [_column(rows[0], names, csv_path) for names in (_FILE_COLUMNS, _LAT_COLUMNS, _LON_COLUMNS)]
-    files, lat, lon = [], [], []
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        try:
-            name, la, lo = row[cols[0]].strip(), float(row[cols[1]]), float(row[cols[2]])
-        except (IndexError, ValueError):
-            raise UserInputError(f"{csv_path}, line {line}: expected a file name, lat and lon, got {row}") from None
-        if not (-90 <= la <= 90 and -180 <= lo <= 180):
-            raise UserInputError(f"{csv_path}, line {line}: lat {la}, lon {lo} out of range (degrees)")
-        if not (images_dir / name).is_file():
-            raise UserInputError(f"{csv_path}, line {line}: image {images_dir / name} does not exist")
-        files.append(name)
-        lat.append(la)
-        lon.append(lo)
-    return files, np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)
-
-
 def model_meta(
     model, config: dict[str, Any], checkpoint: str | os.PathLike, reference_kind: str
 ) -> dict[str, Any]:
     """What identifies the embeddings of an index: backbone, width, checkpoint bytes, sizes."""
-    from s4g.embed import view_size
-
     aerial, ground = int(config["aerial_size"]), [int(v) for v in config["ground_size"]]
     return {
         "backbone": model.backbone,
@@ -350,9 +237,6 @@ def build_index(
     Tiles are resized to the checkpoint's aerial size (reference_kind "drone": its ground
     size). Returns the index meta dict (see write_index).
     """
-    from s4g.embed import embed_files
-    from s4g.model import load_checkpoint
-
     model, config = load_checkpoint(checkpoint)
     meta = model_meta(model, config, checkpoint, reference_kind)
     paths = [os.path.join(root, f) for f in files]

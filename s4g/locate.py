@@ -1,7 +1,9 @@
-"""Locate ground photos: embed each one and look its nearest aerial tiles up in an index."""
+"""Locate ground photos: embed each one, look its nearest aerial tiles up in an index, and
+find where the top tiles agree."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,44 +12,47 @@ from typing import Any
 import numpy as np
 import torch
 
+from s4g.checkpoint import load_checkpoint
 from s4g.data.transforms import fov_size
+from s4g.embed import embed_files
 from s4g.errors import UserInputError
-from s4g.index import Index, consensus, same_checkpoint, search
+from s4g.geo import haversine_m
+from s4g.index import Index, same_checkpoint, search
 
 PHOTO_BATCH = 16
 
+def consensus(lat: np.ndarray, lon: np.ndarray, scores: np.ndarray, radius_m: float) -> dict[str, Any] | None:
+    """Where several of a photo's top-k tiles agree.
 
-def embed_photos(
-    model: torch.nn.Module,
-    photos: Sequence[str | os.PathLike],
-    size_hw: tuple[int, int],
-    *,
-    heading_deg: float | None = None,
-    device: torch.device | str = "cpu",
-) -> np.ndarray:
-    """(N, D) float32 L2-normalised embeddings of ground photos, resized to size_hw.
-
-    heading_deg: for panoramas, the compass heading their centre column faces; the panorama
-    is rolled so that north is centred, the convention of s4g.data.transforms.
-    Undecodable photos raise UserInputError naming the file.
+    lat, lon, scores: (k,) of the top-k tiles, best first. For each tile, its neighbourhood
+    is the top-k tiles within radius_m of it; the neighbourhood with the largest summed
+    (non-negative) score wins, ties to the better-ranked centre. With at least two members
+    the consensus is their score-weighted mean position (on the sphere); else None.
+    -> {"lat", "lon" degrees, "ranks": 1-based ranks of the members, "radius_m"} or None.
     """
-    from s4g.data.images import load_image
-    from s4g.data.transforms import crop_fov, eval_transform
-
-    transform = eval_transform(size_hw)
-    model = model.to(device).eval()
-    out = []
-    for start in range(0, len(photos), PHOTO_BATCH):
-        batch = []
-        for photo in photos[start : start + PHOTO_BATCH]:
-            image = load_image(photo)
-            if heading_deg is not None:
-                # the column facing north sits at heading -heading_deg relative to the centre
-                image = crop_fov(image, 360.0, -float(heading_deg))
-            batch.append(transform(image))
-        with torch.inference_mode():
-            out.append(model(torch.stack(batch).to(device)).float().cpu().numpy())
-    return np.concatenate(out)
+    ok = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon))
+    if ok.size < 2:
+        return None
+    near = haversine_m(lat[ok, None], lon[ok, None], lat[None, ok], lon[None, ok]) <= radius_m
+    weight = np.maximum(np.asarray(scores, dtype=np.float64)[ok], 0.0)
+    mass = near @ weight
+    mass[near.sum(axis=1) < 2] = -1.0
+    centre = int(np.argmax(mass))
+    if mass[centre] < 0:
+        return None
+    members = ok[near[centre]]
+    w = weight[near[centre]]
+    w = w / w.sum() if w.sum() > 0 else np.full(members.size, 1.0 / members.size)
+    phi, lam = np.radians(lat[members]), np.radians(lon[members])
+    x = (w * np.cos(phi) * np.cos(lam)).sum()
+    y = (w * np.cos(phi) * np.sin(lam)).sum()
+    z = (w * np.sin(phi)).sum()
+    return {
+        "lat": float(np.degrees(np.arctan2(z, math.hypot(x, y)))),
+        "lon": float(np.degrees(np.arctan2(y, x))),
+        "ranks": [int(r) + 1 for r in members],
+        "radius_m": float(radius_m),
+    }
 
 
 def check_same_model(index: Index, model, checkpoint: str | os.PathLike) -> None:
@@ -100,8 +105,6 @@ def locate_photos(
     -> one dict per photo: {"photo", "results": [{"rank", "file", "path", "lat", "lon",
        "score"}], "consensus": see s4g.index.consensus, or None}. lat/lon None when unknown.
     """
-    from s4g.model import load_checkpoint
-
     if heading_deg is not None and fov_deg is not None:
         raise UserInputError(
             "--heading rolls a panorama north-up; a limited field-of-view photo (--fov) is "
@@ -115,7 +118,11 @@ def locate_photos(
     model, _ = load_checkpoint(checkpoint)
     check_same_model(index, model, checkpoint)
     size = fov_size(index.meta["model"]["ground_size"], fov_deg)
-    emb = embed_photos(model, photos, size, heading_deg=heading_deg, device=device)
+    # A panorama whose centre faces `heading` is turned north-up: its full 360° "view" is cut
+    # at -heading (the column facing north), the convention of s4g.data.transforms.
+    turn = {} if heading_deg is None else {"fov": 360.0, "heading_deg": -float(heading_deg)}
+    emb = embed_files(model, [str(p) for p in photos], size, device=device, batch_size=PHOTO_BATCH,
+                      progress=False, label="photos", **turn)
     rows, scores = search(index, emb, k)
     spacing = index.meta.get("tile_spacing_m")
     if radius_m is None:

@@ -16,7 +16,8 @@ import torch
 
 from s4g import sampling
 from s4g.errors import UserInputError
-from s4g.evaluate import as_embeddings, default_device
+from s4g.evaluate import as_embeddings
+from s4g.runtime import pick_device
 
 # (query rows, reference rows) per score block: 4096×4096 float32 = 64 MB on the CPU (taller
 # query blocks let BLAS reuse each packed reference panel: ~10% faster than 1024×8192 at
@@ -47,10 +48,6 @@ def _check_args(q: torch.Tensor, r: torch.Tensor, k, exclude) -> tuple[int, np.n
     return int(k), ex.astype(np.int64)
 
 
-def _rust_merge():
-    return getattr(sampling, "topk_merge", None)
-
-
 def similar_references(
     query,
     reference,
@@ -66,20 +63,20 @@ def similar_references(
     query (Q, D), reference (R, D): float32 embeddings (numpy or torch, normalised), scored
       by dot product. exclude (Q,) int64: a reference row to skip per query, -1 for none.
     k: 1 <= k < R. device: where matmuls run (default cuda if available).
-    method: "auto" (Rust merge on CPU when the extension has it, torch on a GPU), "torch",
+    method: "auto" (the Rust merge on the CPU, torch on a GPU), "torch",
       or "rust" (CPU only).
     -> (Q, k) int64 reference rows, most similar first, equal scores by lower row.
     Raises UserInputError (ValueError) for wrong shapes, NaN/inf embeddings, k out of range.
     """
-    dev = torch.device(device) if device is not None else default_device()
+    dev = pick_device(None if device is None else str(device))
     q = as_embeddings(query, "query embeddings", dev)
     r = as_embeddings(reference, "reference embeddings", dev)
     k, ex = _check_args(q, r, k, exclude)
     if method not in ("auto", "torch", "rust"):
         raise UserInputError(f"method must be auto, torch or rust, got {method!r}")
-    use_rust = method == "rust" or (method == "auto" and dev.type == "cpu" and _rust_merge() is not None)
-    if use_rust and (dev.type != "cpu" or _rust_merge() is None):
-        raise UserInputError("method='rust' needs device cpu and s4g.sampling.topk_merge")
+    use_rust = method == "rust" or (method == "auto" and dev.type == "cpu")
+    if use_rust and dev.type != "cpu":
+        raise UserInputError("method='rust' runs on the CPU only; pass device='cpu'")
     block = block or (GPU_BLOCK if dev.type == "cuda" else CPU_BLOCK)
     out = np.empty((q.shape[0], k), dtype=np.int64)
     with torch.inference_mode():
@@ -104,13 +101,12 @@ def _blocks(q: torch.Tensor, r: torch.Tensor, ex_t: torch.Tensor, br: int):
 
 
 def _rows_rust(q: torch.Tensor, r: torch.Tensor, k: int, ex: np.ndarray, br: int) -> np.ndarray:
-    merge = _rust_merge()
     best_idx = np.full((q.shape[0], k), -1, dtype=np.int64)
     best_val = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
     # Rust skips the excluded row itself, so no -inf masking is needed here.
     ex_none = torch.full_like(torch.from_numpy(ex), -1)
     for r0, scores in _blocks(q, r, ex_none, br):
-        best_idx, best_val = merge(scores.numpy(), r0, k, ex, best_idx, best_val)
+        best_idx, best_val = sampling.topk_merge(scores.numpy(), r0, k, ex, best_idx, best_val)
     return best_idx
 
 
@@ -174,50 +170,4 @@ def class_query_embeddings(query_emb: np.ndarray, pair_class: np.ndarray, refere
     return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def mine_class_neighbours(
-    model: torch.nn.Module,
-    train_set,
-    *,
-    k: int = 128,
-    aerial_size: int,
-    ground_size,
-    device: torch.device | str,
-    batch_size: int = 64,
-    workers: int = 0,
-    progress: bool = True,
-    block: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """DSS neighbour lists: for each class, its k most similar *other* references.
-
-    Embeds the TrainSet's query images (ground size, eval transform) and reference tiles
-    (aerial size) with `model`, scores each class's query embedding (class_query_embeddings)
-    against every reference, and excludes the class's own reference.
-    -> (C, k) int64 class ids, hardest first, ties by lower id: the `neighbours` argument of
-       s4g.sampling.pack_batches. k must be < C (UserInputError otherwise).
-    """
-    from s4g.embed import embed_files, view_size
-
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
-        raise UserInputError(
-            f"--k must be between 1 and {train_set.num_classes - 1} (the training set has "
-            f"{train_set.num_classes} references), got {k!r}"
-        )
-    common = dict(device=device, batch_size=batch_size, workers=workers, progress=progress)
-    q = embed_files(model, train_set.query_files, view_size(train_set.query_kind, aerial_size, ground_size),
-                    label="training queries", **common)
-    r = embed_files(model, train_set.reference_files, view_size("aerial", aerial_size, ground_size),
-                    label="training references", **common)
-    pair_class = np.asarray(train_set.pair_class, dtype=np.int64)
-    cls_q = class_query_embeddings(q, pair_class, r)
-    exclude = np.arange(train_set.num_classes, dtype=np.int64)
-    return similar_references(cls_q, r, int(k), exclude, device=device, block=block)
-
-
-__all__ = [
-    "CPU_BLOCK",
-    "GPU_BLOCK",
-    "block_topk",
-    "class_query_embeddings",
-    "mine_class_neighbours",
-    "similar_references",
-]
+__all__ = ["CPU_BLOCK", "GPU_BLOCK", "block_topk", "class_query_embeddings", "similar_references"]

@@ -1,15 +1,12 @@
 """The siamese encoder: one torchvision backbone for both views → pooled, L2-normalised embedding.
 
-Checkpoints are plain dicts of tensors and JSON-like values, so they load with
-`torch.load(..., weights_only=True)`; the model's state dict keeps torchvision's key names
-under the `encoder.` prefix.
+The state dict keeps torchvision's key names under the `encoder.` prefix. Where the initial
+weights come from is s4g.weights; how trained ones are stored is s4g.checkpoint.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,10 +16,6 @@ from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path
-
-CHECKPOINT_FORMAT = "s4g-checkpoint"
-CHECKPOINT_VERSION = 1
 
 
 def _convnext_micro(weights: None = None, layer_scale: float = 1e-6) -> ConvNeXt:
@@ -59,7 +52,7 @@ BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
 }
 
 
-def _check_backbone(name: str) -> None:
+def check_backbone(name: str) -> None:
     if name not in BACKBONES:
         raise UserInputError(
             f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}"
@@ -92,42 +85,11 @@ class EmbeddingModel(nn.Module):
         return F.normalize(self.encoder(x).float(), dim=-1)
 
 
-def build_model(
-    backbone: str = "convnext_base",
-    *,
-    pretrained: bool = False,
-    weights_file: str | os.PathLike | None = None,
-) -> EmbeddingModel:
-    """A fresh EmbeddingModel.
-
-    pretrained: start from torchvision's ImageNet weights (downloaded by torchvision).
-    weights_file: a local torchvision-layout state dict of the same backbone (classifier
-      keys are ignored), loaded strictly; for machines that cannot download.
-    """
-    _check_backbone(backbone)
-    builder, weights_enum = BACKBONES[backbone]
-    weights = None
-    if pretrained and weights_file is None:
-        if weights_enum is None:
-            raise UserInputError(f"backbone {backbone!r} has no pretrained weights; drop --pretrained")
-        weights = weights_enum.DEFAULT
-    try:
-        encoder = builder(weights=weights)
-    except (OSError, RuntimeError) as err:  # torchvision's download failed
-        raise UserInputError(
-            f"could not fetch the pretrained weights of {backbone!r} ({err}); on a machine "
-            "without internet access pass a local state dict with --weights FILE"
-        ) from err
-    model = EmbeddingModel(backbone, encoder)
-    if weights_file is not None:
-        state = _torch_load(weights_file)
-        state = state.get("state_dict", state) if isinstance(state, Mapping) else state
-        if not isinstance(state, Mapping):
-            raise UserInputError(f"{weights_file}: not a state dict")
-        head = ("classifier.2.", "fc.")  # the ImageNet classifier we replace
-        state = {k: v for k, v in state.items() if not k.startswith(head)}
-        load_state_strict(model.encoder, state, source=str(weights_file))
-    return model
+def build_model(backbone: str = "convnext_base", weights: Any = None) -> EmbeddingModel:
+    """A fresh EmbeddingModel: random initialisation, or torchvision's `weights` enum entry
+    (downloaded by torchvision; s4g.weights.initial_model chooses and reports failures)."""
+    check_backbone(backbone)
+    return EmbeddingModel(backbone, BACKBONES[backbone][0](weights=weights))
 
 
 def empty_model(backbone: str) -> EmbeddingModel:
@@ -136,7 +98,7 @@ def empty_model(backbone: str) -> EmbeddingModel:
     Only for filling at once with load_state_strict(..., assign=True); building a
     ConvNeXt-B with its random init costs seconds that a checkpoint load would throw away.
     """
-    _check_backbone(backbone)
+    check_backbone(backbone)
     with torch.device("meta"):
         return EmbeddingModel(backbone, BACKBONES[backbone][0](weights=None))
 
@@ -170,75 +132,4 @@ def load_state_strict(
         raise RuntimeError(f"{source}: tensors left unloaded on the meta device: {', '.join(left[:5])}")
 
 
-def _torch_load(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - garbage bytes raise KeyError, IndexError, ...
-        # torch's refusal runs to a page of advice; its one informative line names the class.
-        reason = next(
-            (ln.split(":", 1)[1].strip() for ln in str(err).splitlines() if "WeightsUnpickler error" in ln),
-            f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
-        )
-        raise UserInputError(
-            f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
-            f"plain values (refused for safety): {reason}"
-        ) from err
-
-
-def save_checkpoint(
-    path: str | os.PathLike, model: EmbeddingModel, config: Mapping[str, Any], **state: Any
-) -> None:
-    """Write an s4g checkpoint atomically (temporary name, then rename).
-
-    config: the JSON-like run configuration (dataset, data_root, image sizes, ...), which
-      `s4g eval` / `s4g mine` read back as their defaults.
-    state: extra entries (optimizer, scheduler, epoch, RNG states, ...), tensors or plain values.
-    """
-    model = getattr(model, "module", model)  # unwrap DDP once, save plain keys
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "backbone": model.backbone,
-        "model": model.state_dict(),
-        "config": dict(config),
-        **state,
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict (weights_only load); UserInputError if it is not an s4g one."""
-    obj = _torch_load(path)
-    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT):
-        raise UserInputError(f"{path}: not an s4g checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    return obj
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[EmbeddingModel, dict[str, Any]]:
-    """(model on CPU in eval mode, run config dict) from an s4g checkpoint, loaded strictly.
-
-    A file that is not an s4g checkpoint but a timm-layout ConvNeXt state dict (a released
-    Sample4Geo model) is converted on the fly; its config holds the backbone and CVUSA's sizes.
-    """
-    obj = _torch_load(path)
-    if not (isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT):
-        from s4g.weights import imported_config, load_timm_weights
-
-        try:
-            model, backbone, _ = load_timm_weights(obj, str(path))
-        except UserInputError as err:
-            raise UserInputError(
-                f"{path}: neither an s4g checkpoint (no '{CHECKPOINT_FORMAT}' marker) nor "
-                f"importable timm ConvNeXt weights: {err}"
-            ) from err
-        return model, imported_config(backbone, path)
-    ckpt = obj
-    backbone = ckpt.get("backbone")
-    _check_backbone(str(backbone))
-    model = empty_model(backbone)
-    load_state_strict(model, ckpt["model"], source=str(path), assign=True)
-    return model.eval(), dict(ckpt.get("config", {}))
+__all__ = ["BACKBONES", "EmbeddingModel", "build_model", "check_backbone", "empty_model", "load_state_strict"]

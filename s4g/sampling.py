@@ -9,8 +9,6 @@ Arrays passed in must not be modified by other threads during a call.
 
 from __future__ import annotations
 
-import csv
-import os
 from typing import TypedDict
 
 import numpy as np
@@ -23,15 +21,12 @@ __all__ = [
     "PackStats",
     "gps_neighbours",
     "pack_batches",
-    "read_coords_csv",
     "topk_init",
     "topk_merge",
 ]
 
 #: Mean Earth radius in metres used for every distance.
 EARTH_RADIUS_M: float = _sampler.EARTH_RADIUS_M
-#: Packing gives up after this many consecutive re-queued pairs (as the reference does).
-MAX_RETURNS: int = _sampler.MAX_RETURNS
 
 
 class PackStats(TypedDict):
@@ -177,48 +172,3 @@ def topk_merge(scores, col_offset: int, k: int, exclude, best_idx, best_val) -> 
             f"best_idx and best_val must have shape ({s.shape[0]}, {k}), got {bi.shape} and {bv.shape}"
         )
     return _call(_sampler.topk_merge, s, col_offset, k, ex, bi, bv)
-
-
-def read_coords_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """(lat_deg, lon_deg) float64 from a CSV whose header names `lat` and `lon` columns.
-
-    Other columns are ignored; column names are matched case-insensitively. Errors name the
-    file and line (UserInputError); a missing or unreadable file raises OSError.
-    """
-    try:
-        return _parse_coords(path)
-    except UnicodeDecodeError as err:
-        raise UserInputError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
-    except csv.Error as err:
-        raise UserInputError(f"{path}: not a readable CSV file ({err})") from None
-
-
-def _parse_coords(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    lat, lon = [], []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            raise UserInputError(f"{path}: empty file, expected a header naming lat and lon columns")
-        names = [h.strip().lower() for h in header]
-        missing = [c for c in ("lat", "lon") if c not in names]
-        if missing:
-            raise UserInputError(
-                f"{path}: the header has no {' or '.join(missing)} column (columns: {header})"
-            )
-        i_lat, i_lon = names.index("lat"), names.index("lon")
-        for row in reader:
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            line = reader.line_num
-            try:
-                a, b = float(row[i_lat]), float(row[i_lon])
-            except (IndexError, ValueError):
-                raise UserInputError(f"{path}, line {line}: lat/lon must be numbers, got {row}") from None
-            if not (abs(a) <= 90 and abs(b) <= 180):
-                raise UserInputError(
-                    f"{path}, line {line}: lat must lie in [-90, 90] and lon in [-180, 180], got {a}, {b}"
-                )
-            lat.append(a)
-            lon.append(b)
-    return np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)

@@ -1,4 +1,5 @@
-"""Import ConvNeXt weights saved in timm's layout (the released Sample4Geo files) into s4g.
+"""Where an encoder's weights come from: torchvision's downloads, local state dicts, and
+ConvNeXt weights saved in timm's layout (the released Sample4Geo files).
 
 Sample4Geo wraps `timm.create_model(name, num_classes=0)` in a module with a learned
 `logit_scale`, so its files hold timm keys under a `model.` prefix (and `module.` when saved
@@ -10,7 +11,6 @@ its own name, so the strict load reports it as unexpected instead of silently dr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -19,7 +19,16 @@ from typing import Any
 
 import torch
 
+from s4g import datasets
 from s4g.errors import UserInputError
+from s4g.fileio import file_sha256, load_torch_file
+from s4g.model import (
+    BACKBONES,
+    EmbeddingModel,
+    build_model,
+    empty_model,
+    load_state_strict,
+)
 
 # timm keys with no counterpart in an embedding model: the ImageNet classifier (absent when
 # num_classes=0) and Sample4Geo's InfoNCE temperature, which belongs to the loss in s4g.
@@ -155,8 +164,6 @@ def timm_to_torchvision(
 
 def check_convnext_backbone(backbone: str) -> None:
     """UserInputError unless `backbone` is an s4g ConvNeXt that timm weights can fill."""
-    from s4g.model import BACKBONES
-
     if backbone not in BACKBONES:
         raise UserInputError(f"unknown backbone {backbone!r}; choose one of: {', '.join(CONVNEXT_ARCH)}")
     if backbone not in CONVNEXT_ARCH:
@@ -171,8 +178,6 @@ def load_timm_weights(obj: Any, source: str, backbone: str | None = None):
     backbone: expected s4g backbone; None infers it from the depths and widths.
     Raises UserInputError naming `source` and listing missing/unexpected/mis-shaped keys.
     """
-    from s4g.model import empty_model, load_state_strict
-
     if backbone is not None:
         check_convnext_backbone(backbone)
     state = unwrap_state_dict(obj, source)
@@ -189,15 +194,6 @@ def load_timm_weights(obj: Any, source: str, backbone: str | None = None):
     return model.eval(), inferred, ignored
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (streamed in 4 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def imported_config(
     backbone: str,
     source: str | os.PathLike,
@@ -211,9 +207,7 @@ def imported_config(
     Sizes come from `dataset`'s preset (CVUSA's, 384 and 140x768, when no dataset is named),
     then from the explicit sizes. "imported_from" records the source file and its SHA-256.
     """
-    from s4g.config import preset_for
-
-    preset = preset_for(dataset or "cvusa")
+    preset = datasets.get(dataset or "cvusa").preset
     config: dict[str, Any] = {
         "backbone": backbone,
         "aerial_size": int(aerial_size or preset.aerial_size),
@@ -227,25 +221,37 @@ def imported_config(
     return config
 
 
-def import_weights(
-    src: str | os.PathLike,
-    out: str | os.PathLike,
-    backbone: str | None = None,
-    **sizes: Any,
-) -> tuple[dict[str, Any], list[str]]:
-    """Convert a timm/Sample4Geo ConvNeXt file at `src` into an s4g checkpoint at `out`.
+def initial_model(
+    backbone: str, *, pretrained: bool = False, weights_file: str | os.PathLike | None = None
+) -> EmbeddingModel:
+    """The encoder a training run starts from.
 
-    sizes: dataset / aerial_size / ground_size for the stored config (see imported_config).
-    Returns (the stored config, the source keys that were deliberately ignored).
+    pretrained: torchvision's ImageNet weights (downloaded by torchvision).
+    weights_file: a local torchvision-layout state dict of the same backbone (classifier keys
+      are ignored), loaded strictly; for machines that cannot download. Wins over pretrained.
     """
-    from s4g.model import CHECKPOINT_FORMAT, _torch_load, save_checkpoint
+    _, weights_enum = BACKBONES.get(backbone, (None, None))
+    weights = None
+    if pretrained and weights_file is None:
+        if weights_enum is None:
+            raise UserInputError(f"backbone {backbone!r} has no pretrained weights; drop --pretrained")
+        weights = weights_enum.DEFAULT
+    try:
+        model = build_model(backbone, weights)
+    except (OSError, RuntimeError) as err:  # torchvision's download failed
+        raise UserInputError(
+            f"could not fetch the pretrained weights of {backbone!r} ({err}); on a machine "
+            "without internet access pass a local state dict with --weights FILE"
+        ) from err
+    if weights_file is not None:
+        state = unwrap_state_dict(load_torch_file(weights_file), str(weights_file))
+        head = ("classifier.2.", "fc.")  # the ImageNet classifier we replace
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+        load_state_strict(model.encoder, state, source=str(weights_file))
+    return model
 
-    if backbone is not None:
-        check_convnext_backbone(backbone)
-    obj = _torch_load(src)
-    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
-        raise UserInputError(f"{src} is already an s4g checkpoint; use it as it is")
-    model, backbone, ignored = load_timm_weights(obj, str(src), backbone)
-    config = imported_config(backbone, src, **sizes)
-    save_checkpoint(out, model, config)
-    return config, ignored
+
+__all__ = [
+    "CONVNEXT_ARCH", "check_convnext_backbone", "imported_config", "infer_convnext_backbone", "initial_model",
+    "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
+]

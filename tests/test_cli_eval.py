@@ -10,11 +10,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from s4g.checkpoint import save_checkpoint
 from s4g.cli import app
-from s4g.data import load_eval, load_train
-from s4g.data.synthetic import write_layout
+from s4g.datasets import load_eval, load_train
 from s4g.embed import embed_files
-from s4g.model import build_model, save_checkpoint
+from s4g.model import build_model
+from s4g.synth.writer import write_layout
 
 runner = CliRunner()
 SIZES = {"aerial_size": 64, "ground_size": [32, 128]}  # ConvNeXt needs >= 32 px per side
@@ -42,7 +43,7 @@ def checkpoint(world, tmp_path_factory) -> Path:
 
 
 def embed(path: Path, files, size_hw):
-    from s4g.model import load_checkpoint
+    from s4g.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path)
     return embed_files(model, files, size_hw, device="cpu", batch_size=5, progress=False)
@@ -142,7 +143,7 @@ def poison(payload):
          "missing keys"),
         (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, poison)], "NaN"),
         (lambda c, t: ["eval", "--checkpoint", c, "--split", "nope"], "split"),
-        (lambda c, t: ["eval", "--checkpoint", c, "--dataset", "vigor-same"], "data root"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--dataset", "vigor-same"], "--data-root"),
         (lambda c, t: ["eval", "--runs-dir", t / "empty"], "no run with best.pt"),
         (lambda c, t: ["eval", "--checkpoint", c, "--device", "cuda:7"] if not torch.cuda.is_available()
          else ["eval", "--checkpoint", c, "--device", "tpu"], "--device"),

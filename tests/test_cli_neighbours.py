@@ -39,10 +39,14 @@ def test_missing_file(tmp_path):
 
 
 def test_missing_lat_column(tmp_path):
-    csv = write_csv(tmp_path / "bad.csv", [(1, 2), (3, 4)], header="latitude,lon")
+    csv = write_csv(tmp_path / "bad.csv", [(1, 2), (3, 4)], header="y,lon")
     result = runner.invoke(app, ["neighbours", "--coords", str(csv), "--k", "1", "--out", f"{tmp_path}/o"])
     assert result.exit_code == 2
     assert "bad.csv" in result.output and "lat" in result.output
+    # the names every s4g table accepts: latitude / longitude too, in any case
+    csv = write_csv(tmp_path / "long.csv", [(1, 2), (3, 4)], header="Latitude,LONGITUDE")
+    result = runner.invoke(app, ["neighbours", "--coords", str(csv), "--k", "1", "--out", f"{tmp_path}/o"])
+    assert result.exit_code == 0, result.output
 
 
 def test_binary_file_names_the_file(tmp_path):
@@ -75,20 +79,22 @@ def test_k_too_large_and_source_required(tmp_path):
 
 
 def test_dataset_classes(tmp_path, monkeypatch):
-    import s4g.data
+    import dataclasses
+
+    from s4g import datasets
     from s4g.data.records import TrainSet
 
-    def fake_load(name, root, *, split_dir="splits"):
-        lat = None if name == "cvusa" else np.array([0.0, 0.0, 1.0])
-        lon = None if name == "cvusa" else np.array([0.0, 1.0, 0.0])
-        return TrainSet(name, ["q"] * 3, ["r"] * 3, np.arange(3), lat, lon)
+    def fake_load(root, *, split_dir="splits"):
+        return TrainSet("fake", ["q"] * 3, ["r"] * 3, np.arange(3), np.array([0.0, 0.0, 1.0]),
+                        np.array([0.0, 1.0, 0.0]))
 
-    monkeypatch.setattr(s4g.data, "load_train", fake_load)
+    spec = dataclasses.replace(datasets.get("vigor-same"), load_train=fake_load)
+    monkeypatch.setitem(datasets.DATASETS, "vigor-same", spec)
     out = tmp_path / "o.npz"
     args = ["neighbours", "--data-root", str(tmp_path), "--k", "2", "--out", str(out)]
     result = runner.invoke(app, [*args, "--dataset", "vigor-same"])
     assert result.exit_code == 0, result.output
     with np.load(out) as f:
         np.testing.assert_array_equal(f["idx"], [[1, 2], [0, 2], [0, 1]])
-    result = runner.invoke(app, [*args, "--dataset", "cvusa"])
+    result = runner.invoke(app, [*args, "--dataset", "university-d2s"])
     assert result.exit_code == 2 and "no GPS" in result.output

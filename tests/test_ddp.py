@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from s4g import datasets
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv, rank_share
-from s4g.errors import UserInputError
+from s4g.synth.cache import ensure_world
 from s4g.train import run
-from s4g.train_data import ensure_synthetic_world
 
 TINY = dict(synth_locations=60, aerial_size=32, ground_size=(32, 64), batch_size=8,
             eval_batch_size=32, log_every=2, workers=0, epochs=1, device="cpu", sampling="gps",
@@ -28,7 +28,7 @@ def test_rank_share_splits_each_global_batch():
     parts = [rank_share(batches, DistEnv(r, 4, r, torch.device("cpu"))) for r in range(4)]
     assert all(p.shape == (3, 2) for p in parts)
     assert np.array_equal(np.concatenate(parts, axis=1), batches)
-    with pytest.raises(UserInputError, match="divisible"):
+    with pytest.raises(ValueError, match="divisible"):
         rank_share(batches, DistEnv(0, 3, 0, torch.device("cpu")))
 
 
@@ -46,8 +46,8 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    cfg = TrainConfig.from_preset("synthetic", **TINY)
-    world_dir = ensure_synthetic_world(tmp_path / "world", cfg)
+    cfg = datasets.train_config("synthetic", **TINY)
+    world_dir = ensure_world(tmp_path / "world", locations=cfg.synth_locations, seed=cfg.synth_seed)
     cfg = dataclasses.replace(cfg, data_root=str(world_dir))
     ddp_cfg = dataclasses.replace(cfg, out=str(tmp_path / "ddp"))
     mp.spawn(_worker, args=(2, _free_port(), ddp_cfg), nprocs=2, join=True)

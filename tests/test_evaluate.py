@@ -158,20 +158,6 @@ def test_bad_input_is_a_value_error(change, message):
         retrieval_metrics(args["q"], args["r"], args["ql"], args["rl"], args["semi"], device="cpu")
 
 
-def test_shown_metrics_per_benchmark():
-    from s4g.data.records import EvalSet
-    from s4g.evaluate import shown_metrics
-
-    metrics = {"R@1": 1.0, "R@5": 2.0, "R@10": 3.0, "R@1%": 4.0, "AP": 5.0, "hit_rate": 6.0}
-    labels = np.zeros(1, dtype=np.int64)
-    base = dict(name="x", query_files=["q"], reference_files=["r"], query_labels=labels, reference_labels=labels)
-    assert shown_metrics(EvalSet(**base), metrics) == ["R@1", "R@5", "R@10", "R@1%"]
-    vigor = EvalSet(**base, semi_positives=np.zeros((1, 3), dtype=np.int64))
-    assert shown_metrics(vigor, metrics)[-1] == "hit_rate"
-    university = EvalSet(**base, query_kind="drone", reference_kind="aerial")
-    assert shown_metrics(university, metrics)[-1] == "AP"
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_path_equals_dense():
     rng = np.random.default_rng(11)

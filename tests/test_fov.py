@@ -10,16 +10,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from s4g import datasets
+from s4g.checkpoint import load_checkpoint, save_checkpoint
 from s4g.cli import app
-from s4g.config import TrainConfig
-from s4g.data import load_eval
 from s4g.data.dataset import ImageDataset
 from s4g.data.images import load_image
-from s4g.data.synthetic import write_layout
 from s4g.data.transforms import crop_fov, fov_size, normalise, resize
+from s4g.datasets import load_eval
 from s4g.embed import embed_eval_set
 from s4g.errors import UserInputError
-from s4g.model import build_model, load_checkpoint, save_checkpoint
+from s4g.model import build_model
+from s4g.synth.writer import write_layout
 
 runner = CliRunner()
 AERIAL, GROUND = 64, (32, 128)
@@ -99,11 +100,11 @@ def test_eval_cli_fov_options(world, tmp_path):
 
 
 def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
-    from s4g.train_data import load_run_data
+    from s4g.train.data import load_run_data
 
-    cfg = TrainConfig.from_preset("cvusa", data_root=str(world["root"]), aerial_size=AERIAL, ground_size=GROUND,
-                                  fov=90, random_heading=True, batch_size=4, sampling="random", workers=0)
-    pairs = load_run_data(cfg, with_eval=False).pairs
+    cfg = datasets.train_config("cvusa", data_root=str(world["root"]), aerial_size=AERIAL, ground_size=GROUND,
+                                fov=90, random_heading=True, batch_size=4, sampling="random", workers=0)
+    pairs = load_run_data(cfg, datasets.get("cvusa"), with_eval=False).pairs
     ground, aerial, _ = pairs[0]
     assert ground.shape == (3, 32, 32) and aerial.shape == (3, AERIAL, AERIAL)
     # the command line hands --fov / --random-heading to the run config

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s4g.data import DATASET_NAMES, load_eval, load_train
 from s4g.data.cvact import MissingPairsWarning, scan_split
 from s4g.data.utm import utm_to_latlon
+from s4g.datasets import NAMES, load_eval, load_train
 from s4g.errors import UserInputError
 
 
@@ -70,7 +70,6 @@ def test_cvusa_bad_inputs(tmp_path):
 def test_unknown_dataset_lists_names(tmp_path):
     with pytest.raises(UserInputError, match="vigor-cross"):
         load_train("kitti", tmp_path)
-    assert "synthetic" not in DATASET_NAMES
 
 
 # ---- CVACT ---------------------------------------------------------------------------------
@@ -338,7 +337,11 @@ def test_csv_bad_inputs(tmp_path):
         load_train("csv", tmp_path / "g")
 
 
-@pytest.mark.parametrize("name", DATASET_NAMES)
+# "synthetic" reads a CVUSA tree (its root is made by s4g.synth.cache, tested elsewhere)
+READERS = [name for name in NAMES if name != "synthetic"]
+
+
+@pytest.mark.parametrize("name", READERS)
 def test_missing_root_names_the_path(tmp_path, name):
     with pytest.raises(UserInputError, match="no-such-root"):
         load_train(name, tmp_path / "no-such-root")
@@ -346,7 +349,7 @@ def test_missing_root_names_the_path(tmp_path, name):
         load_eval(name, tmp_path / "no-such-root")
 
 
-@pytest.mark.parametrize("name", DATASET_NAMES)
+@pytest.mark.parametrize("name", NAMES)
 def test_unknown_split_lists_valid_ones(tmp_path, name):
     with pytest.raises(UserInputError, match="valid: .*test"):
         load_eval(name, tmp_path, "bogus")

@@ -11,13 +11,16 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from s4g.checkpoint import load_checkpoint, save_checkpoint
 from s4g.cli import app
-from s4g.data import load_eval
 from s4g.data.dataset import ImageDataset
-from s4g.data.synthetic import write_layout
+from s4g.datasets import load_eval
 from s4g.embed import embed_files
-from s4g.index import consensus, haversine_m, open_index
-from s4g.model import build_model, load_checkpoint, save_checkpoint
+from s4g.geo import haversine_m
+from s4g.index import open_index
+from s4g.locate import consensus
+from s4g.model import build_model
+from s4g.synth.writer import write_layout
 
 runner = CliRunner()
 AERIAL, GROUND = 64, (32, 128)
@@ -137,7 +140,7 @@ def test_index_from_a_csv_of_tiles(world, tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("name,x,y\na.png,1,2\n", "names no column"),
+        ("name,x,y\na.png,1,2\n", "has no column lat"),
         ("file,lat,lon\n{tile},north,2\n", "line 2"),
         ("file,lat,lon\n{tile},95,2\n", "out of range"),
         ("file,lat,lon\nmissing.png,1,2\n", "does not exist"),

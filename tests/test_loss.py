@@ -13,7 +13,6 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from s4g import loss as loss_mod
 from s4g.loss import INIT_LOGIT_SCALE, InfoNCE, gather_features
 
 
@@ -43,7 +42,6 @@ def test_hand_computed_two_pairs():
 
 
 def test_perfect_alignment_low_loss_and_scale_clamp():
-    x = F.normalize(torch.randn(8, 16), dim=-1)
     fn = InfoNCE(label_smoothing=0.0)
     with torch.no_grad():
         fn.logit_scale.fill_(10.0)  # exp(10) ≫ 100: the forward caps it
@@ -83,7 +81,6 @@ def test_gather_by_monkeypatch(monkeypatch):
     ce_q = F.cross_entropy(s * full_q[rows] @ full_r.T, labels, label_smoothing=0.1)
     ce_r = F.cross_entropy(s * full_r[rows] @ full_q.T, labels, label_smoothing=0.1)
     assert got.item() == pytest.approx(0.5 * (ce_q + ce_r).item(), rel=1e-6)
-    assert loss_mod.gather_features is gather_features
 
 
 class _Tiny(nn.Module):

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from s4g import mining, sampling
+from s4g import mining
 from s4g.mining import block_topk, similar_references
 
-HAS_RUST = hasattr(sampling, "topk_merge")
-METHODS = ["torch", pytest.param("rust", marks=pytest.mark.skipif(
-    not HAS_RUST, reason="s4g.sampling.topk_merge not built"))]
+METHODS = ["torch", "rust"]
 
 
 def dense_neighbours(q, r, k, exclude):

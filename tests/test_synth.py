@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from s4g.cli import app
-from s4g.data import synth_render as sr
-from s4g.data import synth_world as sw
-from s4g.data.synth_baseline import colour_histogram_recall
-from s4g.data.synthetic import write_layout
 from s4g.errors import UserInputError
+from s4g.synth import render as sr
+from s4g.synth import world as sw
+from s4g.synth.baseline import colour_histogram_recall
+from s4g.synth.writer import write_layout
 
 EARTH_R = 6_371_008.8
 

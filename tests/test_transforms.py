@@ -174,7 +174,8 @@ def test_load_image_errors_name_the_file(tmp_path):
 def test_paired_geometry_matches_rendered_rotated_world(turns):
     """Render a pair, turn the synthetic world by `turns` quarter turns, render the same spot
     again: the paired transform of the first pair must equal the second, bit for bit."""
-    from s4g.data import synth_render, synth_world as sw
+    from s4g.synth import render as synth_render
+    from s4g.synth import world as sw
 
     world = sw.make_world((160, 160), 7)
     y, x = 83.0, 77.0

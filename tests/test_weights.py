@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from s4g.checkpoint import load_checkpoint
 from s4g.cli import app
-from s4g.model import load_checkpoint
 from s4g.weights import load_timm_weights
 
 runner = CliRunner()
@@ -178,7 +178,7 @@ def test_files_that_are_not_convnext_weights_exit_2(tmp_path, kind):
 
 def test_eval_runs_on_released_weights_directly(tmp_path):
     _timm()
-    from s4g.data.synthetic import write_layout
+    from s4g.synth.writer import write_layout
 
     root = tmp_path / "cvusa"
     write_layout("cvusa", root, locations=8, seed=1, workers=1)

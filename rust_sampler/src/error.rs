@@ -1,29 +1,42 @@
-//! The one error type of the plain-Rust modules; lib.rs maps it to Python's ValueError.
+//! The one error type of the plain-Rust modules; lib.rs maps each kind to a Python exception.
 
 use std::fmt;
 
-/// A caller mistake (bad argument, out-of-range value); the message names the argument.
+/// What went wrong, by whose fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SamplerError(pub String);
+pub enum SamplerError {
+    /// A caller mistake (bad argument, out-of-range value); the message names the argument.
+    /// Python sees ValueError (s4g.sampling turns it into UserInputError).
+    InvalidArgument(String),
+    /// A broken invariant inside the sampler: a bug, never the caller's fault.
+    /// Python sees RuntimeError, which s4g lets through with its traceback.
+    Internal(String),
+}
 
 impl SamplerError {
-    pub fn new(msg: impl Into<String>) -> Self {
-        SamplerError(msg.into())
+    /// The message without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            SamplerError::InvalidArgument(m) | SamplerError::Internal(m) => m,
+        }
     }
 }
 
 impl fmt::Display for SamplerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            SamplerError::InvalidArgument(m) => f.write_str(m),
+            SamplerError::Internal(m) => write!(f, "internal error in s4g's sampler (a bug): {m}"),
+        }
     }
 }
 
 impl std::error::Error for SamplerError {}
 
-/// Shorthand for an early `Err(SamplerError)` with a formatted message.
+/// Shorthand for an early `Err(SamplerError::InvalidArgument)` with a formatted message.
 macro_rules! bail {
     ($($arg:tt)*) => {
-        return Err($crate::error::SamplerError(format!($($arg)*)))
+        return Err($crate::error::SamplerError::InvalidArgument(format!($($arg)*)))
     };
 }
 pub(crate) use bail;

@@ -12,6 +12,8 @@
 //! from its predecessor. The haversine's sines are a Taylor polynomial (exact to ~1 ulp on
 //! the half-angles it sees): plain arithmetic, so its bits are the same everywhere.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
 use rayon::prelude::*;
 
 use crate::error::{bail, SamplerError};
@@ -251,6 +253,7 @@ pub fn gps_neighbours(
     // Queries run in tree order, so consecutive queries are close: the previous query's k-th
     // chord plus the step between them bounds the next one's (triangle inequality), and the
     // search prunes from its first leaf on.
+    let short = AtomicBool::new(false);
     let chunks = tree.ids.par_chunks(QUERY_CHUNK).enumerate();
     chunks.for_each_init(Scratch::default, |s, (c, ids)| {
         let mut prev: Option<(&[f64; 3], f64)> = None;
@@ -274,6 +277,10 @@ pub fn gps_neighbours(
             s.ranked
                 .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
             sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
+            if s.sorted.len() < k {
+                short.store(true, AtomicOrdering::Relaxed);
+                continue;
+            }
             // SAFETY: `tree.ids` is a permutation of 0..n split into disjoint chunks, so row
             // i (< n) is written by this task only.
             let (idx_row, dist_row) = unsafe { (idx_rows.row(i), dist_rows.row(i)) };
@@ -283,6 +290,12 @@ pub fn gps_neighbours(
             }
         }
     });
+    if short.into_inner() {
+        // The search bound guarantees k candidates (k < n); fewer means a broken invariant.
+        return Err(SamplerError::Internal(format!(
+            "the k-d tree search returned fewer than k = {k} candidates for some point"
+        )));
+    }
     Ok((idx, dist))
 }
 

@@ -1,7 +1,8 @@
 //! s4g's sampler. The algorithms live in plain-Rust modules (`geo`, `pack`, `topk`) that
 //! return `Result<_, SamplerError>`; this file only holds the optional Python bindings:
 //! argument conversion with fixed dtypes, GIL release around every computation, and one
-//! place that maps `SamplerError` to `ValueError`.
+//! place that maps `SamplerError` to Python: a bad argument to `ValueError`, an internal
+//! fault to `RuntimeError`.
 
 pub mod error;
 pub mod geo;
@@ -14,7 +15,7 @@ pub use error::SamplerError;
 mod python {
     use numpy::ndarray::Array2;
     use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-    use pyo3::exceptions::PyValueError;
+    use pyo3::exceptions::{PyRuntimeError, PyValueError};
     use pyo3::prelude::*;
 
     use crate::error::SamplerError;
@@ -24,16 +25,22 @@ mod python {
     type Pair2<'py, A, B> = (Bound<'py, PyArray2<A>>, Bound<'py, PyArray2<B>>);
 
     /// The one mapping from the library's error to Python.
-    fn value_error(err: SamplerError) -> PyErr {
-        PyValueError::new_err(err.0)
+    fn to_py(err: SamplerError) -> PyErr {
+        match err {
+            SamplerError::InvalidArgument(_) => PyValueError::new_err(err.to_string()),
+            SamplerError::Internal(_) => PyRuntimeError::new_err(err.to_string()),
+        }
     }
 
     fn as_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
         arr: &'a numpy::PyReadonlyArray<'_, T, D>,
         name: &str,
     ) -> PyResult<&'a [T]> {
-        arr.as_slice()
-            .map_err(|_| value_error(SamplerError(format!("{name} must be a C-contiguous array"))))
+        arr.as_slice().map_err(|_| {
+            to_py(SamplerError::InvalidArgument(format!(
+                "{name} must be a C-contiguous array"
+            )))
+        })
     }
 
     fn to_2d<T: numpy::Element>(
@@ -43,7 +50,7 @@ mod python {
         cols: usize,
     ) -> PyResult<Bound<'_, PyArray2<T>>> {
         let arr = Array2::from_shape_vec((rows, cols), data)
-            .map_err(|e| value_error(SamplerError(format!("internal shape error: {e}"))))?;
+            .map_err(|e| to_py(SamplerError::Internal(format!("result shape: {e}"))))?;
         Ok(arr.into_pyarray(py))
     }
 
@@ -62,7 +69,7 @@ mod python {
         let n = lat_deg.len();
         let (idx, dist) = py
             .detach(|| geo::gps_neighbours(lat, lon, k))
-            .map_err(value_error)?;
+            .map_err(to_py)?;
         Ok((to_2d(py, idx, n, k)?, to_2d(py, dist, n, k)?))
     }
 
@@ -92,7 +99,7 @@ mod python {
         };
         let packed = py
             .detach(|| pack::pack_batches(classes, nb, batch_size, neighbour_select, seed))
-            .map_err(value_error)?;
+            .map_err(to_py)?;
         let batches = to_2d(py, packed.batches, packed.n_batches, batch_size)?;
         Ok((batches, packed.dropped, packed.via_neighbour))
     }
@@ -124,7 +131,7 @@ mod python {
         );
         let (idx, val) = py
             .detach(|| topk::topk_merge(block, k, exclude, bi, bv))
-            .map_err(value_error)?;
+            .map_err(to_py)?;
         Ok((to_2d(py, idx, rows, k)?, to_2d(py, val, rows, k)?))
     }
 

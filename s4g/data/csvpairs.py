@@ -8,7 +8,6 @@ reference file, in order of first appearance; its lat/lon are those of its first
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from s4g.data._files import check_listed, require_file
 from s4g.data.records import EvalSet, TrainSet
+from s4g.data.tables import parse_latlon, read_rows
 from s4g.errors import UserInputError
 
 REQUIRED = ("query", "reference", "lat", "lon")
@@ -41,39 +41,20 @@ def read_pairs(root: str | os.PathLike, split: str) -> tuple[list[str], list[str
     path = table_path(root)
     base = path.parent
     queries, refs, lat, lon = [], [], [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = [f.strip() for f in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED if c not in fields]
-        if missing:
-            raise UserInputError(
-                f"{str(path)!r} has no column(s) {', '.join(missing)} in its header; expected a "
-                "header naming query,reference,lat,lon and optionally split."
-            )
-        reader.fieldnames = fields
-        for lineno, row in enumerate(reader, start=2):
-            row_split = (row.get("split") or "train").strip() or "train"
-            if row_split not in SPLITS:
-                raise UserInputError(
-                    f"{str(path)!r} line {lineno}: split {row_split!r} must be 'train' or 'test'."
-                )
-            if row_split != split:
-                continue
-            if not (row.get("query") or "").strip() or not (row.get("reference") or "").strip():
-                raise UserInputError(f"{str(path)!r} line {lineno}: query and reference must not be empty.")
-            try:
-                la, lo = float(row["lat"]), float(row["lon"])
-            except (TypeError, ValueError):
-                raise UserInputError(
-                    f"{str(path)!r} line {lineno}: lat/lon must be numbers in degrees, got "
-                    f"{row.get('lat')!r}, {row.get('lon')!r}."
-                ) from None
-            if not (-90 <= la <= 90 and -180 <= lo <= 180):
-                raise UserInputError(f"{str(path)!r} line {lineno}: lat/lon {la}, {lo} out of range.")
-            queries.append(str(base / row["query"].strip()))
-            refs.append(str(base / row["reference"].strip()))
-            lat.append(la)
-            lon.append(lo)
+    rows = read_rows(path, {c: (c,) for c in REQUIRED}, optional={"split": ("split",)})
+    for lineno, row in rows:
+        row_split = row["split"] or "train"
+        if row_split not in SPLITS:
+            raise UserInputError(f"{str(path)!r} line {lineno}: split {row_split!r} must be 'train' or 'test'.")
+        if row_split != split:
+            continue
+        if not row["query"] or not row["reference"]:
+            raise UserInputError(f"{str(path)!r} line {lineno}: query and reference must not be empty.")
+        la, lo = parse_latlon(path, lineno, row["lat"], row["lon"])
+        queries.append(str(base / row["query"]))
+        refs.append(str(base / row["reference"]))
+        lat.append(la)
+        lon.append(lo)
     if not queries:
         raise UserInputError(f"{str(path)!r} has no row of split {split!r}.")
     check_listed(queries + refs, path)

@@ -86,7 +86,7 @@ def load_train(root: str | os.PathLike, *, split_dir: str = "splits") -> TrainSe
     return TrainSet("university", drone_files, sat_files, pair_class, None, None, query_kind="drone")
 
 
-def load_eval(root: str | os.PathLike, direction: str, split: str = "test", *, split_dir: str = "splits") -> EvalSet:
+def load_eval(root: str | os.PathLike, split: str = "test", *, direction: str, split_dir: str = "splits") -> EvalSet:
     """The test split in `direction` "d2s" (drone->satellite) or "s2d" (satellite->drone)."""
     if split not in EVAL_SPLITS:
         raise UserInputError(f"unknown University-1652 split {split!r}; valid: {', '.join(EVAL_SPLITS)}.")

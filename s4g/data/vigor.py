@@ -116,7 +116,7 @@ def _split_spec(mode: str, train: bool) -> tuple[tuple[str, ...], str]:
     raise ValueError(f"VIGOR mode must be 'same' or 'cross', got {mode!r}")
 
 
-def load_train(root: str | os.PathLike, mode: str, *, split_dir: str = "splits") -> TrainSet:
+def load_train(root: str | os.PathLike, *, mode: str, split_dir: str = "splits") -> TrainSet:
     """Training pairs of the same-area or cross-area protocol.
 
     Classes are only the tiles that are some training panorama's positive, re-indexed densely
@@ -134,7 +134,7 @@ def load_train(root: str | os.PathLike, mode: str, *, split_dir: str = "splits")
     )
 
 
-def load_eval(root: str | os.PathLike, mode: str, split: str = "test", *, split_dir: str = "splits") -> EvalSet:
+def load_eval(root: str | os.PathLike, split: str = "test", *, mode: str, split_dir: str = "splits") -> EvalSet:
     """Test panoramas against every tile of the test cities, with (Q, 3) semi-positives."""
     if split not in EVAL_SPLITS:
         raise UserInputError(f"unknown VIGOR split {split!r}; valid: {', '.join(EVAL_SPLITS)}.")

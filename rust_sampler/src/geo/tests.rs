@@ -166,7 +166,12 @@ fn known_distance() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let err = |lat: &[f64], lon: &[f64], k| gps_neighbours(lat, lon, k).unwrap_err().0;
+    let err = |lat: &[f64], lon: &[f64], k| {
+        gps_neighbours(lat, lon, k)
+            .unwrap_err()
+            .message()
+            .to_string()
+    };
     assert!(err(&[], &[], 1).contains("smaller than the number of points (0)"));
     assert!(err(&[0.0, 1.0], &[0.0, 1.0], 2).contains("k must be smaller"));
     assert!(err(&[0.0, 1.0], &[0.0, 1.0], 0).contains("at least 1"));

@@ -158,14 +158,22 @@ fn sparse_class_ids_without_neighbours() {
     let a = pack_batches(&sparse, None, 10, 0, 4).unwrap();
     assert_eq!(a, pack_batches(&dense, None, 10, 0, 4).unwrap());
     check_invariants(&a, &dense, 10);
-    let neg = pack_batches(&[5_000_000, -7], None, 2, 0, 0).unwrap_err().0;
+    let neg = pack_batches(&[5_000_000, -7], None, 2, 0, 0)
+        .unwrap_err()
+        .message()
+        .to_string();
     assert!(neg.contains("pair_class[1] = -7"), "{neg}");
 }
 
 #[test]
 fn bad_input_is_an_error() {
     let cls = [0i64, 1, 2, 3];
-    let err = |c: &[i64], nb: Option<Neighbours>, bs| pack_batches(c, nb, bs, 4, 0).unwrap_err().0;
+    let err = |c: &[i64], nb: Option<Neighbours>, bs| {
+        pack_batches(c, nb, bs, 4, 0)
+            .unwrap_err()
+            .message()
+            .to_string()
+    };
     assert!(err(&cls, None, 1).contains("at least 2"));
     assert!(err(&cls, None, 5).contains("larger than the number of classes"));
     assert!(err(&[], None, 2).contains("(0)"));

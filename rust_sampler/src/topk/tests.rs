@@ -97,27 +97,27 @@ fn bad_input_is_an_error() {
     let (i, v) = (vec![-1i64], vec![f32::NEG_INFINITY]);
     assert!(topk_merge(b(&[1.0]), 0, &[-1], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("k must"));
     assert!(topk_merge(b(&[f32::NAN]), 1, &[-1], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("scores[0, 0]"));
     assert!(topk_merge(b(&[1.0]), 1, &[], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("exclude"));
     assert!(topk_merge(b(&[1.0]), 1, &[-2], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("exclude[0]"));
     assert!(topk_merge(b(&[1.0]), 1, &[-1], &[-3], &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("best_idx"));
     assert!(topk_merge(b(&[1.0]), 2, &[-1], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("shape"));
     let neg = Block {
         col_offset: -1,
@@ -125,7 +125,7 @@ fn bad_input_is_an_error() {
     };
     assert!(topk_merge(neg, 1, &[-1], &i, &v)
         .unwrap_err()
-        .0
+        .message()
         .contains("col_offset"));
 }
 
@@ -186,7 +186,10 @@ fn nan_below_the_threshold_is_still_an_error() {
             cols: 40,
             col_offset: 2,
         };
-        let err = topk_merge(b, 2, &[-1], &idx, &val).unwrap_err().0;
+        let err = topk_merge(b, 2, &[-1], &idx, &val)
+            .unwrap_err()
+            .message()
+            .to_string();
         assert!(err.contains(&format!("scores[0, {c}] is NaN")), "{err}");
     }
 }

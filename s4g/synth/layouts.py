@@ -1,4 +1,5 @@
-"""Plans of the four dataset layouts written by `s4g synth` (see datasets.md for the real ones).
+"""Plans of the four dataset layouts written by `s4g synth` (the real releases' layouts are
+summed up in the loaders of s4g/data/).
 
 Each `plan_*` decides locations, file names and split files and returns a Plan: rendering
 items (world key, job, relative paths, jitter seed), text files, binary files written by a
@@ -25,10 +26,10 @@ from typing import Callable
 
 import numpy as np
 
-from s4g.data import synth_world as sw
-from s4g.data.synth_tasks import world_for
 from s4g.errors import UserInputError
 from s4g.sampling import EARTH_RADIUS_M
+from s4g.synth import world as sw
+from s4g.synth.tasks import world_for
 
 DISTRICT = 640
 MOSAIC_COLS = 8

@@ -1,4 +1,4 @@
-"""A procedural 2.5-D city on a 1 m height map (renderers: s4g.data.synth_render).
+"""A procedural 2.5-D city on a 1 m height map (renderers: s4g.synth.render).
 
 Frame: cell (i, j) covers [i, i+1) x [j, j+1) metres; a position (y, x) has y growing
 southward (the row) and x eastward (the column). Azimuths are degrees clockwise from north

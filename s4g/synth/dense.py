@@ -21,9 +21,19 @@ import math
 
 import numpy as np
 
-from s4g.data import synth_world as sw
-from s4g.data.synth_layouts import (CENTRES, CITIES, DISTRICT, Plan, _fmt, _pano_ids, latlon, mosaic, plan_sparse,
-                                    world_key)
+from s4g.synth import world as sw
+from s4g.synth.layouts import (
+    CENTRES,
+    CITIES,
+    DISTRICT,
+    Plan,
+    _fmt,
+    _pano_ids,
+    latlon,
+    mosaic,
+    plan_sparse,
+    world_key,
+)
 
 VIGOR_LAYOUTS = ("original", "reference")
 # (tilt below the horizon in degrees, view width / tile width) of the drone's three passes:

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from s4g.data import synth_render as sr
-from s4g.data import synth_world as sw
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path
+from s4g.synth import render as sr
+from s4g.synth import world as sw
 
 MANIFEST = "s4g_synth_manifest.json"
 _WORLDS: dict[tuple, sw.World] = {}

@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from s4g.data import synth_render as sr
-from s4g.data import synth_world as sw
-from s4g.data.synth_tasks import save_image
+from s4g.synth import render as sr
+from s4g.synth import world as sw
+from s4g.synth.tasks import save_image
 
 
 def preview_image(seed: int = 0, aerial: int = 200, pano_hw: tuple[int, int] = (200, 1100), **style) -> np.ndarray:

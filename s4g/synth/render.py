@@ -1,6 +1,6 @@
 """Renderers of the synthetic world: aerial tile, ground panorama, oblique drone view.
 
-Views (all uint8 RGB arrays, (H, W, 3)); frame and azimuths as in s4g.data.synth_world:
+Views (all uint8 RGB arrays, (H, W, 3)); frame and azimuths as in s4g.synth.world:
 - aerial tile: north-up (row 0 is the north edge), centred on the location, `width_m` wide,
   nearest-cell sampling.
 - panorama: equirectangular and north-aligned like CVUSA: column c looks toward azimuth
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from s4g.data.synth_world import BUILDING, HAZE, SKY_HORIZON, SKY_ZENITH, World, sun_vector
 from s4g.errors import UserInputError
+from s4g.synth.world import BUILDING, HAZE, SKY_HORIZON, SKY_ZENITH, World, sun_vector
 
 
 def _cells(world: World, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:

@@ -1,5 +1,5 @@
 """`s4g synth`: write a synthetic dataset in the exact on-disk layout of CVUSA, CVACT, VIGOR or
-University-1652, rendered from a procedural city (s4g.data.synth_world).
+University-1652, rendered from a procedural city (s4g.synth.world).
 
     manifest = write_layout("cvusa", "data/cvusa", locations=1000, seed=0, size="small")
 
@@ -17,7 +17,7 @@ such file) records what was written, paths relative to the root:
     delta_px: [[dy, dx] x 4], same_area: "train"|"test"}]}}}.
   - university: {train, test, distractors}: [{id, lat, lon, satellite: [paths],
     drone: [[paths of view 1], ...]}] (a test image is written to query_* and gallery_*).
-Split rules are in s4g.data.synth_layouts (cvusa, cvact) and s4g.data.synth_dense.
+Split rules are in s4g.synth.layouts (cvusa, cvact) and s4g.synth.dense.
 
 Difficulty knobs: palette "unique" (default: one random colour a building, roof and walls),
 "paired" (roof and walls share one of 16 colours) or "shared" (roof and walls drawn
@@ -26,7 +26,7 @@ independently from 10 + 10 materials); shading (sun shading strength, 0.5); shad
 colour-histogram R@1 / R@5 on the 200-location val split of `--layout cvusa --locations 1000
 --seed 0` (small): unique 19.0 / 48.0 %, unique + jitter 0.1: 6.0 / 15.0 %, paired
 16.5 / 30.0 %, shared + jitter 0.1: 0.5 / 3.0 % (chance 0.5 / 2.5 %). Report
-s4g.data.synth_baseline.colour_histogram_recall next to any synthetic result.
+s4g.synth.baseline.colour_histogram_recall next to any synthetic result.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from s4g.data import synth_tasks
-from s4g.data.synth_dense import VIGOR_LAYOUTS, plan_university, plan_vigor
-from s4g.data.synth_layouts import plan_cvact, plan_cvusa
-from s4g.data.synth_world import PALETTES
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path, save_json
+from s4g.synth import tasks as synth_tasks
+from s4g.synth.dense import VIGOR_LAYOUTS, plan_university, plan_vigor
+from s4g.synth.layouts import plan_cvact, plan_cvusa
+from s4g.synth.world import PALETTES
 
 LAYOUTS = ("cvusa", "cvact", "vigor", "university")
 # Bumped whenever the same arguments would render different files (caches key on it).

@@ -1,0 +1,94 @@
+"""The `s4g` Typer app and its error contract.
+
+A command turns a user's mistake into one paragraph on stderr and exit code 2: a
+UserInputError (raised wherever s4g checks its input), or an OSError on a named file (the
+file edge: a missing input, an unwritable output, a full disk). Anything else is a bug in
+s4g and keeps its traceback.
+
+Command modules import the library (and with it torch) inside each command, so that
+`s4g --help` and option errors answer without loading torch; the registry of datasets and
+the config types they need for choices and help text are light and imported at the top.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Callable
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+import s4g
+from s4g import datasets
+from s4g.errors import UserInputError
+
+app = typer.Typer(
+    name="s4g",
+    help="Sample4Geo cross-view geo-localisation: train, mine hard negatives, evaluate, locate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+console = Console()
+
+#: The type of every --dataset option: the registry's names, listed in --help and in errors.
+DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)
+DATASET_HELP = "; ".join(f"{s.name}: {s.summary}" for s in datasets.DATASETS.values())
+
+
+def dataset_name(option: DatasetName | None) -> str | None:
+    """The registry name a --dataset option holds (None when not given)."""
+    return None if option is None else option.value
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `message` as an error paragraph; return the Exit(2) to raise."""
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    return typer.Exit(code=2)
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The paragraph for an error the user caused, or None for a bug (keep its traceback)."""
+    if isinstance(err, UserInputError):
+        return str(err)
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror or err}"
+    return None
+
+
+def command(*args, **kwargs) -> Callable:
+    """app.command(...) whose user-caused errors end with a paragraph and exit code 2."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            try:
+                return fn(*a, **kw)
+            except (UserInputError, OSError) as err:
+                message = user_error_message(err)
+                if message is None:
+                    raise
+                raise fail(message) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"s4g {s4g.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Sample4Geo cross-view geo-localisation."""

@@ -1,0 +1,117 @@
+"""`s4g eval` and `s4g mine`: a checkpoint's metrics on a split, and its DSS neighbour lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from s4g.cli.app import DatasetName, command, console, dataset_name
+
+_CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
+_FROM_CKPT = "Default: the checkpoint's run config."
+
+
+def _inputs(checkpoint: Optional[Path], runs_dir: Path, device: Optional[str], **given):
+    """(checkpoint path, model, saved config, InferenceConfig, torch device) for eval, mine."""
+    from s4g.checkpoint import load_checkpoint
+    from s4g.inference import inference_config, latest_checkpoint
+    from s4g.runtime import pick_device
+
+    dev = pick_device(device)
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(runs_dir)
+        console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
+    model, config = load_checkpoint(checkpoint)
+    return checkpoint, model, config, inference_config(config, str(checkpoint), **given), dev
+
+
+@command("eval")
+def eval_command(
+    checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
+    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
+    split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Metrics JSON (default: eval-<dataset>-<split>.json beside the checkpoint).")
+    ] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    fov: Annotated[Optional[float], typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
+    random_heading: Annotated[
+        Optional[bool], typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+) -> None:
+    """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined)."""
+    dataset = dataset_name(dataset)
+    from rich.table import Table
+
+    from s4g import datasets
+    from s4g.fileio import save_json
+    from s4g.inference import evaluate_split, shown_metrics
+
+    ckpt, model, _, cfg, dev = _inputs(
+        checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
+        split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
+        random_heading=random_heading,
+    )
+    spec = datasets.get(cfg.dataset)
+    ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
+    metrics = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
+                             ground_size=cfg.ground_size, device=dev, batch_size=cfg.batch_size,
+                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed)
+    console.print(f"{cfg.dataset} {cfg.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
+    table = Table()
+    names = shown_metrics(ev, metrics)
+    for name in names:
+        table.add_column(name.replace("hit_rate", "hit rate"), justify="right")
+    table.add_row(*(f"{metrics[n]:.2f}" for n in names))
+    console.print(table)
+    out = json_out or ckpt.parent / f"eval-{cfg.dataset}-{cfg.split}.json"
+    save_json(out, {
+        "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
+        "split": cfg.split, "protocol": spec.protocol, "queries": len(ev.query_files),
+        "references": len(ev.reference_files), "fov": cfg.fov, "random_heading": cfg.random_heading,
+        "seed": seed, "metrics": metrics,
+    })
+    console.print(f"metrics written to {out}")
+
+
+@command("mine")
+def mine_command(
+    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files.")],
+    checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
+    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    k: Annotated[Optional[int], typer.Option(help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+) -> None:
+    """Hard negatives for DSS: each class's k most similar other references under a model."""
+    dataset = dataset_name(dataset)
+    import numpy as np
+
+    from s4g import datasets
+    from s4g.fileio import save_npz
+    from s4g.inference import mine_training_set
+
+    ckpt, model, config, cfg, dev = _inputs(
+        checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
+        batch_size=batch_size, workers=workers,
+    )
+    if k is None:
+        k = int(config.get("neighbour_range", 128))
+    train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
+    nb = mine_training_set(model, train, k=k, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
+                           device=dev, batch_size=cfg.batch_size, workers=cfg.workers)
+    save_npz(out, neighbours=nb, reference_files=np.array(train.reference_files, dtype=str),
+             checkpoint=np.array(str(ckpt)))
+    console.print(f"{nb.shape[0]} classes × {nb.shape[1]} neighbours written to {out}")

@@ -1,0 +1,77 @@
+"""`s4g train`: one training run from a dataset's preset and the options that change it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from s4g import datasets
+from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name
+from s4g.config import TrainConfig
+from s4g.errors import UserInputError
+
+_PRESET = "default: the dataset's preset"
+
+
+@command("train")
+def train_cmd(
+    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help=f"Encoder ({_PRESET}).")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from torchvision's ImageNet weights ({_PRESET}).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state dict to start from (instead of downloading).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=_PRESET)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
+    sampling: Annotated[Optional[str], typer.Option(help=f"random, gps or dss ({_PRESET}).")] = None,
+    neighbour_select: Annotated[Optional[int], typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
+    neighbour_range: Annotated[Optional[int], typer.Option(help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
+    gps_k: Annotated[Optional[int], typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
+    aerial_size: Annotated[Optional[int], typer.Option(help=_PRESET)] = None,
+    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(help=f"H W ({_PRESET}).")] = None,
+    split_dir: Annotated[Optional[str], typer.Option(help="Split folder name (default splits).")] = None,
+    eval_split: Annotated[Optional[str], typer.Option(help=_PRESET)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
+    fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
+    random_heading: Annotated[bool, typer.Option("--random-heading", help="With --fov: random heading per sample.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+    log_every: Annotated[Optional[int], typer.Option(help="Log the loss every N steps.")] = None,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
+    locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
+) -> None:
+    """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
+    dataset = dataset_name(dataset)
+    from s4g.train import ResumePoint, run
+
+    overrides = dict(
+        data_root=None if data_root is None else str(data_root), out=None if out is None else str(out),
+        backbone=backbone, pretrained=pretrained, weights=None if weights is None else str(weights),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, sampling=sampling, neighbour_select=neighbour_select,
+        neighbour_range=neighbour_range, gps_k=gps_k, eval_every=eval_every, aerial_size=aerial_size,
+        ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
+        device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
+        skip_bad_images=skip_bad_images or None, log_every=log_every, augment=augment,
+        synth_locations=locations,
+    )
+    point = ResumePoint.read(resume) if resume is not None else None
+    if dataset is not None:
+        cfg = datasets.train_config(dataset, **overrides)
+    elif point is not None:  # continue the saved run's configuration
+        cfg = TrainConfig.from_dict({**point.checkpoint.get("config", {}), "out": None}, **overrides)
+    else:
+        raise UserInputError("--dataset is required (unless --resume names a run to continue)")
+    run_dir = run(cfg, resume=point, console=console)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
+        console.print(f"run directory: {run_dir}")

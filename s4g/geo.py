@@ -1,0 +1,28 @@
+"""Distances on the Earth in metres: one radius (the Rust sampler's), one haversine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from s4g.sampling import EARTH_RADIUS_M, gps_neighbours
+
+
+def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Great-circle distance in metres between points given in degrees (numpy broadcasting)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    dp, dl = p2 - p1, np.radians(np.asarray(lon2) - np.asarray(lon1))
+    h = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def nearest_spacing_m(lat: np.ndarray, lon: np.ndarray) -> float | None:
+    """Median distance in metres from a point to its nearest other point; None when fewer
+    than two points have coordinates (NaN = unknown)."""
+    ok = np.isfinite(lat) & np.isfinite(lon)
+    if ok.sum() < 2:
+        return None
+    _, dist = gps_neighbours(lat[ok], lon[ok], 1)
+    return float(np.median(dist[:, 0]))
+
+
+__all__ = ["EARTH_RADIUS_M", "haversine_m", "nearest_spacing_m"]

@@ -1,0 +1,78 @@
+"""Where and how tensors run: the device, mixed precision, and progress bars (one place each)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from s4g.errors import UserInputError
+
+
+def pick_device(option: str | None = "auto", local_rank: int = 0) -> torch.device:
+    """Resolve --device: "auto"/None -> this rank's GPU when CUDA is usable, else the CPU;
+    "cuda" -> cuda:<local_rank>; "cpu" and "cuda:N" as given. UserInputError otherwise."""
+    option = "auto" if option is None else str(option)
+    if option == "auto":
+        option = "cuda" if torch.cuda.is_available() else "cpu"
+    if option == "cuda":
+        option = f"cuda:{local_rank}"
+    try:
+        device = torch.device(option)
+    except RuntimeError:
+        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError(f"--device {option}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype on `device`: bf16 on GPUs that have it, fp16 on older GPUs, None
+    (plain float32) on the CPU, where autocast would only slow the convolutions down."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """A fresh autocast context for `device` per amp_dtype (a no-op context on the CPU)."""
+    dtype = amp_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def mixed_precision(device: torch.device) -> tuple[Callable[[], contextlib.AbstractContextManager], torch.amp.GradScaler]:
+    """(autocast context factory, GradScaler) of a training step on `device`: fp16 needs loss
+    scaling, bf16 and float32 do not (a disabled scaler is a no-op, so one step code serves all)."""
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    return (lambda: autocast(device)), scaler
+
+
+def progress(
+    *extra: ProgressColumn, console: Console | None = None, transient: bool = True, enabled: bool = True
+) -> Progress:
+    """A rich progress bar: description, bar, done/total, `extra` columns, time remaining.
+
+    console None = stderr, with the bar shown only on a terminal (no residue in logs and pipes).
+    """
+    if console is None:
+        console = Console(stderr=True)
+        enabled = enabled and console.is_terminal
+    columns: Sequence[Any] = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
+                              TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=transient, disable=not enabled)
+
+
+__all__ = ["amp_dtype", "autocast", "mixed_precision", "pick_device", "progress"]

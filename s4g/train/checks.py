@@ -1,0 +1,55 @@
+"""Every rule a training configuration must satisfy, checked in one pass before any heavy
+work; each failure is a UserInputError naming the option as it is spelled on the command line."""
+
+from __future__ import annotations
+
+from s4g.config import SAMPLINGS, TrainConfig
+from s4g.data.transforms import check_fov
+from s4g.datasets import DatasetSpec
+from s4g.errors import UserInputError
+from s4g.model import BACKBONES
+
+
+def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
+    """The rules that need no data: option values, the dataset's capabilities, the process count."""
+    if cfg.backbone not in BACKBONES:
+        raise UserInputError(f"--backbone {cfg.backbone!r}: choose one of {', '.join(sorted(BACKBONES))}")
+    if cfg.sampling not in SAMPLINGS:
+        raise UserInputError(f"--sampling {cfg.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
+    at_least_one = {"--epochs": cfg.epochs, "--batch-size": cfg.batch_size, "--log-every": cfg.log_every,
+                    "--eval-every": cfg.eval_every, "--aerial-size": cfg.aerial_size,
+                    "--eval-batch-size": cfg.eval_batch_size, "--gps-k": cfg.gps_k,
+                    "--neighbour-range": cfg.neighbour_range, "--neighbour-select": cfg.neighbour_select}
+    for name, value in at_least_one.items():
+        if value < 1:
+            raise UserInputError(f"{name} must be at least 1, got {value}")
+    if cfg.batch_size < 2:
+        raise UserInputError(f"--batch-size must be at least 2 (InfoNCE needs negatives), got {cfg.batch_size}")
+    if len(cfg.ground_size) != 2 or min(cfg.ground_size) < 1:
+        raise UserInputError(f"--ground-size: expected two positive sizes H W, got {cfg.ground_size}")
+    if cfg.workers < 0:
+        raise UserInputError(f"--workers must be 0 or more, got {cfg.workers}")
+    if not cfg.lr > 0 or cfg.weight_decay < 0 or cfg.warmup_epochs < 0 or not cfg.clip_grad > 0:
+        raise UserInputError("--lr and --clip-grad must be > 0, --weight-decay and --warmup-epochs >= 0")
+    check_fov(cfg.fov)
+    if cfg.random_heading and cfg.fov is None:
+        raise UserInputError("--random-heading needs a limited field of view (--fov DEG)")
+    if cfg.data_root is None and spec.prepare is None:
+        raise UserInputError(f"--data-root is required for --dataset {spec.name}")
+    spec.check_split(cfg.eval_split)
+    if cfg.sampling in ("gps", "dss") and not spec.has_gps:
+        raise UserInputError(
+            f"--sampling {cfg.sampling} needs GPS coordinates, which --dataset {spec.name} does not "
+            "provide; use --sampling random"
+        )
+    if cfg.batch_size % world_size:
+        raise UserInputError(
+            f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world_size}), "
+            "so that every process takes an equal share of each batch"
+        )
+    if world_size > 1 and cfg.skip_bad_images:
+        # A dropped pair would give the ranks unequal batch shares, which the gather cannot take.
+        raise UserInputError("--skip-bad-images works in single-process runs only; fix or remove the bad images")
+
+
+__all__ = ["check_config"]

@@ -1,0 +1,104 @@
+"""What a training run reads: its records, the paired image dataset, the GPS neighbour lists,
+each epoch's packed batches, and where its files go."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s4g.config import TrainConfig
+from s4g.data.dataset import PairDataset
+from s4g.data.records import EvalSet, TrainSet
+from s4g.data.transforms import fov_size
+from s4g.datasets import DatasetSpec
+from s4g.errors import UserInputError
+from s4g.sampling import gps_neighbours, pack_batches
+from s4g.synth.baseline import colour_histogram_recall
+
+
+@dataclasses.dataclass
+class RunData:
+    """The loaded records of a run. eval is None on ranks other than 0; baseline is the
+    colour-histogram R@1 of datasets that report one."""
+
+    train: TrainSet
+    eval: EvalSet | None
+    pairs: PairDataset
+    baseline: dict[str, float] | None = None
+
+    _gps: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def gps_neighbours(self, k: int) -> np.ndarray:
+        """(C, min(k, C-1)) int64 nearest other classes by great-circle distance, computed once."""
+        k = min(k, self.train.num_classes - 1)
+        if k not in self._gps:
+            self._gps[k] = gps_neighbours(self.train.class_lat, self.train.class_lon, k)[0]
+        return self._gps[k]
+
+
+def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> RunData:
+    """Train records + paired dataset (+ eval records and the colour baseline), with the
+    checks that need the data. cfg.data_root must already be the prepared, absolute root."""
+    train = spec.load_train(cfg.data_root, split_dir=cfg.split_dir)
+    if cfg.batch_size > train.num_classes:
+        raise UserInputError(
+            f"--batch-size {cfg.batch_size} is larger than the number of training classes "
+            f"({train.num_classes}) in {cfg.data_root}; a batch holds each class at most once"
+        )
+    if cfg.sampling in ("gps", "dss") and (train.class_lat is None or train.class_lon is None):
+        raise UserInputError(
+            f"--sampling {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
+            f"{cfg.data_root} does not provide; use --sampling random"
+        )
+    # a limited view keeps the panorama's scale (H, W * fov / 360), as at evaluation
+    ground_hw = fov_size(cfg.ground_size, cfg.fov if train.query_kind == "panorama" else None)
+    pairs = PairDataset(train, cfg.aerial_size, ground_hw, augment=cfg.augment, fov=cfg.fov,
+                        random_heading=cfg.random_heading, skip_bad_images=cfg.skip_bad_images,
+                        seed=cfg.seed)
+    ev = spec.load_eval(cfg.data_root, cfg.eval_split, split_dir=cfg.split_dir) if with_eval else None
+    baseline = None
+    if ev is not None and spec.colour_baseline:
+        baseline = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
+                                           ev.reference_labels)
+    return RunData(train, ev, pairs, baseline)
+
+
+def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None, epoch: int) -> np.ndarray | None:
+    """Neighbour lists the packer uses in `epoch`: None (random), GPS, or the mined ones."""
+    if cfg.sampling == "random":
+        return None
+    if cfg.sampling == "gps" or epoch == 1 or mined is None:
+        return data.gps_neighbours(cfg.gps_k)
+    return mined
+
+
+def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> np.ndarray:
+    """(n_batches, batch_size) int64 pair indices of `epoch`'s global batches (seeded by
+    seed + epoch); UserInputError when not even one full batch can be packed."""
+    batches = pack_batches(data.train.pair_class, neighbours, cfg.batch_size,
+                           neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch)
+    if len(batches) == 0:
+        raise UserInputError(
+            f"--batch-size {cfg.batch_size}: no full batch could be packed from "
+            f"{data.train.num_pairs} training pairs; lower the batch size"
+        )
+    return batches
+
+
+def run_dir_for(cfg: TrainConfig) -> Path:
+    """cfg.out, or a new runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current directory."""
+    if cfg.out is not None:
+        return Path(cfg.out).expanduser().resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path("runs") / f"{cfg.dataset}-{stamp}"
+    n = 1
+    while path.exists():  # two runs started within one second
+        n += 1
+        path = Path("runs") / f"{cfg.dataset}-{stamp}-{n}"
+    return path.resolve()
+
+
+__all__ = ["RunData", "epoch_batches", "epoch_neighbours", "load_run_data", "run_dir_for"]

@@ -1,0 +1,207 @@
+"""The training run: validate -> load -> build -> (evaluate) -> epochs of pack, train,
+evaluate, re-mine, checkpoint.
+
+`run(cfg)` trains one run directory (config.json, metrics.jsonl, last.pt, best.pt). Under
+torchrun every rank walks the same global batches and takes its own slice of each; rank 0
+alone evaluates, mines, writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from s4g import datasets
+from s4g import distributed as D
+from s4g.checkpoint import read_checkpoint
+from s4g.config import TrainConfig
+from s4g.data.dataset import collate_pairs
+from s4g.datasets import DatasetSpec
+from s4g.errors import UserInputError
+from s4g.fileio import save_json
+from s4g.inference import evaluate_split, mine_training_set
+from s4g.train import schedule
+from s4g.train.checks import check_config
+from s4g.train.data import (
+    RunData,
+    epoch_batches,
+    epoch_neighbours,
+    load_run_data,
+    run_dir_for,
+)
+from s4g.train.state import MetricsLog, RunState, save_run_checkpoint, set_rng_state
+from s4g.train.step import Parts, build_parts, train_one_epoch
+
+# Keys that must agree between a checkpoint and the run resuming from it.
+RESUME_KEYS = ("dataset", "backbone", "batch_size", "aerial_size", "ground_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePoint:
+    """A run checkpoint to continue from: its path and its content (read once)."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+
+    @classmethod
+    def read(cls, resume: str | Path) -> "ResumePoint":
+        """The checkpoint --resume names: a file, or a run directory's last.pt."""
+        path = Path(resume)
+        path = path / "last.pt" if path.is_dir() else path
+        return cls(path, read_checkpoint(path))
+
+
+def run(
+    cfg: TrainConfig,
+    *,
+    resume: ResumePoint | str | Path | None = None,
+    stop_after_epoch: int | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Train per `cfg`; return the run directory.
+
+    resume: a ResumePoint, or a run directory / checkpoint path, to continue from (same
+      dataset, backbone, batch size and image sizes), restoring weights, optimizer, scaler,
+      step, sampler state and RNG.
+    stop_after_epoch: end after that epoch as if interrupted (resume tests, time limits).
+    Raises UserInputError for anything the user can fix, including a GPU out of memory.
+    """
+    spec = datasets.get(cfg.dataset)
+    env = D.setup(cfg.device)
+    try:
+        check_config(cfg, spec, env.world_size)
+        if resume is not None and not isinstance(resume, ResumePoint):
+            resume = ResumePoint.read(resume)
+        return _run(cfg, spec, env, resume, stop_after_epoch, console or Console())
+    except torch.OutOfMemoryError:
+        raise UserInputError(
+            f"the GPU ran out of memory at --batch-size {cfg.batch_size} "
+            f"({cfg.batch_size // env.world_size} pairs per process, images "
+            f"{cfg.aerial_size}px aerial, {cfg.ground_size[0]}x{cfg.ground_size[1]} ground); "
+            "lower --batch-size, or spread the batch over more GPUs with torchrun"
+        ) from None
+    finally:
+        D.teardown(env)
+
+
+def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
+    mine, saved = cfg.to_json(), resume.checkpoint.get("config", {})
+    diff = [f"{key}: {saved.get(key)!r} in the checkpoint vs {mine.get(key)!r} now"
+            for key in RESUME_KEYS if mine.get(key) != saved.get(key)]
+    if diff:
+        raise UserInputError(f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
+
+
+def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None) -> TrainConfig:
+    """cfg with an absolute data root (rank 0 prepares it) and out, the same on every rank."""
+    if resume is not None:
+        _check_resume(cfg, resume)
+        if cfg.out is None:
+            cfg = dataclasses.replace(cfg, out=str(resume.path.parent))
+    root = str(spec.data_root(cfg.data_root, locations=cfg.synth_locations, seed=cfg.synth_seed)) if env.is_main else None
+    root = D.broadcast_from_main(env, root)
+    out = D.broadcast_from_main(env, str(run_dir_for(cfg)) if env.is_main else None)
+    return dataclasses.replace(cfg, data_root=root, out=out)
+
+
+def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None, stop: int | None,
+         console: Console) -> Path:
+    cfg = _prepare(cfg, spec, env, resume)
+    out = Path(cfg.out)
+    data = load_run_data(cfg, spec, with_eval=env.is_main)
+    # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
+    first_neighbours = epoch_neighbours(cfg, data, None, 1)
+    first_batches = epoch_batches(cfg, data, first_neighbours, 1)
+    steps_per_epoch = len(first_batches)
+    ckpt = resume.checkpoint if resume is not None else None
+    parts, state = build_parts(cfg, env, ckpt)
+    log = None
+    if env.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "config.json", cfg.to_json())
+        log = MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None)
+        if ckpt is None:
+            _baseline(data, log, console)
+            _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
+    D.barrier(env)
+
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        if ckpt is not None and epoch == state.epoch + 1:
+            set_rng_state(ckpt["rng"])
+        state.neighbours = epoch_neighbours(cfg, data, state.neighbours, epoch)
+        batches = first_batches if epoch == 1 else epoch_batches(cfg, data, state.neighbours, epoch)
+        loader = _loader(cfg, data, batches, epoch, env)
+        state.step = train_one_epoch(parts, loader, env, cfg, epoch=epoch, step=state.step,
+                                     steps_per_epoch=steps_per_epoch, log=log, console=console)
+        state.epoch = epoch
+        _after_epoch(cfg, spec, data, env, parts, state, log, console)
+        if stop is not None and epoch >= stop:
+            break
+    if env.is_main and state.best_r1 >= 0:
+        base = f" (colour-histogram baseline {data.baseline['R@1']:.2f})" if data.baseline else ""
+        console.print(f"best {cfg.eval_split} R@1 {state.best_r1:.2f}{base}; checkpoints in {out}")
+    return out
+
+
+def _loader(cfg: TrainConfig, data: RunData, batches: np.ndarray, epoch: int, env: D.DistEnv) -> DataLoader:
+    share = D.rank_share(batches, env)
+    # Augmentation is a pure function of (seed, epoch, pair index): no worker or RNG state
+    # leaks into it, so a resumed epoch sees the same images as an uninterrupted one.
+    data.pairs.set_epoch(epoch)
+    collate = collate_pairs if cfg.skip_bad_images else None
+    return DataLoader(data.pairs, batch_sampler=share.tolist(), num_workers=cfg.workers,
+                      pin_memory=env.device.type == "cuda", collate_fn=collate)
+
+
+def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.DistEnv, parts: Parts,
+                 state: RunState, log: MetricsLog | None, console: Console) -> None:
+    """Evaluate, re-mine and checkpoint as the schedule says (rank 0 does the work)."""
+    if env.is_main and schedule.evaluates_after(state.epoch, cfg.epochs, cfg.eval_every):
+        r1 = _evaluate(parts, data, cfg, spec, env, log, console, epoch=state.epoch)
+        if r1 > state.best_r1:
+            state.best_r1 = r1
+            save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
+    if cfg.sampling == "dss" and schedule.mines_after(state.epoch, cfg.epochs, cfg.eval_every):
+        mined = None
+        if env.is_main:
+            k = min(cfg.neighbour_range, data.train.num_classes - 1)
+            mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
+                                      ground_size=cfg.ground_size, device=env.device,
+                                      batch_size=cfg.eval_batch_size, workers=cfg.workers)
+        state.neighbours = D.broadcast_from_main(env, mined)
+    if env.is_main:
+        save_run_checkpoint(Path(cfg.out) / "last.pt", cfg, parts, state)
+    D.barrier(env)
+
+
+def _evaluate(parts: Parts, data: RunData, cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv,
+              log: MetricsLog, console: Console, *, epoch: int) -> float:
+    """Retrieval metrics on the eval split, logged; returns R@1 (percent)."""
+    t0 = time.perf_counter()
+    metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, aerial_size=cfg.aerial_size,
+                             ground_size=cfg.ground_size, device=env.device, batch_size=cfg.eval_batch_size,
+                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,
+                             progress=env.is_main)
+    log.add({"epoch": epoch, "kind": "eval", "split": cfg.eval_split, **metrics,
+             "eval_s": round(time.perf_counter() - t0, 2)})
+    shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
+    console.print(f"epoch {epoch}: {cfg.eval_split} {shown}")
+    return float(metrics["R@1"])
+
+
+def _baseline(data: RunData, log: MetricsLog, console: Console) -> None:
+    """The colour-histogram R@1, logged so the model's numbers read honestly."""
+    if data.baseline is None:
+        return
+    log.add({"epoch": 0, "kind": "colour_baseline", **data.baseline})
+    console.print(f"colour-histogram baseline (no training): R@1 {data.baseline['R@1']:.2f}")
+
+
+__all__ = ["RESUME_KEYS", "ResumePoint", "run"]

@@ -1,0 +1,33 @@
+"""When things happen in a run: the learning rate per step, and the epochs that evaluate and
+re-mine."""
+
+from __future__ import annotations
+
+import math
+
+
+def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based).
+
+    Linear warm-up from base_lr/warmup_steps to base_lr over `warmup_steps` steps, then a
+    half cosine from base_lr down to 0 at `total_steps`; steps past the end stay at 0.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * progress))
+
+
+def evaluates_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Evaluate after training epoch `epoch` (1-based): every eval_every epochs and at the end."""
+    return epoch == epochs or (eval_every > 0 and epoch % eval_every == 0)
+
+
+def mines_after(epoch: int, epochs: int, eval_every: int) -> bool:
+    """Re-mine DSS neighbours after epoch `epoch`: after the GPS epoch 1, then with each
+    evaluation (as the reference does), never after the last epoch (nothing would use them)."""
+    return epoch < epochs and (epoch == 1 or evaluates_after(epoch, epochs, eval_every))
+
+
+__all__ = ["evaluates_after", "lr_at", "mines_after"]

@@ -1,0 +1,159 @@
+"""The optimisation step: what a run trains (encoder, loss with its temperature, optimizer,
+mixed precision) and one pass over an epoch's batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import TextColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from s4g import runtime
+from s4g.config import TrainConfig
+from s4g.distributed import DistEnv
+from s4g.loss import InfoNCE
+from s4g.train.schedule import lr_at
+from s4g.train.state import MetricsLog, RunState, restore_run_checkpoint, seed_all
+from s4g.weights import initial_model
+
+
+class TrainStep(nn.Module):
+    """Encoder + loss in one module, so DDP also averages the temperature's gradient."""
+
+    def __init__(self, model: nn.Module, loss_fn: InfoNCE) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, ground: torch.Tensor, aerial: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(self.model(ground), self.model(aerial))
+
+
+@dataclasses.dataclass
+class Parts:
+    """The objects one run trains: encoder, loss (with the temperature), optimizer, AMP."""
+
+    model: nn.Module
+    loss_fn: InfoNCE
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], Any]
+    net: nn.Module  # TrainStep, DDP-wrapped when distributed
+
+
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices and conv kernels only.
+
+    Biases, normalisation scales and the InfoNCE temperature (all tensors of rank < 2) are
+    not decayed: shrinking them toward 0 has no regularising meaning (nanoGPT's rule).
+    """
+    decay: list[torch.Tensor] = []
+    no_decay: list[torch.Tensor] = []
+    for module in modules:
+        for p in module.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Parts, RunState]:
+    """Fresh (seeded) or resumed model, loss, optimizer and scaler, on the run's device."""
+    seed_all(cfg.seed)
+    model = initial_model(cfg.backbone, pretrained=cfg.pretrained, weights_file=cfg.weights)
+    loss_fn = InfoNCE(cfg.label_smoothing, rank=env.rank, world_size=env.world_size)
+    optimizer = torch.optim.AdamW(param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr)
+    autocast, scaler = runtime.mixed_precision(env.device)
+    parts = Parts(model, loss_fn, optimizer, scaler, autocast, model)
+    state = restore_run_checkpoint(ckpt, parts) if ckpt is not None else RunState()
+    model.to(env.device, memory_format=torch.channels_last)
+    loss_fn.to(env.device)
+    _optimizer_to(optimizer, env.device)
+    net: nn.Module = TrainStep(model, loss_fn)
+    if env.distributed:
+        ids = [env.device.index] if env.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    parts.net = net
+    return parts, state
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    # A resumed optimizer state arrives on the CPU; Adam's moments must live with the params.
+    for per_param in optimizer.state.values():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                per_param[key] = value.to(device)
+
+
+def train_step(parts: Parts, ground: torch.Tensor, aerial: torch.Tensor, params: list[torch.Tensor],
+               clip: float, device: torch.device) -> torch.Tensor:
+    """One optimizer step on a batch of pairs; returns the detached loss, left on the device
+    (no host sync here, except fp16's inf check inside scaler.step)."""
+    ground = ground.to(device, non_blocking=True, memory_format=torch.channels_last)
+    aerial = aerial.to(device, non_blocking=True, memory_format=torch.channels_last)
+    with parts.autocast():
+        loss = parts.net(ground, aerial)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.unscale_(parts.optimizer)  # clip the true gradients, not the scaled ones
+    nn.utils.clip_grad_value_(params, clip)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.loss_fn.clamp_()
+    return loss.detach()
+
+
+def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainConfig, *,
+                    epoch: int, step: int, steps_per_epoch: int, log: MetricsLog | None,
+                    console: Console) -> int:
+    """One pass over `loader`; returns the optimizer step count after it.
+
+    The loss is read back to the host only every cfg.log_every steps (the one sync point of
+    the loop besides fp16's inf check in scaler.step); lr is set from the pure lr_at(step).
+    """
+    optimizer = parts.optimizer
+    parts.net.train()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    running = torch.zeros((), device=env.device)
+    window, t0 = 0, time.perf_counter()
+    bar = runtime.progress(TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} img/s"),
+                           console=console, transient=False, enabled=env.is_main)
+    with bar:  # disabled (prints nothing) on ranks other than 0
+        task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(loader), loss="-", speed="-")
+        for i, (ground, aerial, _) in enumerate(loader):
+            if ground.shape[0] < 2:  # --skip-bad-images emptied the batch: nothing to contrast
+                continue
+            lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            running += train_step(parts, ground, aerial, params, cfg.clip_grad, env.device)
+            window += 1
+            step += 1
+            if step % cfg.log_every == 0 or i + 1 == len(loader):
+                if env.distributed:
+                    torch.distributed.all_reduce(running)
+                    running /= env.world_size
+                value = running.item() / window  # sync point: once per log window
+                speed = 2 * cfg.batch_size * window / (time.perf_counter() - t0)
+                if log is not None:
+                    log.add({"epoch": epoch, "step": step, "loss": value, "lr": lr,
+                             "scale": float(parts.loss_fn.scale.detach()),  # (same window)
+                             "images_per_s": speed})
+                bar.update(task, loss=f"{value:.3f}", speed=f"{speed:.0f}")
+                running.zero_()
+                window, t0 = 0, time.perf_counter()
+            bar.advance(task)
+    return step
+
+
+__all__ = ["Parts", "TrainStep", "build_parts", "param_groups", "train_one_epoch", "train_step"]
