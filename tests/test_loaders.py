@@ -34,7 +34,8 @@ def make_cvusa(root: Path, train_ids=(1, 2, 3, 5), test_ids=(4, 6)) -> None:
             touch(root / "bingmap" / "19" / f"{i:07d}.jpg")
             touch(root / "streetview" / "panos" / f"{i:07d}.jpg")
     (root / "split_locations").mkdir()
-    rows = [f"{10 + i}.5,{-70 - i}.25,{10 + i}.5,{-70 - i}.25,x" for i in range(1, 8)]
+    # ground positions a little off the tile centres, as in the release (median 8.6 m)
+    rows = [f"{10 + i}.5,{-70 - i}.25,{10 + i}.5001,{-70 - i}.2501,x" for i in range(1, 8)]
     (root / "split_locations" / "all.csv").write_text("\n".join(rows) + "\n")
 
 
@@ -45,12 +46,24 @@ def test_cvusa_train_and_test(tmp_path):
     assert ts.pair_class.tolist() == [0, 1, 2, 3]
     assert ts.query_files[3] == str(tmp_path / "streetview/panos/0000005.jpg")
     assert ts.reference_files[3] == str(tmp_path / "bingmap/19/0000005.jpg")
-    np.testing.assert_allclose(ts.class_lat, [11.5, 12.5, 13.5, 15.5])
-    np.testing.assert_allclose(ts.class_lon, [-71.25, -72.25, -73.25, -75.25])
+    # GPS neighbour lists use the ground positions (columns 3-4), as the reference does
+    np.testing.assert_allclose(ts.class_lat, [11.5001, 12.5001, 13.5001, 15.5001])
+    np.testing.assert_allclose(ts.class_lon, [-71.2501, -72.2501, -73.2501, -75.2501])
     ev = load_eval("cvusa", tmp_path)  # preset split "test" = val-19zl.csv
     assert [Path(f).name for f in ev.query_files] == ["0000004.jpg", "0000006.jpg"]
     assert ev.query_labels.tolist() == ev.reference_labels.tolist() == [0, 1]
-    np.testing.assert_allclose(ev.reference_lat, [14.5, 16.5])
+    np.testing.assert_allclose(ev.reference_lat, [14.5, 16.5])  # tile centres
+    np.testing.assert_allclose(ev.query_lat, [14.5001, 16.5001])  # where the panoramas were taken
+
+
+def test_cvusa_location_table_at_either_place(tmp_path):
+    make_cvusa(tmp_path)
+    (tmp_path / "split_locations" / "all.csv").rename(tmp_path / "all.csv")
+    np.testing.assert_allclose(load_train("cvusa", tmp_path).class_lat, [11.5001, 12.5001, 13.5001, 15.5001])
+    (tmp_path / "all.csv").unlink()
+    with pytest.raises(UserInputError, match="split_locations/all.csv.*or.*all.csv"):
+        load_train("cvusa", tmp_path)
+    assert load_eval("cvusa", tmp_path).reference_lat is None  # evaluation needs no GPS
 
 
 def test_cvusa_bad_inputs(tmp_path):
@@ -175,8 +188,12 @@ def tile(city_k: int, j: int) -> str:
     return f"satellite_{40 + city_k}.{j:04d}_-{80 + city_k}.{j:04d}.png"
 
 
-def make_vigor(root: Path, layout: str = "original", split_dir: str = "splits", shift: int = 0) -> None:
-    """Per city 6 tiles; 3 train panos (tiles 0, 0, 2 positive) and 2 test panos."""
+def make_vigor(root: Path, layout: str = "original", split_dir: str = "splits", shift: int = 0,
+               corrected_names: bool = False) -> None:
+    """Per city 6 tiles; 3 train panos (tiles 0, 0, 2 positive) and 2 test panos.
+
+    corrected_names: name the panorama lists as the corrected-label release does
+    (`*__corrected.txt`, CRLF line ends)."""
     for k, city in enumerate(CITIES):
         sat = root / city / "satellite" if layout == "original" else root / "satellite" / city
         pano = root / city / "panorama" if layout == "original" else root / "ground" / city
@@ -197,9 +214,13 @@ def make_vigor(root: Path, layout: str = "original", split_dir: str = "splits", 
 
         train = [f"tr{k}{i},{40 + k}.1,-{80 + k}.1,.jpg" for i in range(3)]
         test = [f"te{k}{i},{40 + k}.2,-{80 + k}.2,.jpg" for i in range(2)]
-        (d / "same_area_balanced_train.txt").write_text(rows(train, [0, 0, 2]))
-        (d / "same_area_balanced_test.txt").write_text(rows(test, [1, 5]))
-        (d / "pano_label_balanced.txt").write_text(rows(train + test, [0, 0, 2, 1, 5]))
+        lists = {"same_area_balanced_train": rows(train, [0, 0, 2]), "same_area_balanced_test": rows(test, [1, 5]),
+                 "pano_label_balanced": rows(train + test, [0, 0, 2, 1, 5])}
+        for stem, text in lists.items():
+            if corrected_names:
+                (d / f"{stem}__corrected.txt").write_bytes(text.replace("\n", "\r\n").encode())
+            else:
+                (d / f"{stem}.txt").write_text(text)
 
 
 @pytest.mark.parametrize("layout", ["original", "reference"])
@@ -220,6 +241,30 @@ def test_vigor_same_area(tmp_path, layout):
     assert ev.semi_positives[1].tolist() == [0, 1, 2]  # (5+1..3) % 6 within Chicago
     assert ev.semi_positives[2].tolist() == [8, 9, 10]
     np.testing.assert_allclose(ev.reference_lat[7], 41.0001)
+    # where each panorama was taken, from its file name {panoid},{lat},{lon},.jpg
+    np.testing.assert_allclose([ev.query_lat[2], ev.query_lon[2]], [41.2, -81.2])
+
+
+@pytest.mark.parametrize("mode", ["same", "cross"])
+def test_vigor_corrected_release_naming(tmp_path, mode):
+    # the corrected-label release: splits__corrected/{City}/*__corrected.txt with CRLF line ends
+    make_vigor(tmp_path / "plain", split_dir="splits__corrected")
+    make_vigor(tmp_path / "release", split_dir="splits__corrected", corrected_names=True)
+    name = f"vigor-{mode}"
+    for load in (load_train, load_eval):
+        plain = load(name, tmp_path / "plain", split_dir="splits__corrected")
+        release = load(name, tmp_path / "release", split_dir="splits__corrected")
+        for field in ("query_labels", "semi_positives", "pair_class", "class_lat"):
+            if hasattr(plain, field):
+                np.testing.assert_array_equal(getattr(plain, field), getattr(release, field))
+        strip = [str(Path(f).relative_to(tmp_path / "plain")) for f in plain.query_files]
+        assert strip == [str(Path(f).relative_to(tmp_path / "release")) for f in release.query_files]
+    # either naming in any folder; both at once is ambiguous
+    folder = tmp_path / "release" / "splits__corrected" / "NewYork"  # a training city of both modes
+    (folder / "same_area_balanced_train.txt").write_text("x")
+    (folder / "pano_label_balanced.txt").write_text("x")
+    with pytest.raises(UserInputError, match="holds both"):
+        load_train(name, tmp_path / "release", split_dir="splits__corrected")
 
 
 def test_vigor_cross_area_and_corrected_splits(tmp_path):

@@ -84,5 +84,5 @@ def load_eval(root: str | os.PathLike, split: str = "test", *, split_dir: str = 
     classes, labels, first = _classes(refs)
     return EvalSet(
         "csv", queries, classes, labels, np.arange(len(classes), dtype=np.int64),
-        reference_lat=lat[first], reference_lon=lon[first],
+        reference_lat=lat[first], reference_lon=lon[first], query_lat=lat, query_lon=lon,
     )

@@ -187,5 +187,5 @@ def load_eval(root: str | os.PathLike, split: str = "val", *, split_dir: str = "
     labels = np.arange(len(ground), dtype=np.int64)
     return EvalSet(
         "cvact", ground, aerial, labels, labels.copy(),
-        reference_lat=found.lat, reference_lon=found.lon,
+        reference_lat=found.lat, reference_lon=found.lon, query_lat=found.lat, query_lon=found.lon,
     )

@@ -2,8 +2,13 @@
 
 Layout (relative to the root): `splits/train-19zl.csv`, `splits/val-19zl.csv` (no header;
 `bingmap/19/ID.jpg,streetview/panos/ID.jpg,annotations/ID.png`) and
-`split_locations/all.csv` (row ID-1 = sat_lat, sat_lon, ground_lat, ground_lon, ...).
+`split_locations/all.csv` (row ID-1 = sat_lat, sat_lon, ground_lat, ground_lon, ...; some
+copies of the release keep all.csv at the root instead, which is accepted too).
 The "test" split is val-19zl.csv, as in every CVUSA paper.
+
+Positions: a class's GPS (for the neighbour lists) is its panorama's ground position
+(columns 3-4), as the Sample4Geo reference computes its lists; an evaluation reference's
+position is its tile's centre (columns 1-2) and a query's its ground position.
 """
 
 from __future__ import annotations
@@ -51,30 +56,39 @@ def _read_split(root: Path, split_dir: str, split: str) -> tuple[list[str], list
     return ground, aerial, np.asarray(ids, dtype=np.int64)
 
 
-def _locations(root: Path, ids: np.ndarray, required: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Aerial tile (lat, lon) degrees of `ids` from split_locations/all.csv (row id-1)."""
-    path = root / "split_locations" / "all.csv"
-    if not path.is_file():
+LOCATION_TABLES = ("split_locations/all.csv", "all.csv")
+
+
+def _locations(root: Path, ids: np.ndarray, required: bool) -> np.ndarray | None:
+    """(len(ids), 4) float64 degrees sat_lat, sat_lon, ground_lat, ground_lon of `ids` from
+    all.csv (row id-1), or None when no table exists and none is required."""
+    path = next((root / rel for rel in LOCATION_TABLES if (root / rel).is_file()), None)
+    if path is None:
         if required:
-            require_file(path, "CVUSA GPS table: sat_lat, sat_lon, ground_lat, ground_lon per id")
-        return None, None
-    lat, lon = [], []
-    with open(path, encoding="utf-8", newline="") as fh:
+            raise UserInputError(
+                f"expected the CVUSA GPS table (sat_lat, sat_lon, ground_lat, ground_lon per id) at "
+                f"{str(root / LOCATION_TABLES[0])!r} or {str(root / LOCATION_TABLES[1])!r}, but neither exists."
+            )
+        return None
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         for lineno, row in enumerate(csv.reader(fh), start=1):
             try:
-                lat.append(float(row[0]))
-                lon.append(float(row[1]))
-            except (ValueError, IndexError):
+                values = [float(v) for v in row[:4]]
+                if len(values) < 4:
+                    raise ValueError
+            except ValueError:
                 raise UserInputError(
                     f"{str(path)!r} line {lineno}: expected 'sat_lat,sat_lon,ground_lat,ground_lon,...'"
                     " with numbers, no header."
                 ) from None
-    if ids.min() < 1 or ids.max() > len(lat):
+            rows.append(values)
+    if ids.min() < 1 or ids.max() > len(rows):
         raise UserInputError(
-            f"{str(path)!r} has {len(lat)} rows but the split lists sample id "
-            f"{int(ids.max() if ids.max() > len(lat) else ids.min())}; row id-1 must exist for every id."
+            f"{str(path)!r} has {len(rows)} rows but the split lists sample id "
+            f"{int(ids.max() if ids.max() > len(rows) else ids.min())}; row id-1 must exist for every id."
         )
-    return np.asarray(lat)[ids - 1], np.asarray(lon)[ids - 1]
+    return np.asarray(rows, dtype=np.float64)[ids - 1]
 
 
 def _dedupe(aerial: list[str]) -> tuple[list[str], np.ndarray]:
@@ -85,13 +99,14 @@ def _dedupe(aerial: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 def load_train(root: str | os.PathLike, *, split_dir: str = "splits") -> TrainSet:
-    """Training pairs from train-19zl.csv; class c = c-th distinct aerial tile, GPS required."""
+    """Training pairs from train-19zl.csv; class c = c-th distinct aerial tile, GPS required
+    (the ground position of the class's first panorama)."""
     base = require_root(root, "cvusa")
     ground, aerial, ids = _read_split(base, split_dir, "train")
     refs, pair_class = _dedupe(aerial)
     first = np.unique(pair_class, return_index=True)[1]
-    lat, lon = _locations(base, ids[first], required=True)
-    return TrainSet("cvusa", ground, refs, pair_class, lat, lon, query_kind="panorama")
+    where = _locations(base, ids[first], required=True)
+    return TrainSet("cvusa", ground, refs, pair_class, where[:, 2], where[:, 3], query_kind="panorama")
 
 
 def load_eval(root: str | os.PathLike, split: str = "test", *, split_dir: str = "splits") -> EvalSet:
@@ -102,8 +117,10 @@ def load_eval(root: str | os.PathLike, split: str = "test", *, split_dir: str = 
     ground, aerial, ids = _read_split(base, split_dir, split)
     refs, labels = _dedupe(aerial)
     first = np.unique(labels, return_index=True)[1]
-    lat, lon = _locations(base, ids[first], required=False)
+    where = _locations(base, ids, required=False)
+    tiles = None if where is None else where[first]
     return EvalSet(
         "cvusa", ground, refs, labels, np.arange(len(refs), dtype=np.int64),
-        reference_lat=lat, reference_lon=lon,
+        reference_lat=None if tiles is None else tiles[:, 0], reference_lon=None if tiles is None else tiles[:, 1],
+        query_lat=None if where is None else where[:, 2], query_lon=None if where is None else where[:, 3],
     )

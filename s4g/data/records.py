@@ -45,7 +45,8 @@ class EvalSet:
       query has are distractors).
     semi_positives: (Q, S) int64 labels of each query's semi-positive references (VIGOR),
       padded with -1, or None.
-    reference_lat, reference_lon: (R,) float64 degrees, or None when unknown.
+    reference_lat, reference_lon: (R,) float64 degrees of each reference's centre, or None.
+    query_lat, query_lon: (Q,) float64 degrees where each query was taken, or None.
     query_kind: "panorama", "drone" or "aerial" (University-1652 satellite→drone queries).
     reference_kind: "aerial" or "drone".
     """
@@ -58,5 +59,7 @@ class EvalSet:
     semi_positives: np.ndarray | None = None
     reference_lat: np.ndarray | None = None
     reference_lon: np.ndarray | None = None
+    query_lat: np.ndarray | None = None
+    query_lon: np.ndarray | None = None
     query_kind: str = "panorama"
     reference_kind: str = "aerial"

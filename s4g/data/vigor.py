@@ -6,7 +6,9 @@ Two image layouts are accepted, detected from the disk: the original release
 (`splits` or e.g. `splits__corrected`): `satellite_list.txt` (one tile name a line; their
 concatenation over the split's cities, in city order, is the reference index),
 `same_area_balanced_{train,test}.txt` and `pano_label_balanced.txt` (13 columns: pano,
-positive tile, dy, dx, then three semi-positive tiles each with dy, dx).
+positive tile, dy, dx, then three semi-positive tiles each with dy, dx). The corrected-label
+release (`splits__corrected/`) names its panorama lists `*__corrected.txt` and keeps
+`satellite_list.txt`; either naming is accepted in any split folder.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ def tile_latlon(name: str, source: Path) -> tuple[float, float]:
         ) from None
 
 
+def _pano_positions(files: list[str]) -> dict[str, np.ndarray | None]:
+    """{"query_lat", "query_lon"} degrees from panorama names `{panoid},{lat},{lon},.jpg`;
+    both None when a name does not follow that form."""
+    try:
+        latlon = np.array([os.path.basename(f).split(",")[1:3] for f in files], dtype=np.float64)
+    except ValueError:
+        return {"query_lat": None, "query_lon": None}
+    if latlon.shape != (len(files), 2):
+        return {"query_lat": None, "query_lon": None}
+    return {"query_lat": latlon[:, 0], "query_lon": latlon[:, 1]}
+
+
 def _references(root: Path, split_dir: str, cities, sat_dirs) -> tuple[list[str], dict, np.ndarray, np.ndarray]:
     """Reference files, {(city, name): index}, lat, lon over `cities` in order."""
     files: list[str] = []
@@ -78,13 +92,25 @@ def _references(root: Path, split_dir: str, cities, sat_dirs) -> tuple[list[str]
     return files, index, np.asarray(lat), np.asarray(lon)
 
 
+def _pano_list(folder: Path, list_name: str, city: str) -> Path:
+    """The panorama list `list_name` in `folder`, or its corrected-release twin
+    `<stem>__corrected.txt`; UserInputError when neither or both exist."""
+    found = [p for p in (folder / list_name, folder / f"{Path(list_name).stem}__corrected.txt") if p.is_file()]
+    if len(found) == 1:
+        return found[0]
+    names = f"{list_name!r} or {Path(list_name).stem + '__corrected.txt'!r}"
+    if not found:
+        raise UserInputError(f"expected the VIGOR {city} panorama list {names} in {str(folder)!r}, but neither exists.")
+    raise UserInputError(f"{str(folder)!r} holds both {names}; keep the one to train and evaluate with.")
+
+
 def _pano_rows(root: Path, split_dir: str, cities, pano_dirs, list_name: str, index: dict):
     """(pano files, positive indices (Q,), semi-positive indices (Q, 3)) of the split files."""
     files: list[str] = []
     pos: list[int] = []
     semi: list[list[int]] = []
     for city in cities:
-        path = require_file(root / split_dir / city / list_name, f"VIGOR {city} panorama list")
+        path = _pano_list(root / split_dir / city, list_name, city)
         start = len(files)
         for lineno, line in enumerate(read_lines(path), start=1):
             cols = line.split()
@@ -145,5 +171,5 @@ def load_eval(root: str | os.PathLike, split: str = "test", *, mode: str, split_
     panos, pos, semi = _pano_rows(base, split_dir, cities, pano_dirs, list_name, index)
     return EvalSet(
         f"vigor-{mode}", panos, refs, pos, np.arange(len(refs), dtype=np.int64),
-        semi_positives=semi, reference_lat=lat, reference_lon=lon,
+        semi_positives=semi, reference_lat=lat, reference_lon=lon, **_pano_positions(panos),
     )
