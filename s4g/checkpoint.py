@@ -18,7 +18,7 @@ import torch
 
 from s4g import weights
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path, load_torch_file
+from s4g.fileio import atomic_path, load_torch_file, load_weights_file
 from s4g.model import EmbeddingModel, check_backbone, empty_model, load_state_strict
 
 CHECKPOINT_FORMAT = "s4g-checkpoint"
@@ -66,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[EmbeddingModel, dict[str, 
     A file that is not an s4g checkpoint but a timm-layout ConvNeXt state dict (a released
     Sample4Geo model) is converted on the fly; its config holds the backbone and CVUSA's sizes.
     """
-    obj = load_torch_file(path)
+    obj = load_weights_file(path)
     if not is_checkpoint(obj):
         try:
             model, backbone, _ = weights.load_timm_weights(obj, str(path))
@@ -93,7 +93,7 @@ def import_weights(
     """
     if backbone is not None:
         weights.check_convnext_backbone(backbone)
-    obj = load_torch_file(src)
+    obj = load_weights_file(src)
     if is_checkpoint(obj):
         raise UserInputError(f"{src} is already an s4g checkpoint; use it as it is")
     model, backbone, ignored = weights.load_timm_weights(obj, str(src), backbone)

@@ -23,8 +23,11 @@ class Preset:
     aerial_size: side of the square aerial tile fed to the model, pixels.
     ground_size: (H, W) of the ground image fed to the model, pixels.
     warmup_epochs may be fractional (University-1652 warms up for 0.1 epoch).
-    sampling: "dss" = GPS neighbours first, then similarity-mined neighbours re-mined at every
+    sampling: "dss" = GPS neighbours until the first evaluation after epoch 1 (epoch
+      eval_every), then neighbours mined from the model's embeddings, re-mined at every
       evaluation; "gps" = GPS neighbours every epoch; "random" = class-unique random batches.
+    pretrained / pretrained_from: start from downloaded ImageNet weights, "timm"'s
+      (ConvNeXt: fb_in22k_ft_in1k_384, the paper's) or "torchvision"'s (ImageNet-1k, 224 px).
     workers: DataLoader worker processes.
     """
 
@@ -44,6 +47,7 @@ class Preset:
     eval_every: int = 4
     backbone: str = "convnext_base"
     pretrained: bool = True
+    pretrained_from: str = "timm"
     eval_split: str = "test"
     augment: bool = True
     workers: int = 4

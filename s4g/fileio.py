@@ -77,6 +77,50 @@ def load_torch_file(path: str | os.PathLike) -> Any:
         ) from err
 
 
+# safetensors dtype names -> torch dtype names (the subset weights files use)
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
+    """{name: tensor} of a .safetensors file (Hugging Face's format: an 8-byte little-endian
+    header length, a JSON header of dtype/shape/data_offsets, then raw little-endian bytes).
+
+    Parsed here with the standard library: the format holds no code, and reading it needs no
+    extra package. Raises UserInputError naming the file when it is not such a file.
+    """
+    import torch  # on use, as in load_torch_file
+
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+        body = memoryview(data)[8 + size :]
+        tensors = {}
+        for name, spec in header.items():
+            if name == "__metadata__":
+                continue
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[spec["dtype"]])
+            start, end = (int(v) for v in spec["data_offsets"])
+            if not 0 <= start <= end <= len(body):
+                raise ValueError(f"tensor {name!r} lies outside the file")
+            flat = torch.frombuffer(bytearray(body[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
+            tensors[name] = flat.reshape([int(v) for v in spec["shape"]])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        raise UserInputError(f"{path}: not a readable .safetensors file ({type(err).__name__}: {err})") from None
+    return tensors
+
+
+def load_weights_file(path: str | os.PathLike) -> Any:
+    """The content of a weights file: .safetensors by its suffix, else a PyTorch file."""
+    if Path(path).suffix == ".safetensors":
+        if not Path(path).is_file():
+            raise UserInputError(f"{path}: no such file")
+        return load_safetensors(path)
+    return load_torch_file(path)
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (streamed in 4 MiB blocks)."""
     digest = hashlib.sha256()

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 INIT_LOGIT_SCALE = math.log(1.0 / 0.07)
-MAX_LOGIT_SCALE = math.log(100.0)
 
 
 def gather_features(
@@ -52,7 +51,8 @@ class InfoNCE(nn.Module):
 
     forward(query, reference): both (B, D) float, L2-normalised, row i of each is pair i
     -> scalar loss ½(CE(s·q̂r̂ᵀ, diag) + CE(s·r̂q̂ᵀ, diag)) with label smoothing, where
-    s = exp(logit_scale) ≤ 100 and logit_scale is learned (init log(1/0.07)).
+    s = exp(logit_scale) and logit_scale is learned (init log(1/0.07)), uncapped as in the
+    reference (CLIP-style code caps s at 100; Sample4Geo's released training does not).
     With world_size > 1, B is the rank's share; the loss covers the rank's own rows against
     the columns of all ranks (see the module docstring for why the gradients match).
     """
@@ -68,13 +68,8 @@ class InfoNCE(nn.Module):
 
     @property
     def scale(self) -> torch.Tensor:
-        """The multiplier s = exp(logit_scale), capped at 100 (0-d tensor)."""
-        return self.logit_scale.exp().clamp(max=100.0)
-
-    @torch.no_grad()
-    def clamp_(self) -> None:
-        """Keep logit_scale ≤ ln 100 after an optimizer step, so its gradient never dies."""
-        self.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+        """The multiplier s = exp(logit_scale) (0-d tensor)."""
+        return self.logit_scale.exp()
 
     def forward(self, query: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         q, r = query.float(), reference.float()
@@ -88,4 +83,4 @@ class InfoNCE(nn.Module):
         return 0.5 * (ce_q + ce_r)
 
 
-__all__ = ["InfoNCE", "gather_features", "INIT_LOGIT_SCALE", "MAX_LOGIT_SCALE"]
+__all__ = ["InfoNCE", "gather_features", "INIT_LOGIT_SCALE"]

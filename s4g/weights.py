@@ -21,7 +21,7 @@ import torch
 
 from s4g import datasets
 from s4g.errors import UserInputError
-from s4g.fileio import file_sha256, load_torch_file
+from s4g.fileio import file_sha256, load_weights_file
 from s4g.model import (
     BACKBONES,
     EmbeddingModel,
@@ -221,37 +221,88 @@ def imported_config(
     return config
 
 
+# The paper's starting point for each ConvNeXt size: ImageNet-22k pre-training, fine-tuned on
+# ImageNet-1k at 384 px (every released Sample4Geo training script starts from the base one).
+TIMM_WEIGHTS = {name: f"{name}.fb_in22k_ft_in1k_384" for name in ("convnext_tiny", "convnext_small",
+                                                                  "convnext_base", "convnext_large")}
+PRETRAINED_FROM = ("timm", "torchvision")
+
+
+def _timm_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """The timm checkpoint of TIMM_WEIGHTS[backbone], fetched (or read from its cache) by timm."""
+    name = TIMM_WEIGHTS[backbone]
+    by_hand = (f"download {name} (model.safetensors from the Hugging Face repository timm/{name}) and "
+               "pass it with --weights FILE")
+    try:
+        import timm  # the optional extra s4g[timm]: only this way of getting weights needs it
+    except ImportError:
+        raise UserInputError(
+            f"--pretrained for {backbone} starts from timm's {name}, the paper's weights: install the extra "
+            f'(pip install "s4g[timm]") so timm can fetch them, or {by_hand}'
+        ) from None
+    try:
+        return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
+    except Exception as err:  # noqa: BLE001 - hub and network failures come in many types
+        raise UserInputError(f"timm could not fetch {name} ({type(err).__name__}: {err}); {by_hand}") from err
+
+
+def _encoder_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """A torchvision-layout encoder state dict from a torchvision or a timm ConvNeXt one,
+    without the ImageNet classifier."""
+    if is_timm_convnext(state):
+        state, _ = timm_to_torchvision(state, source)
+    head = ("classifier.2.", "fc.")  # the ImageNet classifier the embedding model drops
+    return {k: v for k, v in state.items() if not k.startswith(head)}
+
+
 def initial_model(
-    backbone: str, *, pretrained: bool = False, weights_file: str | os.PathLike | None = None
+    backbone: str,
+    *,
+    pretrained: bool = False,
+    pretrained_from: str = "timm",
+    weights_file: str | os.PathLike | None = None,
 ) -> EmbeddingModel:
     """The encoder a training run starts from.
 
-    pretrained: torchvision's ImageNet weights (downloaded by torchvision).
-    weights_file: a local torchvision-layout state dict of the same backbone (classifier keys
-      are ignored), loaded strictly; for machines that cannot download. Wins over pretrained.
+    weights_file: a local state dict of the same backbone (torchvision's layout, or timm's —
+      e.g. a downloaded convnext_base.fb_in22k_ft_in1k_384 — as .safetensors or a PyTorch
+      file); the classifier is ignored, everything else loads strictly. Wins over pretrained.
+    pretrained: start from downloaded ImageNet weights; pretrained_from "timm" = the paper's
+      (TIMM_WEIGHTS, via the optional timm package), "torchvision" = torchvision's ImageNet-1k
+      weights at 224 px. Otherwise the backbone is randomly initialised.
     """
+    if pretrained_from not in PRETRAINED_FROM:
+        raise UserInputError(f"--pretrained-from {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
+    if weights_file is not None:
+        model = build_model(backbone)
+        state = unwrap_state_dict(load_weights_file(weights_file), str(weights_file))
+        load_state_strict(model.encoder, _encoder_state(state, str(weights_file)), source=str(weights_file))
+        return model
+    if not pretrained:
+        return build_model(backbone)
+    if pretrained_from == "timm":
+        if backbone not in TIMM_WEIGHTS:
+            raise UserInputError(
+                f"--backbone {backbone} has no timm weights s4g can import (ConvNeXt tiny to large do); "
+                "pass --pretrained-from torchvision, or --no-pretrained"
+            )
+        model = build_model(backbone)
+        state = _encoder_state(_timm_state_dict(backbone), TIMM_WEIGHTS[backbone])
+        load_state_strict(model.encoder, state, source=f"timm's {TIMM_WEIGHTS[backbone]}")
+        return model
     _, weights_enum = BACKBONES.get(backbone, (None, None))
-    weights = None
-    if pretrained and weights_file is None:
-        if weights_enum is None:
-            raise UserInputError(f"backbone {backbone!r} has no pretrained weights; drop --pretrained")
-        weights = weights_enum.DEFAULT
+    if weights_enum is None:
+        raise UserInputError(f"--backbone {backbone} has no pretrained weights; pass --no-pretrained")
     try:
-        model = build_model(backbone, weights)
+        return build_model(backbone, weights_enum.DEFAULT)
     except (OSError, RuntimeError) as err:  # torchvision's download failed
         raise UserInputError(
-            f"could not fetch the pretrained weights of {backbone!r} ({err}); on a machine "
-            "without internet access pass a local state dict with --weights FILE"
+            f"torchvision could not fetch the ImageNet weights of {backbone} ({err}); on a machine without "
+            "internet access pass a local state dict with --weights FILE"
         ) from err
-    if weights_file is not None:
-        state = unwrap_state_dict(load_torch_file(weights_file), str(weights_file))
-        head = ("classifier.2.", "fc.")  # the ImageNet classifier we replace
-        state = {k: v for k, v in state.items() if not k.startswith(head)}
-        load_state_strict(model.encoder, state, source=str(weights_file))
-    return model
 
 
 __all__ = [
-    "CONVNEXT_ARCH", "check_convnext_backbone", "imported_config", "infer_convnext_backbone", "initial_model",
+    "CONVNEXT_ARCH", "PRETRAINED_FROM", "TIMM_WEIGHTS", "check_convnext_backbone", "imported_config", "infer_convnext_backbone", "initial_model",
     "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
 ]

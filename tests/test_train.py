@@ -48,7 +48,9 @@ def test_lr_schedule_warmup_then_cosine():
 
 def test_eval_and_mining_epochs():
     assert [e for e in range(1, 13) if evaluates_after(e, 12, 4)] == [4, 8, 12]
-    assert [e for e in range(1, 13) if mines_after(e, 12, 4)] == [1, 4, 8]
+    # the released schedule: GPS lists for epochs 1-4, first mined at the epoch-4 evaluation
+    assert [e for e in range(1, 13) if mines_after(e, 12, 4)] == [4, 8]
+    assert [e for e in range(1, 4) if mines_after(e, 3, 1)] == [1, 2]  # --eval-every 1
 
 
 def test_rng_state_roundtrip_through_weights_only_load(tmp_path):
@@ -182,14 +184,25 @@ def test_cli_resume_without_dataset_continues_the_saved_run(world, tmp_path):
     assert _invoke("--epochs", "2").exit_code == 2  # neither --dataset nor --resume
 
 
-def test_param_groups_decay_only_matrices_and_keep_the_temperature():
-    from torch import nn
+def test_weight_decay_on_every_parameter_as_the_reference():
+    from s4g.distributed import DistEnv
+    from s4g.train.step import build_parts
 
-    from s4g.loss import InfoNCE
-    from s4g.train.step import param_groups
+    cfg = datasets.train_config("synthetic", weight_decay=0.05, device="cpu")
+    parts, _ = build_parts(cfg, DistEnv(0, 1, 0, torch.device("cpu")), None)
+    (group,) = parts.optimizer.param_groups
+    assert group["weight_decay"] == 0.05
+    expected = {id(p) for p in parts.model.parameters()} | {id(parts.loss_fn.logit_scale)}
+    assert {id(p) for p in group["params"]} == expected
 
-    lin, loss = nn.Linear(3, 4), InfoNCE()
-    decay, no_decay = param_groups([lin, loss], weight_decay=0.05)
-    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
-    assert [p is lin.weight for p in decay["params"]] == [True]
-    assert {id(p) for p in no_decay["params"]} == {id(lin.bias), id(loss.logit_scale)}
+
+def test_metrics_log_says_which_lists_packed_each_epoch(world, tmp_path):
+    # the released DSS schedule: GPS lists for epochs 1-4, mined from the epoch-4 evaluation on
+    cfg = datasets.train_config("synthetic", data_root=str(world), epochs=5, sampling="dss", eval_every=4,
+                                device="cpu", out=str(tmp_path / "run"), **TINY)
+    lines = [json.loads(x) for x in (run(cfg) / "metrics.jsonl").read_text().splitlines()]
+    sampling = [r for r in lines if r.get("kind") == "sampling"]
+    assert [r["epoch"] for r in sampling] == [1, 2, 3, 4, 5]
+    assert [r["neighbours"] for r in sampling] == ["gps"] * 4 + ["mined"]
+    assert all(0 < r["via_neighbour"] <= r["pairs_placed"] <= 1 for r in sampling)
+    assert [r["epoch"] for r in lines if r.get("kind") == "eval"] == [0, 4, 5]

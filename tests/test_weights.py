@@ -189,3 +189,69 @@ def test_eval_runs_on_released_weights_directly(tmp_path):
                                  "--device", "cpu", "--json", str(out), "--batch-size", "4"])
     assert result.exit_code == 0, result.output
     assert "R@1" in out.read_text()
+
+
+# ---- initial weights of a training run: the paper's timm weights, or a local file ----------
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_training_starts_from_a_timm_weights_file(tmp_path, suffix):
+    _timm()
+    from s4g.weights import initial_model
+
+    timm_model = _timm_micro()  # timm's layout, as convnext_base.fb_in22k_ft_in1k_384 is
+    path = tmp_path / f"weights{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file  # timm's dependency: an independent writer
+
+        save_file({k: v.contiguous() for k, v in timm_model.state_dict().items()}, str(path))
+    else:
+        torch.save(timm_model.state_dict(), path)
+    model = initial_model("convnext_micro", weights_file=path)
+    assert _same_embeddings(timm_model, model) <= 1e-5
+
+
+def test_broken_safetensors_file_is_named(tmp_path):
+    from s4g.errors import UserInputError
+    from s4g.weights import initial_model
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    with pytest.raises(UserInputError, match="w.safetensors: not a readable .safetensors file"):
+        initial_model("convnext_micro", weights_file=path)
+
+
+def test_pretrained_fetches_the_papers_timm_weights(monkeypatch):
+    timm = _timm()
+    from s4g import datasets, weights
+
+    assert weights.TIMM_WEIGHTS["convnext_base"] == "convnext_base.fb_in22k_ft_in1k_384"
+    for name in ("cvusa", "cvact", "vigor-same", "vigor-cross", "university-d2s"):
+        cfg = datasets.train_config(name)
+        assert (cfg.backbone, cfg.pretrained, cfg.pretrained_from) == ("convnext_base", True, "timm")
+    asked, fetched = [], _timm_micro()
+
+    def fake_create(name, pretrained=False, num_classes=1000):
+        asked.append((name, pretrained, num_classes))
+        return fetched
+
+    monkeypatch.setattr(timm, "create_model", fake_create)  # no network here: timm's download stubbed
+    monkeypatch.setitem(weights.TIMM_WEIGHTS, "convnext_micro", "convnext_micro.stand_in")
+    model = weights.initial_model("convnext_micro", pretrained=True)
+    assert asked == [("convnext_micro.stand_in", True, 0)]
+    assert _same_embeddings(fetched, model) <= 1e-5
+
+
+def test_pretrained_without_timm_says_both_ways(monkeypatch):
+    import sys
+
+    from s4g.errors import UserInputError
+    from s4g.weights import initial_model
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails as if not installed
+    with pytest.raises(UserInputError) as info:
+        initial_model("convnext_base", pretrained=True)
+    message = str(info.value)
+    assert 's4g[timm]' in message and "--weights FILE" in message and "convnext_base.fb_in22k_ft_in1k_384" in message
+    with pytest.raises(UserInputError, match="--pretrained-from torchvision"):
+        initial_model("resnet18", pretrained=True)

@@ -23,8 +23,9 @@ def train_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help=f"Encoder ({_PRESET}).")] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from torchvision's ImageNet weights ({_PRESET}).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local torchvision state dict to start from (instead of downloading).")] = None,
+    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
+    pretrained_from: Annotated[Optional[str], typer.Option(help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); torchvision: ImageNet-1k at 224 px (default timm).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or .pth.")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=_PRESET)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
     lr: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
@@ -56,7 +57,8 @@ def train_cmd(
 
     overrides = dict(
         data_root=None if data_root is None else str(data_root), out=None if out is None else str(out),
-        backbone=backbone, pretrained=pretrained, weights=None if weights is None else str(weights),
+        backbone=backbone, pretrained=pretrained, pretrained_from=pretrained_from,
+        weights=None if weights is None else str(weights),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         warmup_epochs=warmup_epochs, sampling=sampling, neighbour_select=neighbour_select,
         neighbour_range=neighbour_range, gps_k=gps_k, eval_every=eval_every, aerial_size=aerial_size,

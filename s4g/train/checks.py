@@ -8,12 +8,15 @@ from s4g.data.transforms import check_fov
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
 from s4g.model import BACKBONES
+from s4g.weights import PRETRAINED_FROM
 
 
 def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
     """The rules that need no data: option values, the dataset's capabilities, the process count."""
     if cfg.backbone not in BACKBONES:
         raise UserInputError(f"--backbone {cfg.backbone!r}: choose one of {', '.join(sorted(BACKBONES))}")
+    if cfg.pretrained_from not in PRETRAINED_FROM:
+        raise UserInputError(f"--pretrained-from {cfg.pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
     if cfg.sampling not in SAMPLINGS:
         raise UserInputError(f"--sampling {cfg.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
     at_least_one = {"--epochs": cfg.epochs, "--batch-size": cfg.batch_size, "--log-every": cfg.log_every,

@@ -15,7 +15,7 @@ from s4g.data.records import EvalSet, TrainSet
 from s4g.data.transforms import fov_size
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
-from s4g.sampling import gps_neighbours, pack_batches
+from s4g.sampling import PackStats, gps_neighbours, pack_batches
 from s4g.synth.baseline import colour_histogram_recall
 
 
@@ -66,26 +66,30 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
     return RunData(train, ev, pairs, baseline)
 
 
-def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None, epoch: int) -> np.ndarray | None:
-    """Neighbour lists the packer uses in `epoch`: None (random), GPS, or the mined ones."""
+def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+    """(neighbour lists the packer uses, their source "none" | "gps" | "mined"): none for
+    random batches, the mined DSS lists once there are some, GPS lists before."""
     if cfg.sampling == "random":
-        return None
-    if cfg.sampling == "gps" or epoch == 1 or mined is None:
-        return data.gps_neighbours(cfg.gps_k)
-    return mined
+        return None, "none"
+    if cfg.sampling == "dss" and mined is not None:
+        return mined, "mined"
+    return data.gps_neighbours(cfg.gps_k), "gps"
 
 
-def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> np.ndarray:
-    """(n_batches, batch_size) int64 pair indices of `epoch`'s global batches (seeded by
-    seed + epoch); UserInputError when not even one full batch can be packed."""
-    batches = pack_batches(data.train.pair_class, neighbours, cfg.batch_size,
-                           neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch)
+def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> tuple[np.ndarray, PackStats]:
+    """((n_batches, batch_size) int64 pair indices of `epoch`'s global batches, packing
+    stats), seeded by seed + epoch. Each list is cut to its first neighbour_range entries, the
+    pool the reference draws from. UserInputError when not even one full batch can be packed."""
+    if neighbours is not None:
+        neighbours = neighbours[:, : cfg.neighbour_range]
+    batches, stats = pack_batches(data.train.pair_class, neighbours, cfg.batch_size,
+                                  neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch, return_stats=True)
     if len(batches) == 0:
         raise UserInputError(
             f"--batch-size {cfg.batch_size}: no full batch could be packed from "
             f"{data.train.num_pairs} training pairs; lower the batch size"
         )
-    return batches
+    return batches, stats
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:

@@ -117,9 +117,8 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     out = Path(cfg.out)
     data = load_run_data(cfg, spec, with_eval=env.is_main)
     # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
-    first_neighbours = epoch_neighbours(cfg, data, None, 1)
-    first_batches = epoch_batches(cfg, data, first_neighbours, 1)
-    steps_per_epoch = len(first_batches)
+    first = epoch_batches(cfg, data, epoch_neighbours(cfg, data, None)[0], 1)
+    steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt)
     log = None
@@ -135,8 +134,12 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         if ckpt is not None and epoch == state.epoch + 1:
             set_rng_state(ckpt["rng"])
-        state.neighbours = epoch_neighbours(cfg, data, state.neighbours, epoch)
-        batches = first_batches if epoch == 1 else epoch_batches(cfg, data, state.neighbours, epoch)
+        neighbours, source = epoch_neighbours(cfg, data, state.mined)
+        batches, stats = first if epoch == 1 else epoch_batches(cfg, data, neighbours, epoch)
+        if log is not None:
+            n = data.train.num_pairs
+            log.add({"epoch": epoch, "kind": "sampling", "neighbours": source, "batches": len(batches),
+                     "pairs_placed": batches.size / n, "via_neighbour": stats["via_neighbour"] / n})
         loader = _loader(cfg, data, batches, epoch, env)
         state.step = train_one_epoch(parts, loader, env, cfg, epoch=epoch, step=state.step,
                                      steps_per_epoch=steps_per_epoch, log=log, console=console)
@@ -175,7 +178,7 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
             mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
                                       ground_size=cfg.ground_size, device=env.device,
                                       batch_size=cfg.eval_batch_size, workers=cfg.workers)
-        state.neighbours = D.broadcast_from_main(env, mined)
+        state.mined = D.broadcast_from_main(env, mined)
     if env.is_main:
         save_run_checkpoint(Path(cfg.out) / "last.pt", cfg, parts, state)
     D.barrier(env)

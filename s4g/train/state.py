@@ -25,7 +25,7 @@ class RunState:
     epoch: int = 0  # last completed epoch
     step: int = 0  # optimizer steps taken
     best_r1: float = -1.0
-    neighbours: np.ndarray | None = None  # (C, K) int64 current sampler neighbour lists
+    mined: np.ndarray | None = None  # (C, K) int64 DSS neighbour lists, None before the first mining
 
 
 class MetricsLog:
@@ -94,7 +94,7 @@ def save_run_checkpoint(path: Path, cfg: TrainConfig, parts, state: RunState) ->
     """Checkpoint: weights, temperature, optimizer, scaler, step/epoch, sampler state, RNG.
 
     parts: the run's s4g.train.step.Parts."""
-    nb = None if state.neighbours is None else torch.from_numpy(np.ascontiguousarray(state.neighbours))
+    nb = None if state.mined is None else torch.from_numpy(np.ascontiguousarray(state.mined))
     save_checkpoint(path, parts.model, cfg.to_json(), loss=parts.loss_fn.state_dict(),
                     optimizer=parts.optimizer.state_dict(), scaler=parts.scaler.state_dict(),
                     epoch=state.epoch, step=state.step, best_r1=state.best_r1, neighbours=nb,
@@ -113,7 +113,7 @@ def restore_run_checkpoint(ckpt: dict[str, Any], parts) -> RunState:
         epoch=int(ckpt["epoch"]),
         step=int(ckpt["step"]),
         best_r1=float(ckpt["best_r1"]),
-        neighbours=None if nb is None else nb.numpy(),
+        mined=None if nb is None else nb.numpy(),
     )
 
 

@@ -47,30 +47,16 @@ class Parts:
     net: nn.Module  # TrainStep, DDP-wrapped when distributed
 
 
-def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices and conv kernels only.
-
-    Biases, normalisation scales and the InfoNCE temperature (all tensors of rank < 2) are
-    not decayed: shrinking them toward 0 has no regularising meaning (nanoGPT's rule).
-    """
-    decay: list[torch.Tensor] = []
-    no_decay: list[torch.Tensor] = []
-    for module in modules:
-        for p in module.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-
-
 def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Parts, RunState]:
     """Fresh (seeded) or resumed model, loss, optimizer and scaler, on the run's device."""
     seed_all(cfg.seed)
-    model = initial_model(cfg.backbone, pretrained=cfg.pretrained, weights_file=cfg.weights)
+    model = initial_model(cfg.backbone, pretrained=cfg.pretrained, pretrained_from=cfg.pretrained_from,
+                          weights_file=cfg.weights)
     loss_fn = InfoNCE(cfg.label_smoothing, rank=env.rank, world_size=env.world_size)
-    optimizer = torch.optim.AdamW(param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr)
+    # Weight decay on every parameter, biases, norms and the temperature included, as the
+    # released training scripts (decay_exclue_bias = False) trained the published models.
+    params = [*model.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     autocast, scaler = runtime.mixed_precision(env.device)
     parts = Parts(model, loss_fn, optimizer, scaler, autocast, model)
     state = restore_run_checkpoint(ckpt, parts) if ckpt is not None else RunState()
@@ -107,7 +93,6 @@ def train_step(parts: Parts, ground: torch.Tensor, aerial: torch.Tensor, params:
     nn.utils.clip_grad_value_(params, clip)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
-    parts.loss_fn.clamp_()
     return loss.detach()
 
 
@@ -156,4 +141,4 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
     return step
 
 
-__all__ = ["Parts", "TrainStep", "build_parts", "param_groups", "train_one_epoch", "train_step"]
+__all__ = ["Parts", "TrainStep", "build_parts", "train_one_epoch", "train_step"]
