@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 EARTH_RADIUS_M: float
-MAX_RETURNS: int
+MAX_FAILED_POPS: int
 
 def gps_neighbours(
     lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64], k: int

@@ -18,6 +18,7 @@ from s4g.errors import UserInputError
 
 __all__ = [
     "EARTH_RADIUS_M",
+    "MAX_FAILED_POPS",
     "PackStats",
     "gps_neighbours",
     "pack_batches",
@@ -27,6 +28,8 @@ __all__ = [
 
 #: Mean Earth radius in metres used for every distance.
 EARTH_RADIUS_M: float = _sampler.EARTH_RADIUS_M
+#: Packing gives up after this many consecutive pops that add no pair (as the reference does).
+MAX_FAILED_POPS: int = _sampler.MAX_FAILED_POPS
 
 
 class PackStats(TypedDict):
@@ -107,23 +110,36 @@ def pack_batches(
     *,
     return_stats: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, PackStats]:
-    """Greedy hard-negative batch packing for one epoch (Sample4Geo), seeded.
+    """Greedy hard-negative batch packing for one epoch, Sample4Geo's rule, seeded.
+
+    The pairs are shuffled into a queue and popped from the front. A pair already used this
+    epoch is dropped; a pair whose class is already in the current batch goes back to the
+    end of the queue; either pop is a failure, and the walk ends after MAX_FAILED_POPS (1024)
+    consecutive failures or when the queue is empty. Any other pair anchors: it joins the
+    batch and, unless the batch is now full, its class's neighbour list is tried: the first
+    neighbour_select // 2 entries in order, then neighbour_select // 2 drawn at random from
+    the rest (an odd neighbour_select is rounded down, as in the reference). Each listed class
+    that is not in the batch and has unused pairs adds one of them, drawn at random, and is
+    removed (its first occurrence) from the anchor class's list for the rest of the epoch, so
+    a class that anchors again (a tile with two panoramas) pulls in later entries instead. A
+    batch closes at batch_size pairs; the incomplete tail is dropped.
 
     Args:
         pair_class: (P,) int64 class of each training pair, in [0, C).
         neighbours: (C, K) int64, row c = classes hardest for c first, -1 = padding; or None
             for class-unique random batches. When given, C is its number of rows (it must
-            cover every class id); otherwise C = max(pair_class) + 1.
+            cover every class id); otherwise C = max(pair_class) + 1. The whole row is the
+            list (slice it to the neighbour range before calling).
         batch_size: pairs per batch, 2 <= batch_size <= number of classes with pairs.
-        neighbour_select: neighbour classes tried per anchor: the first half in list order,
-            the second half drawn at random from the rest of the row.
+        neighbour_select: neighbour classes tried per anchor (half fixed, half random).
         seed: any integer; the same inputs and seed give the same batches on any machine
             and thread count (the packing is sequential).
         return_stats: also return PackStats.
 
     Returns:
-        (n_batches, batch_size) int64 pair indices: every pair at most once, never two
-        pairs of one class in a batch, full batches only (the incomplete tail is dropped).
+        (n_batches, batch_size) int64 pair indices in the order they were added (anchor,
+        then what it pulled in): every pair at most once, never two pairs of one class in a
+        batch, full batches only.
     """
     classes = _index_array(pair_class, "pair_class", 1)
     nb = None if neighbours is None else _index_array(neighbours, "neighbours", 2)

@@ -5,8 +5,9 @@
   so exact ties and orderings can be compared bit for bit; `haversine_np` is an independent
   textbook formula for a tolerance check of the definition itself.
 - `knn_bruteforce`: every pairwise distance, stable sort by (distance, index).
-- `pack_reference`: the packing algorithm in plain Python with the same SplitMix64 stream,
-  so it must give identical batches; `check_packing`: the invariants alone.
+- `pack_reference`: Sample4Geo's packing loop re-written plainly, its random choices drawn
+  from the library's SplitMix64 stream in the library's order, so the batches must be
+  identical; `check_packing`: the invariants alone.
 - `topk_dense`: top-k from a full stable argsort.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 
 EARTH_RADIUS_M = 6_371_008.8
 MASK64 = (1 << 64) - 1
-MAX_RETURNS = 1024
+MAX_FAILED_POPS = 1024
 
 
 # (-1)^m / (2m+1)! for m = 10 .. 1, the literals of geo.rs
@@ -100,57 +101,105 @@ class SplitMix64:
             v[i], v[j] = v[j], v[i]
 
 
+class ReferenceDraws:
+    """The reference's three random choices, drawn from s4g's SplitMix64 stream in s4g's order.
+
+    Each replaces a `random.shuffle` of the reference by a draw with the same distribution;
+    the calls come in the reference's order (queue; per anchor, its random half before any
+    pull; per pulled class, its pair), which is the order the Rust walk draws in.
+    - `shuffle_queue`: `random.shuffle(pair_pool)`, by a full Fisher–Yates (last position
+      first): both give a uniform permutation.
+    - `sample_rest(rest, k)`: `random.shuffle(near_random); near_random[:k]` (k = min(split,
+      len(rest))), by a partial Fisher–Yates of the first k slots (slot t swapped with a
+      uniform slot in t..): both give a uniform ordered sample of k without replacement.
+    - `pick_pair(near_pairs)`: the head of `random.shuffle(near_pairs)`, by
+      `near_pairs[below(n)]` over the class's unused pairs in pair order (no draw when n == 1):
+      both give a uniform one of them.
+    Python's own draws would differ, so these make "same queue → same batches" checkable.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.rng = SplitMix64(seed)
+
+    def shuffle_queue(self, pool: list) -> None:
+        self.rng.shuffle(pool)
+
+    def sample_rest(self, rest: list, k: int) -> list:
+        rest = list(rest)
+        for t in range(k):
+            j = t + self.rng.below(len(rest) - t)
+            rest[t], rest[j] = rest[j], rest[t]
+        return rest[:k]
+
+    def pick_pair(self, near_pairs: list):
+        return near_pairs[self.rng.below(len(near_pairs))] if len(near_pairs) > 1 else near_pairs[0]
+
+
 def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: int = 64, seed: int = 0):
-    """Plain-Python packing; returns (batches (n, batch_size) int64, dropped, via_neighbour)."""
+    """Sample4Geo's `VigorDatasetTrain.shuffle`, re-written plainly, with ReferenceDraws.
+
+    (Its CVUSA/CVACT copies are the same loop with one pair per class, where the removal
+    never matters; CVUSA's also never pulls class id 0, an accident not repeated here.)
+
+    Same shape as the reference: a list queue popped from the front, sets for the batch's
+    classes and the epoch's used pairs, a per-epoch copy of the neighbour lists from which
+    each pulled-in class is removed (`list.remove`: first occurrence), and the break counter
+    as the reference counts it (every pop that adds no pair: put back or already used;
+    stop at MAX_FAILED_POPS). A pair is its index; its class is pair_class[pair]. The lists
+    are the whole rows without -1 padding (the reference's `[:neighbour_range]` slice is the
+    caller's). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
+    via_neighbour counts the pairs of full batches that a neighbour list pulled in.
+    """
     pair_class = [int(c) for c in pair_class]
-    rows = None if neighbours is None else [[int(c) for c in row if c >= 0] for row in neighbours]
-    rng = SplitMix64(seed)
-    queue = list(range(len(pair_class)))
-    rng.shuffle(queue)
-    by_class: dict[int, list[int]] = {}
-    for q in queue:
-        by_class.setdefault(pair_class[q], []).append(q)
-    used, out, batch, batch_classes, via, batch_via = set(), [], [], set(), 0, 0
-    returns, pos = 0, 0
+    draws = ReferenceDraws(seed)
+    idx2pair_pool: dict[int, list[int]] = {}
+    for pair, idx in enumerate(pair_class):
+        idx2pair_pool.setdefault(idx, []).append(pair)
+    similarity_pool = None
+    if neighbours is not None:
+        similarity_pool = [[int(c) for c in row if c >= 0] for row in neighbours]
+    split = neighbour_select // 2
 
-    def add(q: int, is_neighbour: bool) -> bool:
-        nonlocal batch, batch_classes, via, batch_via
-        used.add(q)
-        batch.append(q)
-        batch_classes.add(pair_class[q])
-        batch_via += is_neighbour
-        if len(batch) < batch_size:
-            return False
-        out.append(batch)
-        via += batch_via
-        batch, batch_classes, batch_via = [], set(), 0
-        return True
-
-    while pos < len(queue) and returns < MAX_RETURNS and returns < len(queue) - pos:
-        q = queue[pos]
-        pos += 1
-        if q in used:
-            continue
-        if pair_class[q] in batch_classes:
-            queue.append(q)
-            returns += 1
-            continue
-        returns = 0
-        if add(q, False) or rows is None:
-            continue
-        pool = list(rows[pair_class[q]])
-        n_fixed = min(neighbour_select // 2, len(pool))
-        n_random = min(neighbour_select - neighbour_select // 2, len(pool) - n_fixed)
-        for t in range(n_fixed, n_fixed + n_random):
-            j = t + rng.below(len(pool) - t)
-            pool[t], pool[j] = pool[j], pool[t]
-        for c in pool[: n_fixed + n_random]:
-            if c in batch_classes:
-                continue
-            free = [p for p in by_class.get(c, []) if p not in used]
-            if free and add(free[0], True):
-                break
-    placed = np.array(out, dtype=np.int64).reshape(-1, batch_size)
+    pair_pool = list(range(len(pair_class)))
+    draws.shuffle_queue(pair_pool)
+    pairs_epoch: set[int] = set()
+    idx_batch: set[int] = set()
+    batches, current_batch, pulled = [], [], set()
+    break_counter = 0
+    while pair_pool:
+        pair = pair_pool.pop(0)
+        idx = pair_class[pair]
+        if idx not in idx_batch and pair not in pairs_epoch:
+            idx_batch.add(idx)
+            current_batch.append(pair)
+            pairs_epoch.add(pair)
+            idx2pair_pool[idx].remove(pair)
+            if similarity_pool is not None and len(current_batch) < batch_size:
+                near = list(similarity_pool[idx])
+                rest = near[split:]
+                for idx_near in near[:split] + draws.sample_rest(rest, min(split, len(rest))):
+                    if len(current_batch) >= batch_size:
+                        break
+                    if idx_near not in idx_batch and idx2pair_pool.get(idx_near):
+                        near_pair = draws.pick_pair(idx2pair_pool[idx_near])
+                        idx_batch.add(idx_near)
+                        current_batch.append(near_pair)
+                        pairs_epoch.add(near_pair)
+                        pulled.add(near_pair)
+                        idx2pair_pool[idx_near].remove(near_pair)
+                        similarity_pool[idx].remove(idx_near)
+            break_counter = 0
+        else:
+            if pair not in pairs_epoch:
+                pair_pool.append(pair)
+            break_counter += 1
+        if break_counter >= MAX_FAILED_POPS:
+            break
+        if len(current_batch) >= batch_size:
+            batches.append(current_batch)
+            idx_batch, current_batch = set(), []
+    placed = np.array(batches, dtype=np.int64).reshape(-1, batch_size)
+    via = sum(pair in pulled for pair in placed.ravel().tolist())
     return placed, len(pair_class) - placed.size, via
 
 

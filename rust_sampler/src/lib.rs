@@ -140,7 +140,7 @@ mod python {
         m.add_function(wrap_pyfunction!(gps_neighbours, m)?)?;
         m.add_function(wrap_pyfunction!(pack_batches, m)?)?;
         m.add_function(wrap_pyfunction!(topk_merge, m)?)?;
-        m.add("MAX_RETURNS", pack::MAX_RETURNS)?;
+        m.add("MAX_FAILED_POPS", pack::MAX_FAILED_POPS)?;
         m.add("EARTH_RADIUS_M", geo::EARTH_RADIUS_M)?;
         Ok(())
     }

@@ -1,61 +1,47 @@
-//! Greedy hard-negative batch packing (Sample4Geo), seeded and sequential.
+//! Greedy hard-negative batch packing for one epoch, seeded and sequential.
 //!
-//! Shuffle the pairs; walk them as a queue. An unused pair whose class is not yet in the
-//! current batch joins it as an anchor; then the anchor's class neighbour list is tried (the
-//! first half of `neighbour_select` in order, the second half drawn at random from the rest
-//! of the list), adding one unused pair of each neighbour class not yet in the batch. A
-//! batch closes at `batch_size` pairs; the incomplete tail is dropped. A pair whose class is
-//! already in the batch goes back to the end of the queue; the walk stops after
-//! `MAX_RETURNS` consecutive returns (as the reference does) or when a full cycle of the
-//! queue changed nothing. The walk runs on one thread (only the input check uses several),
-//! so the result depends on the inputs and seed alone.
+//! The rule is Sample4Geo's (`VigorDatasetTrain.shuffle`), step for step:
+//!
+//! 1. Shuffle the pairs into a queue.
+//! 2. Pop the front pair. A pair already used this epoch is dropped; a pair whose class is
+//!    already in the current batch goes back to the end of the queue. Either pop is a
+//!    failure; the walk ends after `MAX_FAILED_POPS` consecutive failures, or when the
+//!    queue is empty.
+//! 3. Any other pair anchors: it joins the batch and the failures reset. Unless that filled
+//!    the batch, the anchor class's neighbour list is tried: its first `select / 2` entries
+//!    in order, then `select / 2` drawn at random from the rest of the list. For each listed
+//!    class not in the batch that has unused pairs, one of them, drawn at random, joins the
+//!    batch, and that class is removed (its first occurrence) from the anchor class's list
+//!    for the rest of the epoch: a class that anchors again (VIGOR: a tile is the positive
+//!    of one or two panoramas) pulls in its list's later entries instead.
+//! 4. A batch closes at `batch_size` pairs; the incomplete tail is dropped.
+//!
+//! The random choices are SplitMix64 draws in a fixed order, each equal in distribution to
+//! the reference's `random.shuffle` call it replaces (see `tests/reference.py`): the queue
+//! shuffle; per anchor, a partial Fisher–Yates draw of the random half (an ordered uniform
+//! sample, as the head of a shuffled rest); per pulled class with two or more unused pairs,
+//! the index of its pair among them in pair order (the head of the shuffled pairs). Taking
+//! instead the pair that comes first in the queue is not equal in distribution: it keeps the
+//! later pair for later, which changes which pairs end up placed.
+//! Deliberate differences that cannot change the result: the walk also ends once every
+//! pair in the queue was put back since the last anchor (nothing can anchor any more; the
+//! reference spins on to its limit); the lists are whole rows (the caller slices them to
+//! `neighbour_range`), with -1 padding skipped. Not followed: CVUSA's copy of the loop
+//! never pulls class id 0 (a truthiness test on the id), an accident of that file.
+//! The walk runs on one thread (only the input check uses several), so the result depends
+//! on the inputs and seed alone.
 
-use rayon::prelude::*;
+mod check;
+mod rng;
+mod state;
 
-use crate::error::{bail, SamplerError};
+pub use rng::SplitMix64;
 
-/// The reference implementation gives up after this many consecutive re-queued pairs.
-pub const MAX_RETURNS: usize = 1024;
+use crate::error::SamplerError;
+use state::{Lists, State};
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, statistically solid, fully portable.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform integer in [0, n) without modulo bias (Lemire 2019); n > 0.
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        let mut m = (self.next_u64() as u128) * (n as u128);
-        if (m as u64) < n {
-            let threshold = n.wrapping_neg() % n;
-            while (m as u64) < threshold {
-                m = (self.next_u64() as u128) * (n as u128);
-            }
-        }
-        (m >> 64) as u64
-    }
-
-    /// Fisher–Yates, last position first.
-    pub fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            v.swap(i, j);
-        }
-    }
-}
+/// The reference gives up after this many consecutive pops that add no pair to a batch.
+pub const MAX_FAILED_POPS: usize = 1024;
 
 /// Class neighbour lists: `data` is (rows × width) row-major, -1 = padding.
 #[derive(Clone, Copy, Debug)]
@@ -74,95 +60,6 @@ pub struct Packed {
     pub dropped: usize,
     /// Pairs that entered a (full) batch through their anchor's neighbour list.
     pub via_neighbour: usize,
-}
-
-/// Number of classes and a check of every id; the message names the argument and row.
-fn check(
-    pair_class: &[i64],
-    nb: Option<Neighbours>,
-    batch_size: usize,
-) -> Result<usize, SamplerError> {
-    if batch_size < 2 {
-        bail!("batch_size must be at least 2, got {batch_size}");
-    }
-    if pair_class.len() >= u32::MAX as usize {
-        bail!(
-            "at most {} pairs are supported, got {}",
-            u32::MAX - 1,
-            pair_class.len()
-        );
-    }
-    if let Some(nb) = nb {
-        if nb.data.len() != nb.rows * nb.width {
-            bail!(
-                "neighbours holds {} values, not rows*width = {}",
-                nb.data.len(),
-                nb.rows * nb.width
-            );
-        }
-        let bad = |c: i64| c < -1 || c >= nb.rows as i64;
-        // A branch-free pass (vectorised, over threads) first: this scan is most of the cost
-        // of packing; the exact first offender is looked up only when there is one.
-        let any_bad = nb
-            .data
-            .par_chunks(1 << 16)
-            .any(|chunk| chunk.iter().fold(false, |acc, &c| acc | bad(c)));
-        if let Some(p) = any_bad
-            .then(|| nb.data.iter().position(|&c| bad(c)))
-            .flatten()
-        {
-            let (r, col) = (p / nb.width, p % nb.width);
-            bail!(
-                "neighbours[{r}, {col}] = {} is not a class id in [0, {}) or -1 (padding)",
-                nb.data[p],
-                nb.rows
-            );
-        }
-    }
-    let n_classes = match nb {
-        Some(nb) => nb.rows,
-        None => pair_class
-            .iter()
-            .max()
-            .map_or(0, |&m| (m.max(-1) + 1) as usize),
-    };
-    if let Some(i) = pair_class
-        .iter()
-        .position(|&c| c < 0 || c >= n_classes as i64)
-    {
-        bail!(
-            "pair_class[{i}] = {} is not a class id in [0, {n_classes}){}",
-            pair_class[i],
-            if nb.is_some() {
-                " (neighbours has one row per class)"
-            } else {
-                ""
-            }
-        );
-    }
-    let mut seen = vec![false; n_classes];
-    let mut distinct = 0;
-    for &c in pair_class {
-        if !std::mem::replace(&mut seen[c as usize], true) {
-            distinct += 1;
-        }
-    }
-    if batch_size > distinct {
-        bail!("batch_size ({batch_size}) is larger than the number of classes with pairs ({distinct})");
-    }
-    Ok(n_classes)
-}
-
-/// Class ids renumbered 0.. in increasing order (negative ids kept, for the error message).
-fn compact_ids(pair_class: &[i64]) -> Vec<i64> {
-    let mut ids: Vec<i64> = pair_class.iter().copied().filter(|&c| c >= 0).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let rank = |c: i64| ids.binary_search(&c).map_or(c, |r| r as i64);
-    pair_class
-        .iter()
-        .map(|&c| if c < 0 { c } else { rank(c) })
-        .collect()
 }
 
 /// Pack pairs into full batches with no class twice per batch; see the module docs.
@@ -184,162 +81,67 @@ pub fn pack_batches(
             .iter()
             .any(|&c| c > 2 * pair_class.len() as i64 + 1024) =>
         {
-            compacted = compact_ids(pair_class);
+            compacted = check::compact_ids(pair_class);
             &compacted[..]
         }
         _ => pair_class,
     };
-    let n_classes = check(pair_class, neighbours, batch_size)?;
-    let p = pair_class.len();
+    let n_classes = check::check(pair_class, neighbours, batch_size)?;
     let mut rng = SplitMix64::new(seed);
-    let mut queue: Vec<u32> = (0..p as u32).collect();
+    let mut queue: Vec<u32> = (0..pair_class.len() as u32).collect();
     rng.shuffle(&mut queue);
-
-    // Pairs of each class in shuffled order (CSR), so "an unused pair of class c" is random.
-    let mut start = vec![0u32; n_classes + 1];
-    for &c in pair_class {
-        start[c as usize + 1] += 1;
-    }
-    for c in 0..n_classes {
-        start[c + 1] += start[c];
-    }
-    let mut cursor: Vec<u32> = start[..n_classes].to_vec();
-    let mut by_class = vec![0u32; p];
-    for &q in &queue {
-        let c = pair_class[q as usize] as usize;
-        by_class[cursor[c] as usize] = q;
-        cursor[c] += 1;
-    }
-    cursor.copy_from_slice(&start[..n_classes]);
-
-    let mut st = State {
-        used: vec![false; p],
-        stamp: vec![u32::MAX; n_classes],
-        batch_id: 0,
-        batch: Vec::with_capacity(batch_size),
-        batch_via: 0,
-        out: Vec::with_capacity(p),
-        via_neighbour: 0,
-        batch_size,
-    };
-    let mut pool: Vec<i64> = Vec::new();
-
-    // Ring buffer walk: each unused pair sits in the queue at most once, so P slots suffice.
-    let (mut head, mut len, mut returns) = (0usize, p, 0usize);
-    while len > 0 && returns < MAX_RETURNS && returns < len {
-        let q = queue[head] as usize;
-        head = (head + 1) % p.max(1);
-        len -= 1;
-        if st.used[q] {
-            continue;
-        }
-        let c = pair_class[q] as usize;
-        if st.stamp[c] == st.batch_id {
-            queue[(head + len) % p] = q as u32;
-            len += 1;
-            returns += 1;
-            continue;
-        }
-        returns = 0;
-        if st.add(q, c, false) {
-            continue;
-        }
-        if let Some(nb) = neighbours.filter(|_| neighbour_select > 0) {
-            let row = &nb.data[c * nb.width..(c + 1) * nb.width];
-            st.add_neighbours(
-                row,
-                neighbour_select,
-                &mut rng,
-                &mut pool,
-                pair_class,
-                &by_class,
-                &start,
-                &mut cursor,
-            );
-        }
-    }
+    let mut st = State::new(pair_class, n_classes, batch_size);
+    // select / 2 fixed plus select / 2 random, as the reference: an odd select loses one.
+    let mut lists = neighbours
+        .filter(|_| neighbour_select >= 2)
+        .map(|nb| Lists::new(nb, neighbour_select / 2));
+    walk(&mut queue, pair_class, &mut st, lists.as_mut(), &mut rng);
     let n_batches = st.out.len() / batch_size;
     Ok(Packed {
-        dropped: p - st.out.len(),
+        dropped: pair_class.len() - st.out.len(),
         batches: st.out,
         n_batches,
         via_neighbour: st.via_neighbour,
     })
 }
 
-struct State {
-    used: Vec<bool>,
-    /// stamp[c] == batch_id  <=>  class c is in the current batch (O(1), never cleared).
-    stamp: Vec<u32>,
-    batch_id: u32,
-    batch: Vec<i64>,
-    batch_via: usize,
-    out: Vec<i64>,
-    via_neighbour: usize,
-    batch_size: usize,
-}
-
-impl State {
-    /// Put pair q (class c) into the current batch; true when that closed the batch.
-    #[inline]
-    fn add(&mut self, q: usize, c: usize, via: bool) -> bool {
-        self.used[q] = true;
-        self.stamp[c] = self.batch_id;
-        self.batch.push(q as i64);
-        self.batch_via += via as usize;
-        if self.batch.len() < self.batch_size {
-            return false;
+/// Steps 2–4 of the module docs over `queue`, used as a ring buffer: a pair sits in it at
+/// most once, so P slots suffice.
+fn walk(
+    queue: &mut [u32],
+    pair_class: &[i64],
+    st: &mut State,
+    mut lists: Option<&mut Lists>,
+    rng: &mut SplitMix64,
+) {
+    let p = queue.len();
+    let (mut head, mut len) = (0usize, p);
+    // `failed`: the reference's break counter. `requeued` (put back since the last anchor)
+    // reaching `len` means the queue holds only put-back pairs while the batch is
+    // unchanged: every later pop fails too, so stopping now gives the same result.
+    let (mut failed, mut requeued) = (0usize, 0usize);
+    while len > 0 && failed < MAX_FAILED_POPS && requeued < len {
+        let q = queue[head] as usize;
+        head = (head + 1) % p;
+        len -= 1;
+        let c = pair_class[q] as usize;
+        if st.used[q] {
+            failed += 1;
+            continue;
         }
-        self.out.extend_from_slice(&self.batch);
-        self.via_neighbour += self.batch_via;
-        self.batch.clear();
-        self.batch_via = 0;
-        self.batch_id += 1;
-        true
-    }
-
-    /// Try the anchor's neighbour classes: the first half of `select` in list order, the
-    /// rest drawn at random from the remainder of the list (padding skipped).
-    #[allow(clippy::too_many_arguments)]
-    fn add_neighbours(
-        &mut self,
-        row: &[i64],
-        select: usize,
-        rng: &mut SplitMix64,
-        pool: &mut Vec<i64>,
-        pair_class: &[i64],
-        by_class: &[u32],
-        start: &[u32],
-        cursor: &mut [u32],
-    ) {
-        let fixed = select / 2;
-        pool.clear();
-        pool.extend(row.iter().copied().filter(|&c| c >= 0));
-        let n_fixed = fixed.min(pool.len());
-        let n_random = (select - fixed).min(pool.len() - n_fixed);
-        // Partial Fisher–Yates of the remainder: pool[n_fixed..n_fixed + n_random] is the draw.
-        for t in n_fixed..n_fixed + n_random {
-            let j = t + rng.below((pool.len() - t) as u64) as usize;
-            pool.swap(t, j);
+        if st.in_batch(c) {
+            queue[(head + len) % p] = q as u32;
+            len += 1;
+            failed += 1;
+            requeued += 1;
+            continue;
         }
-        for &nc in &pool[..n_fixed + n_random] {
-            let nc = nc as usize;
-            if self.stamp[nc] == self.batch_id {
-                continue;
-            }
-            // Advance past pairs of this class already used (by the walk or earlier picks).
-            let end = start[nc + 1];
-            while cursor[nc] < end && self.used[by_class[cursor[nc] as usize] as usize] {
-                cursor[nc] += 1;
-            }
-            if cursor[nc] == end {
-                continue;
-            }
-            let q = by_class[cursor[nc] as usize] as usize;
-            debug_assert_eq!(pair_class[q] as usize, nc);
-            if self.add(q, nc, true) {
-                return;
-            }
+        (failed, requeued) = (0, 0);
+        if st.add(q, c, false) {
+            continue;
+        }
+        if let Some(lists) = lists.as_deref_mut() {
+            lists.pull_neighbours(c, st, rng);
         }
     }
 }

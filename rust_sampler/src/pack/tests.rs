@@ -112,6 +112,85 @@ fn requeued_pairs_are_not_lost() {
     }
 }
 
+/// The walk's queue for this seed (its first draws).
+fn queue(p: usize, seed: u64) -> Vec<u32> {
+    let mut q: Vec<u32> = (0..p as u32).collect();
+    SplitMix64::new(seed).shuffle(&mut q);
+    q
+}
+
+#[test]
+fn a_class_anchoring_again_has_lost_the_classes_it_pulled() {
+    // A (pairs 0, 1) lists B (pairs 2, 3), C (4), D (5); E, F (6, 7) list nothing. Batches
+    // of two, select 2 (one fixed, one random). The queue starts with A's two pairs.
+    let classes = [0i64, 0, 1, 1, 2, 3, 4, 5];
+    let seed = (0..).find(|&s| queue(8, s)[..2] == [0, 1]).unwrap();
+    let run = |row: [i64; 3]| {
+        let mut nb = vec![-1i64; 6 * 3];
+        nb[..3].copy_from_slice(&row);
+        let nbrs = Neighbours {
+            data: &nb,
+            rows: 6,
+            width: 3,
+        };
+        let p = pack_batches(&classes, Some(nbrs), 2, 2, seed).unwrap();
+        check_invariants(&p, &classes, 2);
+        p.batches
+    };
+    // First anchoring pulls a B pair and removes B: C moves up into the fixed half.
+    let b = run([1, 2, 3]);
+    assert!(b[0] == 0 && (b[1] == 2 || b[1] == 3), "{b:?}");
+    assert_eq!(b[2..4], [1, 4]);
+    // Only the first occurrence goes: listed twice, B stays first and gives its other pair.
+    let b = run([1, 1, 2]);
+    assert_eq!(b[2..4], [1, 5 - b[1]]);
+}
+
+#[test]
+fn dropped_used_pairs_count_as_failed_pops() {
+    // Classes 0..101 (one pair each) list each other, so the first popped pulls in the rest;
+    // class 101 has 1000 pairs, class 102 one pair (w, last). One batch takes all 103.
+    let (group, n_z) = (101usize, 1000usize);
+    let classes: Vec<i64> = (0..group as i64)
+        .chain(std::iter::repeat_n(group as i64, n_z))
+        .chain([group as i64 + 1])
+        .collect();
+    let mut nb = vec![-1i64; (group + 2) * (group - 1)];
+    for c in 0..group {
+        let others = (0..group as i64).filter(|&o| o != c as i64);
+        for (slot, o) in nb[c * (group - 1)..].iter_mut().zip(others) {
+            *slot = o;
+        }
+    }
+    let nbrs = Neighbours {
+        data: &nb,
+        rows: group + 2,
+        width: group - 1,
+    };
+    let w = classes.len() as u32 - 1;
+    // Pops between the last anchor (first group pair, or first class-101 pair) and w (0 when
+    // w comes first): each is a used group pair (dropped) or a class-101 pair (put back,
+    // fewer than 1000: counting only those, w would always be reached).
+    let run_before_w = |q: &[u32]| {
+        let pos = |f: &dyn Fn(u32) -> bool| q.iter().position(|&x| f(x)).unwrap();
+        let last_anchor = pos(&|x| (x as usize) < group).max(pos(&|x| x as usize >= group));
+        pos(&|x| x == w).saturating_sub(last_anchor + 1)
+    };
+    let mut stopped = 0;
+    for seed in 0..1000u64 {
+        let run = run_before_w(&queue(classes.len(), seed));
+        let p = pack_batches(&classes, Some(nbrs), group + 2, 2 * group, seed).unwrap();
+        // The walk ends before w exactly when those failed pops reach the limit.
+        assert_eq!(
+            p.n_batches,
+            usize::from(run < MAX_FAILED_POPS),
+            "seed {seed}, run {run}"
+        );
+        stopped += usize::from(run >= MAX_FAILED_POPS);
+    }
+    assert!(stopped >= 10, "only {stopped} seeds reach the limit");
+}
+
 #[test]
 fn neighbours_fill_the_batch() {
     // Every class lists the next 7 classes: with select >= 7 an anchor fills its batch.
