@@ -21,9 +21,6 @@ from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 from s4g.synth import cache as synth_cache
 
-PROTOCOLS = ("sample4geo", "university1652")
-
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset.
@@ -31,7 +28,8 @@ class DatasetSpec:
     load_train(root, *, split_dir) -> TrainSet and load_eval(root, split, *, split_dir) ->
       EvalSet: the reader; indexing lists folders, never opens an image.
     eval_splits: valid --split values; preset.eval_split is the default.
-    protocol: how its published metrics count (s4g.evaluate.retrieval_metrics).
+    protocol: how its published metrics count (s4g.evaluate.PROTOCOLS: "sample4geo" or
+      "university1652", which differ in R@1%).
     has_gps: its training classes carry coordinates (GPS and DSS sampling, `s4g neighbours`).
     split_dir: --split-dir selects its split files (CVUSA, VIGOR).
     prepare(root, locations=, seed=) -> Path: makes the data root exist (the built-in
@@ -136,4 +134,4 @@ def load_eval(name: str, root: str | Path, split: str | None = None, *, split_di
     return spec.load_eval(root, spec.check_split(split), split_dir=split_dir)
 
 
-__all__ = ["DATASETS", "NAMES", "PROTOCOLS", "DatasetSpec", "get", "load_eval", "load_train", "train_config"]
+__all__ = ["DATASETS", "NAMES", "DatasetSpec", "get", "load_eval", "load_train", "train_config"]

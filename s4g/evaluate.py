@@ -4,19 +4,32 @@ The Q×R score matrix is never held: scores are computed one (query block × ref
 at a time with a torch matmul (on the GPU when there is one) and reduced on the spot, so the
 extra memory is a few block-sized buffers whatever Q and R are.
 
-Definitions (design.md). Positives of a query are the references with its label.
-- rank: number of non-positive references scoring strictly higher than the query's best
-  positive. R@k = % of queries with rank < k; R@1% uses k = max(1, round(R / 100)) with
-  Python's round, as the Sample4Geo evaluation does.
+Definitions, as the evaluation code behind the published numbers computes them.
+Positives of a query are the references with its label; its best positive is the one with
+the highest score. R is the number of references.
+- rank: number of non-positive references scoring strictly higher than the best positive (a
+  non-positive that ties it does not count). R@k = % of queries with rank < k, under both
+  protocols (University-1652 reports CMC[k-1], the same count).
+- R@1% follows `protocol`:
+  "sample4geo" (Sample4Geo's CVUSA, CVACT and VIGOR evaluation): rank < R // 100, a floor,
+    so R < 100 gives 0 %;
+  "university1652" (University-1652's CMC[round(R * 0.01)]): rank < round(R * 0.01) + 1,
+    Python's round (half to even) on the float product: R = 250 gives rank < 3.
 - AP (University-1652): rank the references by (score descending, positives before
   non-positives of equal score — the same "strictly higher" rule as rank —, index ascending).
   Then the i-th positive (0-based) sits at r_i = i + n_i, where n_i is the number of
   non-positives scoring strictly higher than it; AP = mean over positives of
   ((i / r_i, or 1 when r_i = 0) + (i + 1) / (r_i + 1)) / 2. The value does not depend on
-  the order of positives with equal scores.
-- hit rate (VIGOR): the top-1 reference in the same order is the positive (rank 0) or,
-  otherwise, the lowest-index non-positive with the highest score, and it is a hit when its
-  label is among the query's semi-positive labels.
+  the order of positives with equal scores. Computed under both protocols.
+- hit rate (VIGOR, as its and Sample4Geo's evaluation code count it): % of queries for
+  which no reference other than its positives and its semi-positives scores strictly higher
+  than the best positive, i.e. rank minus the number of semi-positives scoring strictly
+  higher than the best positive is 0. A semi-positive ranked first is not enough when a
+  plain negative also beats the positive; a plain negative that only ties it does not
+  count. Semi-positives of a query are the references whose label is among its
+  semi-positive labels (-1 padding and repeated labels ignored; its own label marks
+  positives, not semi-positives). VIGOR has one positive per query; with several, the
+  best positive decides, as for rank.
 
 Exactness. One streamed pass needs each query's positive scores beforehand; they are
 computed first with the same kind of kernel (a float32 matmul of the query block against the
@@ -24,6 +37,10 @@ gathered positive rows). Scores from two different matmul calls can differ in th
 so a non-positive that ties a positive only up to rounding may be counted either way — the
 same ambiguity any float implementation has; exact ties (e.g. duplicate embeddings) land on
 identical values in practice, and the tests use embeddings whose dot products are exact.
+Rank and hit rate never disagree: the semi-positive cells are read from the very block of
+scores the rank was counted from and compared with the same float32 threshold, so every
+query of rank 0 is a hit and a semi-positive counted above the positive is also counted in
+its rank.
 """
 
 from __future__ import annotations
@@ -72,14 +89,23 @@ def _labels(x, n: int, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
+def _rows_with_labels(labels: np.ndarray, reference_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(counts (N,), rows): the reference rows holding labels[i], ascending, are the i-th run
+    of `rows`, counts[i] long (0 when no reference has that label)."""
+    order = np.argsort(reference_labels, kind="stable")  # stable: each label's rows ascending
+    sorted_labels = reference_labels[order]
+    lo = np.searchsorted(sorted_labels, labels, side="left")
+    counts = np.searchsorted(sorted_labels, labels, side="right") - lo
+    # Gather every run without a Python loop over labels.
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    within = np.arange(starts[-1], dtype=np.int64) - np.repeat(starts[:-1], counts)
+    return counts, order[np.repeat(lo, counts) + within].astype(np.int64)
+
+
 def positive_pairs(query_labels: np.ndarray, reference_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(offsets (Q+1,), ref_rows (sum P,)) int64: query q's positives are
-    ref_rows[offsets[q]:offsets[q+1]], ascending. ValueError names queries without positive."""
-    order = np.argsort(reference_labels, kind="stable")
-    sorted_labels = reference_labels[order]
-    lo = np.searchsorted(sorted_labels, query_labels, side="left")
-    hi = np.searchsorted(sorted_labels, query_labels, side="right")
-    counts = hi - lo
+    ref_rows[offsets[q]:offsets[q+1]], ascending. UserInputError names queries without positive."""
+    counts, rows = _rows_with_labels(query_labels, reference_labels)
     if (counts == 0).any():
         missing = np.flatnonzero(counts == 0)
         raise UserInputError(
@@ -87,13 +113,28 @@ def positive_pairs(query_labels: np.ndarray, reference_labels: np.ndarray) -> tu
             f"(query rows {missing[:5].tolist()}, labels {query_labels[missing[:5]].tolist()}); "
             "every query label must occur among the reference labels"
         )
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    # Gather each query's run of the sorted labels without a Python loop over queries.
-    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
-    ref_rows = order[np.repeat(lo, counts) + within]
-    for_sort = np.repeat(np.arange(query_labels.size), counts)
-    ref_rows = ref_rows[np.lexsort((ref_rows, for_sort))]
-    return offsets, ref_rows.astype(np.int64)
+    return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), rows
+
+
+def semi_positive_pairs(
+    query_labels: np.ndarray, reference_labels: np.ndarray, semi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets (Q+1,), ref_rows) int64: query q's semi-positives are
+    ref_rows[offsets[q]:offsets[q+1]], the references whose label is among semi[q] (Q, S),
+    without the -1 padding, repeated labels and q's own label (those are positives)."""
+    n_q, n_s = semi.shape
+    owner = np.repeat(np.arange(n_q, dtype=np.int64), n_s)
+    labels = semi.reshape(-1).astype(np.int64)
+    keep = (labels != -1) & (labels != np.repeat(query_labels, n_s))
+    owner, labels = owner[keep], labels[keep]
+    # (query, label) pairs sorted by query, each once: repeats within a row count once
+    order = np.lexsort((labels, owner))
+    owner, labels = owner[order], labels[order]
+    first = np.ones(owner.size, dtype=bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (labels[1:] != labels[:-1])
+    counts, rows = _rows_with_labels(labels[first], reference_labels)
+    per_query = np.bincount(np.repeat(owner[first], counts), minlength=n_q)
+    return np.concatenate([[0], np.cumsum(per_query)]).astype(np.int64), rows
 
 
 def _positive_scores(q: torch.Tensor, r: torch.Tensor, offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -124,20 +165,24 @@ class _Accumulator:
     positive score. Counting is a float32 compare written into a float buffer and a float
     row sum (torch's integer row reductions are several times slower on the CPU); block rows
     hold at most 2^24 entries, so the float sums are exact.
+    semi_above[q] = number of q's semi-positives scoring strictly higher than its best
+    positive, read from the same blocks and compared with the same float32 value as above.
     """
 
-    def __init__(self, pos_sorted: torch.Tensor, want_top1: bool) -> None:
+    def __init__(self, pos_sorted: torch.Tensor, counts: np.ndarray, semi: bool) -> None:
         n_q, p_max = pos_sorted.shape
         dev = pos_sorted.device
         self.pos_sorted = pos_sorted
         self.p_max = p_max
         self.above = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
         self.flags: torch.Tensor | None = None
-        self.best = torch.full((n_q,), float("-inf"), device=dev) if want_top1 else None
-        self.best_idx = torch.full((n_q,), -1, dtype=torch.int64, device=dev) if want_top1 else None
+        last = torch.from_numpy(counts - 1).to(dev).unsqueeze(1)
+        self.best = pos_sorted.gather(1, last).squeeze(1)  # the +inf padding lies after it
+        self.semi_above = torch.zeros(n_q, dtype=torch.int64, device=dev) if semi else None
 
-    def add(self, scores: torch.Tensor, q0: int, col_offset: int) -> None:
-        """scores: (bq, br) block with positives already set to -inf."""
+    def add(self, scores: torch.Tensor, q0: int, semi_cells=None) -> None:
+        """scores: (bq, br) block with positives already set to -inf; semi_cells: (rows,
+        columns) block-local index tensors of the semi-positive cells in it, or None."""
         bq = scores.shape[0]
         pos = self.pos_sorted[q0 : q0 + bq]
         if self.p_max <= _DIRECT_MAX:
@@ -153,37 +198,63 @@ class _Accumulator:
             bins += torch.arange(bq, device=scores.device).unsqueeze(1) * (self.p_max + 1)
             hist = torch.bincount(bins.view(-1), minlength=bq * (self.p_max + 1)).view(bq, -1)
             self.above[q0 : q0 + bq] += hist.flip(1).cumsum(1).flip(1)[:, 1:]
-        if self.best is not None:
-            # argmax is documented to return the first maximal index: lowest index wins ties
-            idx = scores.argmax(dim=1)
-            val = scores.gather(1, idx.unsqueeze(1)).squeeze(1)
-            # strictly greater: an earlier (lower-index) block keeps ties
-            better = val > self.best[q0 : q0 + bq]
-            self.best[q0 : q0 + bq] = torch.where(better, val, self.best[q0 : q0 + bq])
-            self.best_idx[q0 : q0 + bq] = torch.where(better, idx + col_offset, self.best_idx[q0 : q0 + bq])
+        if semi_cells is not None:
+            qi, ri = semi_cells
+            higher = scores[qi, ri] > self.best[q0 : q0 + bq][qi]
+            self.semi_above.index_add_(0, qi + q0, higher.long())
 
 
-def _stream(q, r, offsets, rows, acc: _Accumulator, block: tuple[int, int]) -> None:
+def _block_cells(pairs, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray]:
+    """(block-local query index, reference row) of the pairs of queries q0 .. q1-1."""
+    offsets, rows = pairs
+    counts = np.diff(offsets[q0 : q1 + 1])
+    return np.repeat(np.arange(q1 - q0, dtype=np.int64), counts), rows[offsets[q0] : offsets[q1]]
+
+
+def _cells_in(cells, r0: int, r1: int, dev: torch.device):
+    """Block-local (rows, columns) index tensors of the cells in reference rows r0 .. r1-1, or None."""
+    qi, rows = cells
+    inside = (rows >= r0) & (rows < r1)
+    if not inside.any():
+        return None
+    return torch.from_numpy(qi[inside]).to(dev), torch.from_numpy(rows[inside] - r0).to(dev)
+
+
+def _stream(q, r, positives, semis, acc: _Accumulator, block: tuple[int, int]) -> None:
+    """positives, semis: (offsets, rows) pairs per query (semis may be None)."""
     bq, br = block
     dev = q.device
-    counts = np.diff(offsets)
-    pair_q = np.repeat(np.arange(q.shape[0], dtype=np.int64), counts)
     # flat buffer so that every (possibly partial) block is a contiguous view for out=
     buf = torch.empty(bq * br, device=dev)
     for q0 in range(0, q.shape[0], bq):
         q1 = min(q.shape[0], q0 + bq)
-        pq = pair_q[offsets[q0] : offsets[q1]]
-        pr = rows[offsets[q0] : offsets[q1]]
+        pos_cells = _block_cells(positives, q0, q1)
+        semi_cells = None if semis is None else _block_cells(semis, q0, q1)
         for r0 in range(0, r.shape[0], br):
             r1 = min(r.shape[0], r0 + br)
             scores = buf[: (q1 - q0) * (r1 - r0)].view(q1 - q0, r1 - r0)
             torch.matmul(q[q0:q1], r[r0:r1].T, out=scores)
-            inside = (pr >= r0) & (pr < r1)
-            if inside.any():  # mask this block's positives
-                qi = torch.from_numpy(pq[inside] - q0).to(dev)
-                ri = torch.from_numpy(pr[inside] - r0).to(dev)
-                scores[qi, ri] = float("-inf")
-            acc.add(scores, q0, r0)
+            inside = _cells_in(pos_cells, r0, r1, dev)
+            if inside is not None:  # mask this block's positives
+                scores[inside] = float("-inf")
+            acc.add(scores, q0, None if semi_cells is None else _cells_in(semi_cells, r0, r1, dev))
+
+
+PROTOCOLS = ("sample4geo", "university1652")
+
+
+def _check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UserInputError(
+            f"protocol: expected one of {', '.join(repr(p) for p in PROTOCOLS)}, got {protocol!r}"
+        )
+
+
+def one_percent_k(n_ref: int, protocol: str = "sample4geo") -> int:
+    """R@1% counts the queries of rank < this k, for n_ref references: n_ref // 100 under
+    "sample4geo", round(n_ref * 0.01) + 1 under "university1652" (its CMC[round(R * 0.01)])."""
+    _check_protocol(protocol)
+    return n_ref // 100 if protocol == "sample4geo" else round(n_ref * 0.01) + 1
 
 
 def retrieval_metrics(
@@ -194,6 +265,7 @@ def retrieval_metrics(
     semi_positives=None,
     ks: Sequence[int] = (1, 5, 10),
     *,
+    protocol: str = "sample4geo",
     device: str | torch.device | None = None,
     block: tuple[int, int] | None = None,
 ) -> dict[str, float]:
@@ -204,16 +276,22 @@ def retrieval_metrics(
       query when their labels are equal. Every query needs at least one positive; references
       with labels no query has are distractors.
     semi_positives: (Q, S) integer labels of each query's semi-positive references, padded
-      with -1 (VIGOR), or None.
-    ks: the k of the R@k entries. device: where the matmuls run (default cuda if available).
+      with -1 (VIGOR), or None. Repeats and the query's own label are ignored; a label no
+      reference has marks nothing.
+    ks: the k of the R@k entries (rank < k under both protocols).
+    protocol: whose R@1% to report: "sample4geo" (rank < R // 100: CVUSA, CVACT, VIGOR) or
+      "university1652" (rank < round(R * 0.01) + 1).
+    device: where the matmuls run (default cuda if available).
     block: (query rows, reference rows) per score block (default CPU_BLOCK / GPU_BLOCK).
       Extra memory ~ 8 bytes per block cell (scores + count flags; 16 with more than 4
-      positives per query) plus O(Q × max positives per query).
+      positives per query) plus O(Q × (max positives + semi-positives) per query).
     -> {"R@k" for k in ks, "R@1%", "AP"} (+ "hit_rate" when semi_positives is given), floats
-       in percent. Definitions and tie rules: see the module docstring.
+       in percent. rank, AP and hit rate use the best positive of a query (the one with the
+       highest score) where it has several. Definitions and tie rules: module docstring.
     Raises UserInputError (a ValueError) for bad shapes, NaN/inf embeddings, queries without
-    a positive.
+    a positive, an unknown protocol.
     """
+    _check_protocol(protocol)
     dev = pick_device(None if device is None else str(device))
     q = as_embeddings(query, "query embeddings", dev)
     r = as_embeddings(reference, "reference embeddings", dev)
@@ -238,23 +316,25 @@ def retrieval_metrics(
     if min(block) < 1 or block[1] > 2**24:
         raise UserInputError(f"block: expected two positive sizes, the second at most 2**24, got {block}")
 
-    offsets, rows = positive_pairs(ql, rl)
+    positives = positive_pairs(ql, rl)
+    counts = np.diff(positives[0])
+    semis = None if semi is None else semi_positive_pairs(ql, rl, semi)
     with torch.inference_mode():
-        acc = _Accumulator(_positive_scores(q, r, offsets, rows), want_top1=semi is not None)
-        _stream(q, r, offsets, rows, acc, block)
+        acc = _Accumulator(_positive_scores(q, r, *positives), counts, semi=semis is not None)
+        _stream(q, r, positives, semis, acc, block)
         above = acc.above.cpu().numpy()
-        best_idx = acc.best_idx.cpu().numpy() if semi is not None else None
-    return _summarise(above, np.diff(offsets), r.shape[0], ks, rl, semi, best_idx)
+        semi_above = None if semis is None else acc.semi_above.cpu().numpy()
+    return _summarise(above, counts, one_percent_k(r.shape[0], protocol), ks, semi_above)
 
 
-def _summarise(n_above, counts, n_ref, ks, rl, semi, best_idx) -> dict[str, float]:
+def _summarise(n_above, counts, one_pct_k, ks, semi_above) -> dict[str, float]:
     # n_above[q, j] = non-positives strictly above the j-th smallest positive score.
     n_q, p_max = n_above.shape
     rank = n_above[np.arange(n_q), counts - 1]  # best positive = largest = index P_q - 1
     out: dict[str, float] = {}
     for k in ks:
         out[f"R@{k}"] = 100.0 * float(np.mean(rank < k))
-    out["R@1%"] = 100.0 * float(np.mean(rank < max(1, round(n_ref / 100))))
+    out["R@1%"] = 100.0 * float(np.mean(rank < one_pct_k))
     # i-th positive in ranking order (descending) = column P_q - 1 - i of the ascending table.
     i = np.arange(p_max)[None, :]
     valid = i < counts[:, None]
@@ -264,11 +344,20 @@ def _summarise(n_above, counts, n_ref, ks, rl, semi, best_idx) -> dict[str, floa
         prec_before = np.where(r_i == 0, 1.0, i / np.maximum(r_i, 1))
     terms = np.where(valid, (prec_before + (i + 1) / (r_i + 1)) / 2.0, 0.0)
     out["AP"] = 100.0 * float(np.mean(terms.sum(axis=1) / counts))
-    if semi is not None:
-        top_label = rl[best_idx]
-        semi_hit = ((semi == top_label[:, None]) & (semi != -1)).any(axis=1) & (best_idx >= 0)
-        out["hit_rate"] = 100.0 * float(np.mean((rank == 0) | semi_hit))
+    if semi_above is not None:
+        # semi-positives above the best positive are among the non-positives its rank counts
+        assert (semi_above <= rank).all(), "semi-positive count exceeds the rank"
+        out["hit_rate"] = 100.0 * float(np.mean(rank == semi_above))
     return out
 
 
-__all__ = ["CPU_BLOCK", "GPU_BLOCK", "as_embeddings", "positive_pairs", "retrieval_metrics"]
+__all__ = [
+    "CPU_BLOCK",
+    "GPU_BLOCK",
+    "PROTOCOLS",
+    "as_embeddings",
+    "one_percent_k",
+    "positive_pairs",
+    "retrieval_metrics",
+    "semi_positive_pairs",
+]

@@ -114,7 +114,7 @@ def evaluate_split(
                           workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress)
     model.train(was_training)
     return retrieval_metrics(q, r, eval_set.query_labels, eval_set.reference_labels,
-                             semi_positives=eval_set.semi_positives, device=device)
+                             semi_positives=eval_set.semi_positives, device=device, protocol=protocol)
 
 
 def shown_metrics(eval_set: EvalSet, metrics: Mapping[str, float]) -> list[str]:

@@ -225,3 +225,86 @@ def topk_dense(scores: np.ndarray, k: int, exclude) -> tuple[np.ndarray, np.ndar
         idx[i, : len(order)] = order
         val[i, : len(order)] = scores[i, order]
     return idx, val
+
+
+# ---------------------------------------------------------------------------------------
+# Retrieval-metric protocols (oracles for s4g.evaluate.retrieval_metrics).
+#
+# Each follows the shape of the evaluation code behind the published numbers: one query at
+# a time, on that query's full row of scores. Written here from the definitions, not copied.
+# ---------------------------------------------------------------------------------------
+
+
+def sample4geo_protocol(scores: np.ndarray, query_labels, reference_labels, semi=None,
+                        ks=(1, 5, 10)) -> dict[str, float]:
+    """Sample4Geo's CVUSA / CVACT / VIGOR evaluation on a dense (Q, R) score matrix, percent.
+
+    Per query: gt = the positive's score, ranking = number of references with score > gt;
+    R@k counts ranking < k and R@1% counts ranking < R // 100. Hit rate (semi: (Q, S) labels,
+    -1 padded): drop the semi-positives from the references scoring > gt; a hit when none is
+    left. Sample4Geo's queries have one positive; with several, gt is the best positive's
+    score (s4g's extension; no positive scores above it, so counting every reference is the
+    same as counting non-positives). Semi-positives are all references with a listed label;
+    a listed label equal to the query's own marks positives, which never score above gt.
+    """
+    query_labels, reference_labels = np.asarray(query_labels), np.asarray(reference_labels)
+    n_q, n_ref = scores.shape
+    thresholds = [*ks, n_ref // 100]
+    counted = np.zeros(len(thresholds))
+    hits = 0
+    for i in range(n_q):
+        row = scores[i]
+        gt = row[reference_labels == query_labels[i]].max()
+        higher = row > gt
+        ranking = int(higher.sum())
+        for j, k in enumerate(thresholds):
+            if ranking < k:
+                counted[j] += 1
+        if semi is not None:
+            keep = np.ones(n_ref)
+            for label in semi[i]:
+                if label != -1:
+                    keep[reference_labels == label] = 0
+            hits += (higher * keep).sum() < 1
+    out = {f"R@{k}": 100 * counted[j] / n_q for j, k in enumerate(ks)}
+    out["R@1%"] = 100 * counted[-1] / n_q
+    if semi is not None:
+        out["hit_rate"] = 100 * hits / n_q
+    return out
+
+
+def university1652_protocol(scores: np.ndarray, query_labels, reference_labels,
+                            ks=(1, 5, 10)) -> dict[str, float]:
+    """University-1652's evaluation (evaluate / compute_mAP) on a dense (Q, R) matrix, percent.
+
+    Per query: order the gallery by descending score; the positions of the positives in that
+    order are rows_good; cmc[rows_good[0]:] = 1; AP sums, over the i-th positive,
+    ((i / rows_good[i], or 1 when it is 0) + (i + 1) / (rows_good[i] + 1)) / 2 / n_positives.
+    Averaged over queries: R@k = CMC[k - 1], R@1% = CMC[round(R * 0.01)], AP. The reference
+    orders equal scores as np.argsort happens to; here ties put positives first, then lower
+    index (s4g's stated rule). k > R, where the reference would fail, reads CMC[R - 1] (= 1).
+    The reference's junk (gallery label -1, dropped from the ranking) has no counterpart in
+    s4g and is not modelled: every reference is ranked.
+    """
+    query_labels, reference_labels = np.asarray(query_labels), np.asarray(reference_labels)
+    n_q, n_ref = scores.shape
+    cmc = np.zeros(n_ref)
+    ap_sum = 0.0
+    for i in range(n_q):
+        row = scores[i]
+        good = reference_labels == query_labels[i]
+        index = np.lexsort((np.arange(n_ref), ~good, -row))  # last key sorts first
+        rows_good = np.flatnonzero(good[index])
+        query_cmc = np.zeros(n_ref)
+        query_cmc[rows_good[0]:] = 1
+        cmc += query_cmc
+        ap = 0.0
+        for j, at in enumerate(rows_good):
+            old_precision = 1.0 if at == 0 else j / at
+            ap += (old_precision + (j + 1) / (at + 1)) / 2 / len(rows_good)
+        ap_sum += ap
+    cmc /= n_q
+    out = {f"R@{k}": 100 * cmc[min(k, n_ref) - 1] for k in ks}
+    out["R@1%"] = 100 * cmc[round(n_ref * 0.01)]
+    out["AP"] = 100 * ap_sum / n_q
+    return out

@@ -10,6 +10,7 @@ from s4g import datasets
 from s4g.cli import app
 from s4g.data.records import EvalSet
 from s4g.errors import UserInputError
+from s4g.evaluate import PROTOCOLS
 from s4g.inference import shown_metrics
 
 
@@ -18,7 +19,7 @@ def test_every_entry_is_consistent(name):
     spec = datasets.get(name)
     assert spec.name == name
     assert spec.preset.eval_split in spec.eval_splits
-    assert spec.protocol in datasets.PROTOCOLS
+    assert spec.protocol in PROTOCOLS
     # GPS or DSS sampling by default only where the dataset has coordinates
     assert spec.has_gps or spec.preset.sampling == "random"
     assert datasets.train_config(name).dataset == name

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from s4g.errors import UserInputError
+from s4g.evaluate import retrieval_metrics
 
 
 def colour_histograms(files: Sequence[str], bins: int = 8, max_side: int = 64) -> np.ndarray:
@@ -34,12 +35,12 @@ def colour_histograms(files: Sequence[str], bins: int = 8, max_side: int = 64) -
 
 def colour_histogram_recall(query_files: Sequence[str], reference_files: Sequence[str],
                             query_labels: np.ndarray | None = None, reference_labels: np.ndarray | None = None,
-                            ks: Sequence[int] = (1, 5, 10), bins: int = 8) -> dict[str, float]:
-    """Recall in percent ({"R@1", "R@5", "R@10", "R@1%"}) of colour-histogram matching.
+                            *, protocol: str = "sample4geo", bins: int = 8) -> dict[str, float]:
+    """{"R@1", "R@5", "R@10", "R@1%"} in percent of colour-histogram matching, counted by
+    s4g.evaluate.retrieval_metrics under `protocol`, exactly as a model's embeddings are.
 
-    Labels default to positions (query i matches reference i). A query's rank is the number
-    of non-positive references scoring strictly higher than its best positive; R@k counts
-    ranks < k, R@1% uses k = max(1, round(R / 100)), as in s4g.evaluate."""
+    Labels default to positions (query i matches reference i).
+    """
     q_lab = np.arange(len(query_files)) if query_labels is None else np.asarray(query_labels)
     r_lab = np.arange(len(reference_files)) if reference_labels is None else np.asarray(reference_labels)
     if len(q_lab) != len(query_files) or len(r_lab) != len(reference_files):
@@ -47,15 +48,5 @@ def colour_histogram_recall(query_files: Sequence[str], reference_files: Sequenc
     if not len(query_files) or not len(reference_files):
         raise UserInputError("colour baseline: no query or no reference files given.")
     q, r = colour_histograms(query_files, bins), colour_histograms(reference_files, bins)
-    ranks = np.empty(len(q), np.int64)
-    for s in range(0, len(q), 1024):
-        sim = q[s:s + 1024] @ r.T
-        pos = q_lab[s:s + 1024, None] == r_lab[None, :]
-        if not pos.any(axis=1).all():
-            raise UserInputError("colour baseline: some query has no reference with its label.")
-        best = np.where(pos, sim, -np.inf).max(axis=1, keepdims=True)
-        ranks[s:s + 1024] = ((sim > best) & ~pos).sum(axis=1)
-    one_pct = max(1, round(len(r) / 100))
-    out = {f"R@{k}": float(100 * np.mean(ranks < k)) for k in ks}
-    out["R@1%"] = float(100 * np.mean(ranks < one_pct))
-    return out
+    metrics = retrieval_metrics(q, r, q_lab, r_lab, protocol=protocol, device="cpu")
+    return {k: metrics[k] for k in ("R@1", "R@5", "R@10", "R@1%")}

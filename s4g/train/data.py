@@ -62,7 +62,7 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
     baseline = None
     if ev is not None and spec.colour_baseline:
         baseline = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
-                                           ev.reference_labels)
+                                           ev.reference_labels, protocol=spec.protocol)
     return RunData(train, ev, pairs, baseline)
 
 
