@@ -20,6 +20,7 @@ def pack_batches(
     neighbours: npt.NDArray[np.int64] | None,
     batch_size: int,
     neighbour_select: int,
+    max_failed_pops: int,
     seed: int,
 ) -> tuple[npt.NDArray[np.int64], int, int]:
     """-> (batches (n_batches, batch_size) int64, dropped pairs, pairs placed via neighbours)."""

@@ -28,6 +28,8 @@ class Preset:
       evaluation; "gps" = GPS neighbours every epoch; "random" = class-unique random batches.
     pretrained / pretrained_from: start from downloaded ImageNet weights, "timm"'s
       (ConvNeXt: fb_in22k_ft_in1k_384, the paper's) or "torchvision"'s (ImageNet-1k, 224 px).
+    max_failed_pops: the packing walk's patience (s4g.sampling.pack_batches), 1024 in the
+      reference's CVUSA/CVACT/VIGOR loops and 512 in its University-1652 loop.
     workers: DataLoader worker processes.
     """
 
@@ -43,6 +45,7 @@ class Preset:
     sampling: str = "dss"
     neighbour_select: int = 64
     neighbour_range: int = 128
+    max_failed_pops: int = 1024
     gps_k: int = 128
     eval_every: int = 4
     backbone: str = "convnext_base"

@@ -72,7 +72,8 @@ class DatasetSpec:
 
 _PAPER = Preset()
 _VIGOR = Preset(ground_size=(384, 768))
-_UNIVERSITY = Preset(ground_size=(384, 384), epochs=1, warmup_epochs=0.1, sampling="random", eval_every=1)
+_UNIVERSITY = Preset(ground_size=(384, 384), epochs=1, warmup_epochs=0.1, sampling="random", eval_every=1,
+                     max_failed_pops=512)
 # The built-in CPU-sized default: a small world, a small backbone from scratch, evaluated
 # every epoch. Sizes and epochs chosen so that R@1 rises well above chance within a few
 # minutes on 2 CPU cores (benches/bench_sampling.py). No augmentation: the photometric ops

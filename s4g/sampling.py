@@ -108,13 +108,14 @@ def pack_batches(
     neighbour_select: int = 64,
     seed: int = 0,
     *,
+    max_failed_pops: int = MAX_FAILED_POPS,
     return_stats: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, PackStats]:
     """Greedy hard-negative batch packing for one epoch, Sample4Geo's rule, seeded.
 
     The pairs are shuffled into a queue and popped from the front. A pair already used this
     epoch is dropped; a pair whose class is already in the current batch goes back to the
-    end of the queue; either pop is a failure, and the walk ends after MAX_FAILED_POPS (1024)
+    end of the queue; either pop is a failure, and the walk ends after max_failed_pops
     consecutive failures or when the queue is empty. Any other pair anchors: it joins the
     batch and, unless the batch is now full, its class's neighbour list is tried: the first
     neighbour_select // 2 entries in order, then neighbour_select // 2 drawn at random from
@@ -134,6 +135,8 @@ def pack_batches(
         neighbour_select: neighbour classes tried per anchor (half fixed, half random).
         seed: any integer; the same inputs and seed give the same batches on any machine
             and thread count (the packing is sequential).
+        max_failed_pops: the walk's patience; the reference's CVUSA/CVACT/VIGOR loops give up
+            after MAX_FAILED_POPS (1024) failures in a row, its University-1652 loop after 512.
         return_stats: also return PackStats.
 
     Returns:
@@ -146,7 +149,9 @@ def pack_batches(
     batch_size = _count(batch_size, "batch_size", 2)
     neighbour_select = _count(neighbour_select, "neighbour_select", 0)
     seed = _count(seed, "seed", -(2**63)) & (2**64 - 1)
-    batches, dropped, via = _call(_sampler.pack_batches, classes, nb, batch_size, neighbour_select, seed)
+    max_failed_pops = _count(max_failed_pops, "max_failed_pops", 1)
+    batches, dropped, via = _call(_sampler.pack_batches, classes, nb, batch_size, neighbour_select,
+                                  max_failed_pops, seed)
     if return_stats:
         return batches, PackStats(dropped=dropped, via_neighbour=via)
     return batches

@@ -135,7 +135,8 @@ class ReferenceDraws:
         return near_pairs[self.rng.below(len(near_pairs))] if len(near_pairs) > 1 else near_pairs[0]
 
 
-def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: int = 64, seed: int = 0):
+def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: int = 64, seed: int = 0,
+                   max_failed_pops: int = MAX_FAILED_POPS):
     """Sample4Geo's `VigorDatasetTrain.shuffle`, re-written plainly, with ReferenceDraws.
 
     (Its CVUSA/CVACT copies are the same loop with one pair per class, where the removal
@@ -145,7 +146,7 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
     classes and the epoch's used pairs, a per-epoch copy of the neighbour lists from which
     each pulled-in class is removed (`list.remove`: first occurrence), and the break counter
     as the reference counts it (every pop that adds no pair: put back or already used;
-    stop at MAX_FAILED_POPS). A pair is its index; its class is pair_class[pair]. The lists
+    stop at max_failed_pops: 1024 there, 512 in its University-1652 loop). A pair is its index; its class is pair_class[pair]. The lists
     are the whole rows without -1 padding (the reference's `[:neighbour_range]` slice is the
     caller's). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
     via_neighbour counts the pairs of full batches that a neighbour list pulled in.
@@ -193,7 +194,7 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
             if pair not in pairs_epoch:
                 pair_pool.append(pair)
             break_counter += 1
-        if break_counter >= MAX_FAILED_POPS:
+        if break_counter >= max_failed_pops:
             break
         if len(current_batch) >= batch_size:
             batches.append(current_batch)

@@ -8,10 +8,12 @@ from typer.testing import CliRunner
 
 from s4g import datasets
 from s4g.cli import app
-from s4g.data.records import EvalSet
+from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 from s4g.evaluate import PROTOCOLS
 from s4g.inference import shown_metrics
+from s4g.sampling import pack_batches
+from s4g.train.data import RunData, epoch_batches
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)
@@ -50,3 +52,17 @@ def test_shown_metrics_per_benchmark():
     assert shown_metrics(vigor, metrics)[-1] == "hit_rate"
     university = EvalSet(**base, query_kind="drone", reference_kind="aerial")
     assert shown_metrics(university, metrics)[-1] == "AP"
+
+
+def test_university_packs_with_the_reference_patience():
+    # University-1652's reference loop gives up after 512 failed pops, the others after 1024
+    assert datasets.train_config("university-d2s").max_failed_pops == 512
+    assert datasets.train_config("vigor-same").max_failed_pops == 1024
+    # few classes with many pairs each: where the walk gives up decides how much is packed
+    pair_class = np.concatenate([np.repeat(np.arange(4), 50), np.repeat([4], 1500)])
+    train = TrainSet("u", ["q"] * pair_class.size, ["r"] * 5, pair_class, None, None)
+    cfg = datasets.train_config("university-d2s", batch_size=5)
+    batches, _ = epoch_batches(cfg, RunData(train, None, None), None, 1)
+    patient = pack_batches(pair_class, None, 5, seed=cfg.seed + 1, max_failed_pops=1024)
+    assert len(batches) < len(patient)
+    np.testing.assert_array_equal(batches, pack_batches(pair_class, None, 5, seed=cfg.seed + 1, max_failed_pops=512))

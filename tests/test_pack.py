@@ -33,15 +33,16 @@ def cases(draw):
     if draw(st.booleans()):
         nb = None
     batch = draw(st.integers(2, classes))
-    return pair_class, nb, batch, draw(st.integers(0, 30)), draw(st.integers(0, 2**64 - 1))
+    patience = draw(st.sampled_from([1, 2, 5, 40, 512, 1024]))  # 512: University-1652's loop
+    return pair_class, nb, batch, draw(st.integers(0, 30)), draw(st.integers(0, 2**64 - 1)), patience
 
 
 @settings(max_examples=120, deadline=None)
 @given(cases())
 def test_equals_reference_and_keeps_invariants(case):
-    pair_class, nb, batch, select, seed = case
-    got, stats = pack_batches(pair_class, nb, batch, select, seed, return_stats=True)
-    want, dropped, via = pack_reference(pair_class, nb, batch, select, seed)
+    pair_class, nb, batch, select, seed, patience = case
+    got, stats = pack_batches(pair_class, nb, batch, select, seed, max_failed_pops=patience, return_stats=True)
+    want, dropped, via = pack_reference(pair_class, nb, batch, select, seed, max_failed_pops=patience)
     check_packing(got, pair_class, batch)
     np.testing.assert_array_equal(got, want)
     assert stats == {"dropped": dropped, "via_neighbour": via}

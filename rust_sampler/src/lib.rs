@@ -73,7 +73,7 @@ mod python {
         Ok((to_2d(py, idx, n, k)?, to_2d(py, dist, n, k)?))
     }
 
-    /// pack_batches(pair_class, neighbours, batch_size, neighbour_select, seed)
+    /// pack_batches(pair_class, neighbours, batch_size, neighbour_select, max_failed_pops, seed)
     ///   -> (batches (n_batches, batch_size) int64, dropped, via_neighbour)
     #[pyfunction]
     fn pack_batches<'py>(
@@ -82,6 +82,7 @@ mod python {
         neighbours: Option<PyReadonlyArray2<'py, i64>>,
         batch_size: usize,
         neighbour_select: usize,
+        max_failed_pops: usize,
         seed: u64,
     ) -> PyResult<(Bound<'py, PyArray2<i64>>, usize, usize)> {
         let classes = as_slice(&pair_class, "pair_class")?;
@@ -98,7 +99,16 @@ mod python {
             None => None,
         };
         let packed = py
-            .detach(|| pack::pack_batches(classes, nb, batch_size, neighbour_select, seed))
+            .detach(|| {
+                pack::pack_batches(
+                    classes,
+                    nb,
+                    batch_size,
+                    neighbour_select,
+                    max_failed_pops,
+                    seed,
+                )
+            })
             .map_err(to_py)?;
         let batches = to_2d(py, packed.batches, packed.n_batches, batch_size)?;
         Ok((batches, packed.dropped, packed.via_neighbour))

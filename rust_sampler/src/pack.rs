@@ -5,8 +5,8 @@
 //! 1. Shuffle the pairs into a queue.
 //! 2. Pop the front pair. A pair already used this epoch is dropped; a pair whose class is
 //!    already in the current batch goes back to the end of the queue. Either pop is a
-//!    failure; the walk ends after `MAX_FAILED_POPS` consecutive failures, or when the
-//!    queue is empty.
+//!    failure; the walk ends after `max_failed_pops` consecutive failures (the reference's
+//!    1,024, `MAX_FAILED_POPS`; 512 in its University-1652 loop), or when the queue is empty.
 //! 3. Any other pair anchors: it joins the batch and the failures reset. Unless that filled
 //!    the batch, the anchor class's neighbour list is tried: its first `select / 2` entries
 //!    in order, then `select / 2` drawn at random from the rest of the list. For each listed
@@ -40,7 +40,8 @@ pub use rng::SplitMix64;
 use crate::error::SamplerError;
 use state::{Lists, State};
 
-/// The reference gives up after this many consecutive pops that add no pair to a batch.
+/// The reference gives up after this many consecutive pops that add no pair to a batch
+/// (its CVUSA, CVACT and VIGOR loops; University-1652's gives up after 512).
 pub const MAX_FAILED_POPS: usize = 1024;
 
 /// Class neighbour lists: `data` is (rows × width) row-major, -1 = padding.
@@ -65,12 +66,14 @@ pub struct Packed {
 /// Pack pairs into full batches with no class twice per batch; see the module docs.
 ///
 /// `pair_class`: (P,) class id of each pair. `neighbours`: per class, the hardest other
-/// classes first, or None for class-unique random batches. Returns the batches and counts.
+/// classes first, or None for class-unique random batches. `max_failed_pops` (>= 1): the
+/// walk's patience. Returns the batches and counts.
 pub fn pack_batches(
     pair_class: &[i64],
     neighbours: Option<Neighbours>,
     batch_size: usize,
     neighbour_select: usize,
+    max_failed_pops: usize,
     seed: u64,
 ) -> Result<Packed, SamplerError> {
     let compacted: Vec<i64>;
@@ -87,6 +90,11 @@ pub fn pack_batches(
         _ => pair_class,
     };
     let n_classes = check::check(pair_class, neighbours, batch_size)?;
+    if max_failed_pops == 0 {
+        return Err(SamplerError::InvalidArgument(
+            "max_failed_pops must be at least 1, got 0".into(),
+        ));
+    }
     let mut rng = SplitMix64::new(seed);
     let mut queue: Vec<u32> = (0..pair_class.len() as u32).collect();
     rng.shuffle(&mut queue);
@@ -95,7 +103,14 @@ pub fn pack_batches(
     let mut lists = neighbours
         .filter(|_| neighbour_select >= 2)
         .map(|nb| Lists::new(nb, neighbour_select / 2));
-    walk(&mut queue, pair_class, &mut st, lists.as_mut(), &mut rng);
+    walk(
+        &mut queue,
+        pair_class,
+        &mut st,
+        lists.as_mut(),
+        &mut rng,
+        max_failed_pops,
+    );
     let n_batches = st.out.len() / batch_size;
     Ok(Packed {
         dropped: pair_class.len() - st.out.len(),
@@ -113,6 +128,7 @@ fn walk(
     st: &mut State,
     mut lists: Option<&mut Lists>,
     rng: &mut SplitMix64,
+    max_failed_pops: usize,
 ) {
     let p = queue.len();
     let (mut head, mut len) = (0usize, p);
@@ -120,7 +136,7 @@ fn walk(
     // reaching `len` means the queue holds only put-back pairs while the batch is
     // unchanged: every later pop fails too, so stopping now gives the same result.
     let (mut failed, mut requeued) = (0usize, 0usize);
-    while len > 0 && failed < MAX_FAILED_POPS && requeued < len {
+    while len > 0 && failed < max_failed_pops && requeued < len {
         let q = queue[head] as usize;
         head = (head + 1) % p;
         len -= 1;

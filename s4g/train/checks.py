@@ -22,7 +22,8 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
     at_least_one = {"--epochs": cfg.epochs, "--batch-size": cfg.batch_size, "--log-every": cfg.log_every,
                     "--eval-every": cfg.eval_every, "--aerial-size": cfg.aerial_size,
                     "--eval-batch-size": cfg.eval_batch_size, "--gps-k": cfg.gps_k,
-                    "--neighbour-range": cfg.neighbour_range, "--neighbour-select": cfg.neighbour_select}
+                    "--neighbour-range": cfg.neighbour_range, "--neighbour-select": cfg.neighbour_select,
+                    "--max-failed-pops": cfg.max_failed_pops}
     for name, value in at_least_one.items():
         if value < 1:
             raise UserInputError(f"{name} must be at least 1, got {value}")

@@ -83,7 +83,8 @@ def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None
     if neighbours is not None:
         neighbours = neighbours[:, : cfg.neighbour_range]
     batches, stats = pack_batches(data.train.pair_class, neighbours, cfg.batch_size,
-                                  neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch, return_stats=True)
+                                  neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch,
+                                  max_failed_pops=cfg.max_failed_pops, return_stats=True)
     if len(batches) == 0:
         raise UserInputError(
             f"--batch-size {cfg.batch_size}: no full batch could be packed from "

@@ -66,9 +66,12 @@ fn invariants_and_determinism() {
             width: k,
         });
         let sel = rng.below(70) as usize;
-        let a = pack_batches(&classes, nbrs, bs, sel, round).unwrap();
+        let a = pack_batches(&classes, nbrs, bs, sel, MAX_FAILED_POPS, round).unwrap();
         check_invariants(&a, &classes, bs);
-        assert_eq!(a, pack_batches(&classes, nbrs, bs, sel, round).unwrap());
+        assert_eq!(
+            a,
+            pack_batches(&classes, nbrs, bs, sel, MAX_FAILED_POPS, round).unwrap()
+        );
         if nbrs.is_none() {
             assert_eq!(a.via_neighbour, 0);
         }
@@ -78,10 +81,10 @@ fn invariants_and_determinism() {
 #[test]
 fn unique_classes_place_all_but_the_tail() {
     let classes: Vec<i64> = (0..1000).collect();
-    let p = pack_batches(&classes, None, 64, 64, 5).unwrap();
+    let p = pack_batches(&classes, None, 64, 64, MAX_FAILED_POPS, 5).unwrap();
     assert_eq!(p.n_batches, 15);
     assert_eq!(p.dropped, 1000 - 15 * 64);
-    let q = pack_batches(&classes, None, 64, 64, 6).unwrap();
+    let q = pack_batches(&classes, None, 64, 64, MAX_FAILED_POPS, 6).unwrap();
     assert_ne!(p.batches, q.batches, "the seed changes the order");
 }
 
@@ -91,7 +94,7 @@ fn requeued_pairs_are_not_lost() {
     // queue, so the walk ends only when nothing but class-0 pairs (and the tail) is left.
     for seed in 0..20 {
         let classes: Vec<i64> = (0..200).map(|i| if i % 2 == 0 { 0 } else { i }).collect();
-        let p = pack_batches(&classes, None, 2, 0, seed).unwrap();
+        let p = pack_batches(&classes, None, 2, 0, MAX_FAILED_POPS, seed).unwrap();
         check_invariants(&p, &classes, 2);
         let mut placed = vec![false; classes.len()];
         p.batches.iter().for_each(|&q| placed[q as usize] = true);
@@ -133,7 +136,7 @@ fn a_class_anchoring_again_has_lost_the_classes_it_pulled() {
             rows: 6,
             width: 3,
         };
-        let p = pack_batches(&classes, Some(nbrs), 2, 2, seed).unwrap();
+        let p = pack_batches(&classes, Some(nbrs), 2, 2, MAX_FAILED_POPS, seed).unwrap();
         check_invariants(&p, &classes, 2);
         p.batches
     };
@@ -179,7 +182,15 @@ fn dropped_used_pairs_count_as_failed_pops() {
     let mut stopped = 0;
     for seed in 0..1000u64 {
         let run = run_before_w(&queue(classes.len(), seed));
-        let p = pack_batches(&classes, Some(nbrs), group + 2, 2 * group, seed).unwrap();
+        let p = pack_batches(
+            &classes,
+            Some(nbrs),
+            group + 2,
+            2 * group,
+            MAX_FAILED_POPS,
+            seed,
+        )
+        .unwrap();
         // The walk ends before w exactly when those failed pops reach the limit.
         assert_eq!(
             p.n_batches,
@@ -208,6 +219,7 @@ fn neighbours_fill_the_batch() {
         }),
         8,
         14,
+        MAX_FAILED_POPS,
         3,
     )
     .unwrap();
@@ -224,20 +236,27 @@ fn neighbours_fill_the_batch() {
         }),
         8,
         4,
+        MAX_FAILED_POPS,
         3,
     )
     .unwrap();
-    assert_eq!(q, pack_batches(&classes, None, 8, 4, 3).unwrap());
+    assert_eq!(
+        q,
+        pack_batches(&classes, None, 8, 4, MAX_FAILED_POPS, 3).unwrap()
+    );
 }
 
 #[test]
 fn sparse_class_ids_without_neighbours() {
     let sparse: Vec<i64> = (0..300).map(|i| (i % 100) * 1_000_000_000_000).collect();
     let dense: Vec<i64> = (0..300).map(|i| i % 100).collect();
-    let a = pack_batches(&sparse, None, 10, 0, 4).unwrap();
-    assert_eq!(a, pack_batches(&dense, None, 10, 0, 4).unwrap());
+    let a = pack_batches(&sparse, None, 10, 0, MAX_FAILED_POPS, 4).unwrap();
+    assert_eq!(
+        a,
+        pack_batches(&dense, None, 10, 0, MAX_FAILED_POPS, 4).unwrap()
+    );
     check_invariants(&a, &dense, 10);
-    let neg = pack_batches(&[5_000_000, -7], None, 2, 0, 0)
+    let neg = pack_batches(&[5_000_000, -7], None, 2, 0, MAX_FAILED_POPS, 0)
         .unwrap_err()
         .message()
         .to_string();
@@ -248,7 +267,7 @@ fn sparse_class_ids_without_neighbours() {
 fn bad_input_is_an_error() {
     let cls = [0i64, 1, 2, 3];
     let err = |c: &[i64], nb: Option<Neighbours>, bs| {
-        pack_batches(c, nb, bs, 4, 0)
+        pack_batches(c, nb, bs, 4, MAX_FAILED_POPS, 0)
             .unwrap_err()
             .message()
             .to_string()
