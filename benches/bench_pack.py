@@ -16,21 +16,14 @@ Writes benches/results/bench_pack.json.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
-import sys
-import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
+from bench_gps import vigor_like
+from harness import banner, table, timed, write_result
 
-from s4g.fileio import save_json
 from s4g.sampling import gps_neighbours, pack_batches
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bench_gps import vigor_like  # noqa: E402
 
 
 def pack_python(pair_class: list[int], neighbours: list[list[int]], batch_size: int, select: int, seed: int):
@@ -91,15 +84,6 @@ def neighbour_share(batches: np.ndarray, pair_class: np.ndarray, neighbours: np.
     return hits / max(1, batches.size)
 
 
-def best_time(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), float(np.median(times)), out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", type=int, default=52_609)
@@ -109,12 +93,10 @@ def main() -> None:
     ap.add_argument("--select", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--baseline-repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_pack.json")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_pack.json)")
     args = ap.parse_args()
-    threads = os.environ.get("RAYON_NUM_THREADS", "unset")
-    print(f"pairs={args.pairs:,} classes={args.classes:,} width={args.width} batch={args.batch_size} "
-          f"select={args.select} RAYON_NUM_THREADS={threads} (packing is single-threaded) "
-          f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} {platform.machine()}")
+    banner(pairs=args.pairs, classes=args.classes, width=args.width, batch=args.batch_size, select=args.select,
+           note="packing is single-threaded")
     rng = np.random.default_rng(0)
     lat, lon = vigor_like(args.classes)
     neighbours, _ = gps_neighbours(lat, lon, args.width)
@@ -122,38 +104,28 @@ def main() -> None:
                                  rng.integers(0, args.classes, args.pairs - args.classes)])
     pc_list, nb_list = pair_class.tolist(), neighbours.tolist()
 
-    def ours():
-        return pack_batches(pair_class, neighbours, args.batch_size, args.select, seed=1, return_stats=True)
-
-    def baseline():
-        return pack_python(pc_list, nb_list, args.batch_size, args.select, seed=1)
-
-    ours()  # warm-up
-    t_ours, med_ours, (batches, stats) = best_time(ours, args.repeats)
-    t_py, med_py, (py_batches, py_via) = best_time(baseline, args.baseline_repeats)
-    py_batches = np.array(py_batches, dtype=np.int64).reshape(-1, args.batch_size)
+    ours = timed(lambda: pack_batches(pair_class, neighbours, args.batch_size, args.select, seed=1,
+                                      return_stats=True), args.repeats, warmup=1)
+    py = timed(lambda: pack_python(pc_list, nb_list, args.batch_size, args.select, seed=1), args.baseline_repeats)
+    batches, stats = ours.result
+    py_batches = np.array(py.result[0], dtype=np.int64).reshape(-1, args.batch_size)
     share = {"s4g": neighbour_share(batches, pair_class, neighbours),
              "python": neighbour_share(py_batches, pair_class, neighbours)}
     placed = {"s4g": batches.size / args.pairs, "python": py_batches.size / args.pairs}
-    via = {"s4g": stats["via_neighbour"] / args.pairs, "python": py_via / args.pairs}
-    print(f"{'method':28} {'best s':>9} {'median s':>9} {'python / s4g':>13} {'placed':>7} {'via nb':>7} "
-          f"{'nb share':>9}")
-    for name, t, med, key in (("s4g pack_batches (Rust)", t_ours, med_ours, "s4g"),
-                              ("plain-Python greedy", t_py, med_py, "python")):
-        print(f"{name:28} {t:9.4f} {med:9.4f} {t / t_ours:12.1f}x {placed[key]:7.2%} {via[key]:7.2%} "
-              f"{share[key]:9.2%}")
-    save_json(args.out, {
+    via = {"s4g": stats["via_neighbour"] / args.pairs, "python": py.result[1] / args.pairs}
+    table(["method", "best s", "median s", "python / s4g", "placed", "via nb", "nb share"],
+          [(name, t.best, t.median, f"{t.best / ours.best:.1f}x", f"{placed[key]:.2%}", f"{via[key]:.2%}",
+            f"{share[key]:.2%}")
+           for name, t, key in (("s4g pack_batches (Rust)", ours, "s4g"), ("plain-Python greedy", py, "python"))])
+    write_result("bench_pack", {
         "pairs": args.pairs, "classes": args.classes, "width": args.width, "batch_size": args.batch_size,
-        "neighbour_select": args.select, "rayon_num_threads": threads, "cpu_count": os.cpu_count(),
-        "load_avg_1min": os.getloadavg()[0],
-        "seconds_best": {"s4g": t_ours, "python": t_py},
-        "seconds_median": {"s4g": med_ours, "python": med_py},
-        "speedup_best": t_py / t_ours, "placed_share": placed, "via_neighbour_share": via,
-        "neighbour_share": share,
-        "s4g_stats": dict(stats),
+        "neighbour_select": args.select, "repeats": args.repeats,
+        "seconds_best": {"s4g": ours.best, "python": py.best},
+        "seconds_median": {"s4g": ours.median, "python": py.median},
+        "speedup_best": py.best / ours.best, "placed_share": placed, "via_neighbour_share": via,
+        "neighbour_share": share, "s4g_stats": dict(stats),
         "batches": {"s4g": int(batches.shape[0]), "python": int(py_batches.shape[0])},
-    })
-    print(f"wrote {args.out}")
+    }, args.out)
 
 
 if __name__ == "__main__":

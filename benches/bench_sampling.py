@@ -16,17 +16,16 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from harness import banner, table, write_result
 from rich.console import Console
 
 from s4g import datasets
-from s4g.fileio import save_json
 from s4g.train import run
 
 SAMPLINGS = ("random", "gps", "dss")
@@ -45,8 +44,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: the synthetic preset's")
     ap.add_argument("--locations", type=int, default=None, help="default: the synthetic preset's")
     ap.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
-    ap.add_argument("--out", default="benches/results/bench_sampling.json")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_sampling.json)")
     args = ap.parse_args()
+    banner(seeds=args.seeds, samplings=args.samplings)
 
     base = datasets.train_config("synthetic", epochs=args.epochs, synth_locations=args.locations,
                                  device="cpu")
@@ -70,19 +70,17 @@ def main() -> None:
     print(f"\nsynthetic world: {base.synth_locations} locations, {base.epochs} epochs, "
           f"backbone {base.backbone}, batch {base.batch_size}, torch threads {torch.get_num_threads()}")
     print(f"colour-histogram baseline R@1: {baseline:.2f}")
-    print(f"{'sampling':10s}{'final R@1 mean':>16s}{'sd':>8s}  per seed")
-    summary = {}
-    for sampling, rows in results.items():
-        finals = [r["final_r1"] for r in rows]
+    summary, rows = {}, []
+    for sampling, runs in results.items():
+        finals = [r["final_r1"] for r in runs]
         sd = statistics.stdev(finals) if len(finals) > 1 else 0.0
         summary[sampling] = {"mean_final_r1": statistics.fmean(finals), "sd": sd}
-        print(f"{sampling:10s}{statistics.fmean(finals):16.2f}{sd:8.2f}  {[round(v, 2) for v in finals]}")
-    save_json(args.out, {
+        rows.append((sampling, statistics.fmean(finals), sd, str([round(v, 2) for v in finals])))
+    table(["sampling", "final R@1 mean", "sd", "per seed"], rows)
+    write_result("bench_sampling", {
         "config": {k: v for k, v in dataclasses.asdict(base).items() if k not in ("out", "data_root")},
         "seeds": args.seeds, "colour_baseline_r1": baseline, "results": results, "summary": summary,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-    })
-    print(f"wrote {args.out}")
+    }, args.out)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ vectorised renderer on the same panorama. Writes JSON to benches/results/bench_s
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -22,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness import banner, table, write_result
 
 from s4g.synth import render as sr
 from s4g.synth import world as sw
@@ -73,6 +72,7 @@ def main() -> None:
     ap.add_argument("--baseline-locations", type=int, default=200, help="locations of the 1-worker run")
     ap.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
+    banner(locations=args.locations, workers=args.workers)
     scratch = args.out or Path(tempfile.mkdtemp(prefix="s4g-bench-synth-"))
     sizes = SIZES["cvusa"]["real"]
     try:
@@ -93,31 +93,25 @@ def main() -> None:
     python_panorama(world, y, x, (rows, hw[1]))
     t_py = (time.perf_counter() - t) * hw[0] / rows
     per_loc = t_par / args.locations
-    res = {
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    table(["what", "seconds", "per 1000 loc", "CPU s / 1000"], [
+        (f"{args.locations} locations, {args.workers} workers", t_par, per_loc * 1000, cpu_par / args.locations * 1000),
+        (f"baseline: {args.baseline_locations} locations, 1 worker", t_one, t_one / args.baseline_locations * 1000,
+         cpu_one / args.baseline_locations * 1000),
+        ("one panorama, vectorised", t_vec, "", ""),
+        (f"one panorama, plain Python (scaled; {t_py / t_vec:.0f}x slower)", t_py, "", ""),
+    ])
+    print(f"target: 1000 locations < 60 s -> {'met' if per_loc * 1000 < 60.0 else 'NOT met'} "
+          f"({cpus} CPUs visible, {n_bytes / 1e6:.0f} MB written)")
+    write_result("bench_synth", {
         "layout": "cvusa", "size": "real", "aerial": sizes["aerial"], "ground_hw": list(hw),
         "locations": args.locations, "workers": args.workers, "seconds": t_par,
         "locations_per_s": args.locations / t_par, "cpu_seconds": cpu_par, "bytes_written": n_bytes,
-        "load_average_1min": os.getloadavg()[0],
         "baseline_1_worker": {"locations": args.baseline_locations, "seconds": t_one, "cpu_seconds": cpu_one,
                               "seconds_per_1000": t_one / args.baseline_locations * 1000},
         "panorama_vectorised_s": t_vec, "panorama_plain_python_s": t_py, "panorama_speedup": t_py / t_vec,
-        "target_s_per_1000": 60.0, "meets_target": per_loc * 1000 < 60.0,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-    }
-    print(f"{'what':<44}{'seconds':>10}{'per 1000 loc':>14}{'CPU s / 1000':>14}")
-    print(f"{f'{args.locations} locations, {args.workers} workers':<44}{t_par:>10.1f}{per_loc * 1000:>14.1f}"
-          f"{cpu_par / args.locations * 1000:>14.1f}")
-    print(f"{f'baseline: {args.baseline_locations} locations, 1 worker':<44}{t_one:>10.1f}"
-          f"{t_one / args.baseline_locations * 1000:>14.1f}{cpu_one / args.baseline_locations * 1000:>14.1f}")
-    print(f"{'one panorama, vectorised':<44}{t_vec:>10.3f}")
-    print(f"{'one panorama, plain Python (scaled)':<44}{t_py:>10.1f}   ({t_py / t_vec:.0f}x slower)")
-    print(f"target: 1000 locations < 60 s -> {'met' if res['meets_target'] else 'NOT met'} "
-          f"({res['cpus']} CPUs visible, load average {res['load_average_1min']:.1f}, {n_bytes / 1e6:.0f} MB written)")
-    out = Path(__file__).resolve().parent / "results" / "bench_synth.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {out}")
+        "target_s_per_1000": 60.0, "meets_target": per_loc * 1000 < 60.0, "cpus_visible": cpus,
+    })
 
 
 if __name__ == "__main__":
