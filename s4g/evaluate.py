@@ -46,6 +46,7 @@ its rank.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -137,8 +138,11 @@ def semi_positive_pairs(
     return np.concatenate([[0], np.cumsum(per_query)]).astype(np.int64), rows
 
 
-def _positive_scores(q: torch.Tensor, r: torch.Tensor, offsets: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """(Q, Pmax) float32 positive scores sorted ascending, padded on the right with +inf."""
+def _positive_scores(
+    q: torch.Tensor, r: torch.Tensor, offsets: np.ndarray, rows: np.ndarray
+) -> tuple[torch.Tensor, np.ndarray]:
+    """((Q, Pmax) float32 positive scores sorted ascending, padded on the right with +inf;
+    (Q,) int64 reference row of each query's best positive)."""
     n_q = q.shape[0]
     counts = np.diff(offsets)
     p_max = int(counts.max())
@@ -152,7 +156,9 @@ def _positive_scores(q: torch.Tensor, r: torch.Tensor, offsets: np.ndarray, rows
         col = np.arange(sub.size) - np.repeat(offsets[s:e] - offsets[s], counts[s:e])
         vals = scores[torch.from_numpy(qi).to(q.device), torch.from_numpy(inverse.ravel()).to(q.device)]
         out[torch.from_numpy(qi + s).to(q.device), torch.from_numpy(col).to(q.device)] = vals
-    return out.sort(dim=1).values
+    ordered, cols = out.sort(dim=1)
+    best_col = cols.gather(1, torch.from_numpy(counts - 1).to(q.device).unsqueeze(1)).squeeze(1)
+    return ordered, rows[offsets[:-1] + best_col.cpu().numpy()]
 
 
 _DIRECT_MAX = 4  # up to this many positives per query: one compare-and-count pass each
@@ -257,7 +263,31 @@ def one_percent_k(n_ref: int, protocol: str = "sample4geo") -> int:
     return n_ref // 100 if protocol == "sample4geo" else round(n_ref * 0.01) + 1
 
 
-def retrieval_metrics(
+@dataclass(frozen=True)
+class Retrieval:
+    """One streamed evaluation: the metrics and, per query, what they were counted from.
+
+    metrics: as retrieval_metrics returns them (percent).
+    rank: (Q,) int64, the number of non-positives scoring strictly higher than the query's
+      best positive (0 = found first; R@k is the share of rank < k).
+    best_positive: (Q,) int64 reference row of that best positive (the highest-scoring
+      positive; among positives of equal score, any one of them).
+    best_positive_score: (Q,) float32, its score.
+    """
+
+    metrics: dict[str, float]
+    rank: np.ndarray
+    best_positive: np.ndarray
+    best_positive_score: np.ndarray
+
+
+def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
+    """The metrics of evaluate_retrieval (same arguments): {"R@k", "R@1%", "AP"[, "hit_rate"]}
+    in percent."""
+    return evaluate_retrieval(*args, **kwargs).metrics
+
+
+def evaluate_retrieval(
     query,
     reference,
     query_labels,
@@ -268,8 +298,8 @@ def retrieval_metrics(
     protocol: str = "sample4geo",
     device: str | torch.device | None = None,
     block: tuple[int, int] | None = None,
-) -> dict[str, float]:
-    """Retrieval metrics of query embeddings against reference embeddings, in percent.
+) -> Retrieval:
+    """Retrieval metrics of query embeddings against reference embeddings, and each query's rank.
 
     query (Q, D), reference (R, D): float embeddings (numpy or torch), scored by dot product.
     query_labels (Q,), reference_labels (R,): integer labels; a reference is a positive of a
@@ -285,9 +315,10 @@ def retrieval_metrics(
     block: (query rows, reference rows) per score block (default CPU_BLOCK / GPU_BLOCK).
       Extra memory ~ 8 bytes per block cell (scores + count flags; 16 with more than 4
       positives per query) plus O(Q × (max positives + semi-positives) per query).
-    -> {"R@k" for k in ks, "R@1%", "AP"} (+ "hit_rate" when semi_positives is given), floats
-       in percent. rank, AP and hit rate use the best positive of a query (the one with the
-       highest score) where it has several. Definitions and tie rules: module docstring.
+    -> Retrieval: .metrics {"R@k" for k in ks, "R@1%", "AP"} (+ "hit_rate" when
+       semi_positives is given), floats in percent; .rank, .best_positive (Q,) per query.
+       rank, AP and hit rate use the best positive of a query (the one with the highest
+       score) where it has several. Definitions and tie rules: module docstring.
     Raises UserInputError (a ValueError) for bad shapes, NaN/inf embeddings, queries without
     a positive, an unknown protocol.
     """
@@ -320,17 +351,20 @@ def retrieval_metrics(
     counts = np.diff(positives[0])
     semis = None if semi is None else semi_positive_pairs(ql, rl, semi)
     with torch.inference_mode():
-        acc = _Accumulator(_positive_scores(q, r, *positives), counts, semi=semis is not None)
+        pos_sorted, best_row = _positive_scores(q, r, *positives)
+        acc = _Accumulator(pos_sorted, counts, semi=semis is not None)
         _stream(q, r, positives, semis, acc, block)
         above = acc.above.cpu().numpy()
         semi_above = None if semis is None else acc.semi_above.cpu().numpy()
-    return _summarise(above, counts, one_percent_k(r.shape[0], protocol), ks, semi_above)
+        best_score = acc.best.cpu().numpy()
+    rank = above[np.arange(above.shape[0]), counts - 1]  # best positive = largest = index P_q - 1
+    metrics = _summarise(above, rank, counts, one_percent_k(r.shape[0], protocol), ks, semi_above)
+    return Retrieval(metrics, rank, best_row, best_score)
 
 
-def _summarise(n_above, counts, one_pct_k, ks, semi_above) -> dict[str, float]:
+def _summarise(n_above, rank, counts, one_pct_k, ks, semi_above) -> dict[str, float]:
     # n_above[q, j] = non-positives strictly above the j-th smallest positive score.
     n_q, p_max = n_above.shape
-    rank = n_above[np.arange(n_q), counts - 1]  # best positive = largest = index P_q - 1
     out: dict[str, float] = {}
     for k in ks:
         out[f"R@{k}"] = 100.0 * float(np.mean(rank < k))
@@ -355,7 +389,9 @@ __all__ = [
     "CPU_BLOCK",
     "GPU_BLOCK",
     "PROTOCOLS",
+    "Retrieval",
     "as_embeddings",
+    "evaluate_retrieval",
     "one_percent_k",
     "positive_pairs",
     "retrieval_metrics",

@@ -9,7 +9,7 @@ import torch
 from reference import sample4geo_protocol, university1652_protocol
 
 from s4g.errors import UserInputError
-from s4g.evaluate import PROTOCOLS, one_percent_k, retrieval_metrics
+from s4g.evaluate import PROTOCOLS, evaluate_retrieval, one_percent_k, retrieval_metrics
 
 
 def exact_embeddings(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:
@@ -184,6 +184,28 @@ def test_recall_at_one_percent_random_worlds(n_ref, protocol):
     q, r, ql, rl = one_positive_world(n_ref, n_q=30, n_distractors=n_ref - 30, d=3)
     got = retrieval_metrics(q, r, ql, rl, protocol=protocol, device="cpu", block=(7, 500))
     assert_same(got, oracle(q, r, ql, rl, protocol=protocol))
+
+
+@pytest.mark.parametrize("max_per_label", [1, 3, 12])
+@pytest.mark.parametrize("seed", [20, 21])
+def test_per_query_ranks_and_best_positives(seed, max_per_label):
+    # the per-query output is what the metrics were counted from: ranks per the dense
+    # definition (ties included), and the best positive's row and score
+    rng = np.random.default_rng(seed)
+    q, r, ql, rl = several_positives_world(rng, max_per_label)
+    got = evaluate_retrieval(q, r, ql, rl, ks=(1, 2, 3), device="cpu", block=(4, 6))
+    scores = q.astype(np.float64) @ r.astype(np.float64).T
+    pos = rl[None, :] == ql[:, None]
+    best = np.where(pos, scores, -np.inf).max(axis=1)
+    want_rank = ((scores > best[:, None]) & ~pos).sum(axis=1)
+    np.testing.assert_array_equal(got.rank, want_rank)
+    assert got.rank.dtype == np.int64 and got.best_positive.dtype == np.int64
+    assert (rl[got.best_positive] == ql).all()
+    np.testing.assert_array_equal(scores[np.arange(ql.size), got.best_positive], best)
+    np.testing.assert_array_equal(got.best_positive_score, best)
+    for k in (1, 2, 3):
+        assert got.metrics[f"R@{k}"] == pytest.approx(100 * np.mean(want_rank < k))
+    assert got.metrics == retrieval_metrics(q, r, ql, rl, ks=(1, 2, 3), device="cpu")
 
 
 def test_torch_inputs_match_numpy():
