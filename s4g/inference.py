@@ -21,8 +21,8 @@ from s4g.config import InferenceConfig, TrainConfig
 from s4g.data.records import EvalSet, TrainSet
 from s4g.embed import embed_eval_set, embed_files, view_size
 from s4g.errors import UserInputError
-from s4g.evaluate import retrieval_metrics
 from s4g.mining import class_query_embeddings, similar_references
+from s4g.results import SplitResults, split_results
 
 _RUN_NAME = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
 
@@ -103,8 +103,10 @@ def evaluate_split(
     random_heading: bool = False,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, float]:
-    """Retrieval metrics (percent) of `model` on an EvalSet, counted as `protocol` counts them.
+) -> SplitResults:
+    """Retrieval metrics (percent) of `model` on an EvalSet, counted as `protocol` counts them,
+    with the localisation error in metres where positions are known, and per-query results
+    (s4g.results.SplitResults).
 
     Sizes in pixels (ground_size (H, W)); fov degrees cut from each panorama query, at north
     or at a heading drawn from (seed, query index) when random_heading.
@@ -113,8 +115,7 @@ def evaluate_split(
     q, r = embed_eval_set(model, eval_set, aerial_size, ground_size, device=device, batch_size=batch_size,
                           workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress)
     model.train(was_training)
-    return retrieval_metrics(q, r, eval_set.query_labels, eval_set.reference_labels,
-                             semi_positives=eval_set.semi_positives, device=device, protocol=protocol)
+    return split_results(q, r, eval_set, protocol=protocol, device=device)
 
 
 def shown_metrics(eval_set: EvalSet, metrics: Mapping[str, float]) -> list[str]:

@@ -130,6 +130,33 @@ def locate_photos(
     return [_photo_result(index, str(p), r, s, radius_m) for p, r, s in zip(photos, rows, scores)]
 
 
+def locations_geojson(found: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate tiles of located photos (locate_photos's dicts) as a GeoJSON (RFC 7946)
+    FeatureCollection.
+
+    One Point feature per candidate tile at its centre, coordinates [lon, lat] in WGS 84
+    degrees, properties {"kind": "candidate", "photo", "rank" (1 = best), "score", "tile"
+    (file as listed in the index), "path"}; one more per photo with a consensus position,
+    properties {"kind": "consensus", "photo", "ranks", "radius_m"}. A tile without
+    coordinates is an unlocated feature (geometry null, RFC 7946 section 3.2).
+    """
+    def point(lat, lon):
+        return None if lat is None or lon is None else {"type": "Point", "coordinates": [lon, lat]}
+
+    features = []
+    for item in found:
+        for r in item["results"]:
+            features.append({"type": "Feature", "geometry": point(r["lat"], r["lon"]), "properties": {
+                "kind": "candidate", "photo": item["photo"], "rank": r["rank"], "score": r["score"],
+                "tile": r["file"], "path": r["path"]}})
+        agreed = item["consensus"]
+        if agreed:
+            features.append({"type": "Feature", "geometry": point(agreed["lat"], agreed["lon"]), "properties": {
+                "kind": "consensus", "photo": item["photo"], "ranks": agreed["ranks"],
+                "radius_m": agreed["radius_m"]}})
+    return {"type": "FeatureCollection", "features": features}
+
+
 def _photo_result(index: Index, photo: str, rows: np.ndarray, scores: np.ndarray, radius_m) -> dict[str, Any]:
     lat = np.asarray(index.lat[rows], dtype=np.float64)
     lon = np.asarray(index.lon[rows], dtype=np.float64)

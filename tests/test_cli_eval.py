@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from reference import haversine_np
 from typer.testing import CliRunner
 
 from s4g.checkpoint import save_checkpoint
 from s4g.cli import app
 from s4g.datasets import load_eval, load_train
 from s4g.embed import embed_files
+from s4g.evaluate import evaluate_retrieval
 from s4g.model import build_model
+from s4g.pictures import CELL, grid_boxes, query_width
+from s4g.results import pick_examples
 from s4g.synth.writer import write_layout
 
 runner = CliRunner()
@@ -70,6 +76,47 @@ def test_eval_prints_and_writes_the_dense_metrics(world, checkpoint, tmp_path):
         assert saved["metrics"][f"R@{k}"] == pytest.approx(100 * np.mean(ranks < k))
     # CVUSA: Sample4Geo's R@1% counts rank < R // 100 (0 here: fewer than 100 references)
     assert saved["metrics"]["R@1%"] == pytest.approx(100 * np.mean(ranks < len(ev.reference_files) // 100))
+
+
+def test_eval_writes_per_query_csv_and_examples_picture(world, checkpoint, tmp_path):
+    out, table, pic = tmp_path / "m.json", tmp_path / "q.csv", tmp_path / "pic.png"
+    res = invoke("eval", "--checkpoint", checkpoint, "--json", out, "--device", "cpu", "--per-query", table,
+                 "--examples", pic, "--examples-count", 4, "--examples-seed", 1)
+    assert res.exit_code == 0, res.output
+    assert "localisation error" in res.output and "median m" in res.output
+    metrics = json.loads(out.read_text())["metrics"]
+    ev = load_eval("cvusa", world)
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # the rank column is the rank the metrics counted: the dense definition, and R@k from it
+    q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
+    r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
+    ranks = np.array([int(x["rank"]) for x in rows])
+    np.testing.assert_array_equal(ranks, evaluate_retrieval(q, r, ev.query_labels, ev.reference_labels,
+                                                            device="cpu").rank)
+    for k in (1, 5, 10):
+        assert metrics[f"R@{k}"] == pytest.approx(100 * np.mean(ranks < k))
+    # metres: from where each panorama was taken to its top-1 tile's centre
+    tile = {f: i for i, f in enumerate(ev.reference_files)}
+    errors = []
+    for i, row in enumerate(rows):
+        assert world / row["query"] == Path(ev.query_files[i])
+        t = tile[str(world / row["top1_reference"])]
+        want = haversine_np(ev.query_lat[i], ev.query_lon[i], ev.reference_lat[t], ev.reference_lon[t])
+        assert float(row["error_m"]) == pytest.approx(want, abs=0.006)
+        errors.append(want)
+    assert metrics["error_median_m"] == pytest.approx(np.median(errors), abs=1e-6)
+    assert metrics["within_25m"] == pytest.approx(100 * np.mean(np.array(errors) <= 25))
+    # the picture: 4 rows drawn as pick_examples draws them, 5 tiles (+ the truth when missed)
+    picked = pick_examples(ranks, 4, 1)
+    missed = any(rows[p]["true_reference"] not in [rows[p][f"top{j}_reference"] for j in range(1, 6)]
+                 for p in picked)
+    with Image.open(pic) as img:
+        size = img.size
+        img.load()
+    with Image.open(ev.query_files[0]) as panorama:
+        panorama = panorama.size
+    assert size == grid_boxes(4, 5 + missed, query_width([panorama], CELL), CELL, 2)[0]
 
 
 def test_bare_eval_uses_newest_run_with_best(world, checkpoint, tmp_path, monkeypatch):
@@ -150,6 +197,8 @@ def poison(payload):
          else ["eval", "--checkpoint", c, "--device", "tpu"], "--device"),
         (lambda c, t: ["mine", "--checkpoint", c, "--out", t / "x.npz", "--k", "999"], "--k"),
         (lambda c, t: ["eval", "--checkpoint", c, "--random-heading"], "--fov"),
+        (lambda c, t: ["eval", "--checkpoint", c, "--examples", t / "x.png", "--examples-count", "0"],
+         "--examples-count"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(checkpoint, tmp_path, make_args, message):

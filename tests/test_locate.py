@@ -20,6 +20,7 @@ from s4g.geo import haversine_m
 from s4g.index import open_index
 from s4g.locate import consensus
 from s4g.model import build_model
+from s4g.pictures import CELL, grid_boxes, query_width
 from s4g.synth.writer import write_layout
 
 runner = CliRunner()
@@ -105,6 +106,52 @@ def test_located_tiles_are_the_dense_nearest_tiles(world):
             assert haversine_m(agreed["lat"], agreed["lon"], lat, lon).max() <= agreed["radius_m"]
 
 
+def check_geojson(doc) -> list[dict]:
+    """The features of `doc` after checking it against RFC 7946: a FeatureCollection of
+    Features whose geometry is null or a Point of two finite numbers, [longitude, latitude]
+    within [-180, 180] and [-90, 90], with an object (or null) of properties."""
+    assert doc["type"] == "FeatureCollection" and isinstance(doc["features"], list)
+    assert "crs" not in doc  # RFC 7946 dropped crs: coordinates are WGS 84
+    for f in doc["features"]:
+        assert f["type"] == "Feature" and "geometry" in f and isinstance(f.get("properties"), (dict, type(None)))
+        g = f["geometry"]
+        if g is None:
+            continue
+        assert g["type"] == "Point" and len(g["coordinates"]) == 2
+        lon, lat = g["coordinates"]
+        assert all(isinstance(v, float) and np.isfinite(v) for v in (lon, lat))
+        assert -180 <= lon <= 180 and -90 <= lat <= 90
+    return doc["features"]
+
+
+def test_geojson_and_picture_of_located_photos(world, tmp_path):
+    photos = world["eval"].query_files[:3]
+    geo, pic = tmp_path / "out" / "found.geojson", tmp_path / "found.png"
+    found = locate_json("--index", world["index"], *photos, "--k", 4, "--geojson", geo, "--picture", pic)
+    features = check_geojson(json.loads(geo.read_text()))
+    index = open_index(world["index"])
+    candidates = [f for f in features if f["properties"]["kind"] == "candidate"]
+    assert len(candidates) == 3 * 4
+    for item in found:
+        mine = [f for f in candidates if f["properties"]["photo"] == item["photo"]]
+        assert [f["properties"]["rank"] for f in mine] == [1, 2, 3, 4]
+        for f, r in zip(mine, item["results"]):
+            lon, lat = f["geometry"]["coordinates"]
+            # [lon, lat] order: Chicago's lon (-87.6) and lat (41.9) cannot be confused
+            assert (lon, lat) == (index.lon[r["row"]], index.lat[r["row"]]) and lat != lon
+            assert f["properties"]["tile"] == r["file"] and f["properties"]["score"] == r["score"]
+        agreed = [f for f in features if f["properties"]["kind"] == "consensus" and f["properties"]["photo"] == item["photo"]]
+        if item["consensus"] is None:
+            assert not agreed
+        else:
+            assert agreed[0]["geometry"]["coordinates"] == [item["consensus"]["lon"], item["consensus"]["lat"]]
+    with Image.open(pic) as img:
+        assert img.format == "PNG"
+        with Image.open(photos[0]) as photo:
+            q_w = query_width([photo.size], CELL)
+        assert img.size == grid_boxes(3, 4, q_w, CELL, 2)[0]
+
+
 def test_float16_index_and_table_output(world):
     out = world["base"] / "half.npz"
     result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--dataset", "vigor-same",
@@ -169,6 +216,9 @@ def test_dataset_without_coordinates_lists_tiles_without_position(tmp_path):
     drone = load_eval("university-d2s", root).query_files[0]
     item = locate_json("--index", out, drone, "--k", 2)[0]
     assert [r["lat"] for r in item["results"]] == [None, None] and item["consensus"] is None
+    result = runner.invoke(app, ["locate", "--index", str(out), drone, "--geojson", str(tmp_path / "x.geojson")])
+    assert result.exit_code == 2 and "no tile coordinates" in result.output
+    assert not (tmp_path / "x.geojson").exists()
 
 
 def test_index_made_by_another_model_is_refused(world, tmp_path):

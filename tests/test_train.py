@@ -98,7 +98,8 @@ def test_cli_end_to_end_synthetic(world, tmp_path):
                                    "--json", str(tmp_path / "eval.json")])
     assert res.exit_code == 0, res.output
     again = json.loads((tmp_path / "eval.json").read_text())["metrics"]
-    assert {k: again[k] for k in ("R@1", "R@5", "R@10", "R@1%")} == {k: evals[1][k] for k in ("R@1", "R@5", "R@10", "R@1%")}
+    shared = ("R@1", "R@5", "R@10", "R@1%", "error_median_m", "error_mean_m", "within_25m", "within_1km")
+    assert {k: again[k] for k in shared} == {k: evals[1][k] for k in shared}  # metres logged in training too
 
 
 def _same_state(a, b, path=""):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.errors import UserInputError
 
 _CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
@@ -46,14 +47,24 @@ def eval_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
     runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+    per_query: Annotated[Optional[Path], typer.Option(
+        help="Also write one CSV row per query: query, true reference, rank (0 = found first), top-5 "
+             "references and scores, error in metres, query lat/lon; files relative to the data root.")] = None,
+    examples: Annotated[Optional[Path], typer.Option(
+        help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
+             "vermillion; half the rows found first, half not.")] = None,
+    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture.")] = 8,
+    examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
 ) -> None:
-    """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined)."""
+    """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
+    and the localisation error in metres where the dataset knows positions."""
     dataset = dataset_name(dataset)
-    from rich.table import Table
-
     from s4g import datasets
     from s4g.fileio import save_json
-    from s4g.inference import evaluate_split, shown_metrics
+    from s4g.inference import evaluate_split
+
+    if examples_count < 1:
+        raise UserInputError(f"--examples-count must be at least 1, got {examples_count}")
 
     ckpt, model, _, cfg, dev = _inputs(
         checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
@@ -62,16 +73,24 @@ def eval_command(
     )
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
-    metrics = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
+    results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
                              ground_size=cfg.ground_size, device=dev, batch_size=cfg.batch_size,
                              workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed)
+    metrics = results.metrics
     console.print(f"{cfg.dataset} {cfg.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
-    table = Table()
-    names = shown_metrics(ev, metrics)
-    for name in names:
-        table.add_column(name.replace("hit_rate", "hit rate"), justify="right")
-    table.add_row(*(f"{metrics[n]:.2f}" for n in names))
-    console.print(table)
+    _print_metrics(ev, metrics)
+    if per_query is not None:
+        from s4g.results import write_per_query_csv
+
+        write_per_query_csv(per_query, ev, results, root=cfg.data_root)
+        console.print(f"per-query results written to {per_query}")
+    if examples is not None:
+        from s4g.pictures import examples_picture, save_png
+        from s4g.results import pick_examples
+
+        picked = pick_examples(results.rank, examples_count, examples_seed)
+        save_png(examples, examples_picture(ev, results, picked, split=cfg.split, seed=examples_seed))
+        console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
     out = json_out or ckpt.parent / f"eval-{cfg.dataset}-{cfg.split}.json"
     save_json(out, {
         "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
@@ -80,6 +99,31 @@ def eval_command(
         "seed": seed, "metrics": metrics,
     })
     console.print(f"metrics written to {out}")
+
+
+def _print_metrics(ev, metrics: dict) -> None:
+    """The retrieval metrics in one table, the localisation errors (when known) in another."""
+    from rich.table import Table
+
+    from s4g.inference import shown_metrics
+    from s4g.results import WITHIN_M, within_key
+
+    table = Table()
+    names = shown_metrics(ev, metrics)
+    for name in names:
+        table.add_column(name.replace("hit_rate", "hit rate"), justify="right")
+    table.add_row(*(f"{metrics[n]:.2f}" for n in names))
+    console.print(table)
+    if "error_median_m" not in metrics:
+        return
+    table = Table(title="localisation error: query position → top-1 reference centre", title_justify="left")
+    table.add_column("median m", justify="right")
+    table.add_column("mean m", justify="right")
+    for m in WITHIN_M:
+        table.add_column(f"≤{m // 1000} km" if m % 1000 == 0 else f"≤{m} m", justify="right")
+    table.add_row(f"{metrics['error_median_m']:.1f}", f"{metrics['error_mean_m']:.1f}",
+                  *(f"{metrics[within_key(m)]:.2f} %" for m in WITHIN_M))
+    console.print(table)
 
 
 @command("mine")

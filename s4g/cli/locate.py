@@ -78,6 +78,10 @@ def locate_cmd(
     heading: Annotated[Optional[float], typer.Option(help="Compass heading of a panorama's centre column, degrees.")] = None,
     radius: Annotated[Optional[float], typer.Option(help="Metres within which top-k tiles agree (default: 2 tile spacings).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    geojson: Annotated[Optional[Path], typer.Option(
+        help="Also write the top-k tiles (and consensus positions) as GeoJSON points, for QGIS or a web map.")] = None,
+    picture: Annotated[Optional[Path], typer.Option(
+        help="Also draw a PNG: each photo beside its top-k tiles with score and coordinates.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
 ) -> None:
     """Locate ground photos: their most similar aerial tiles and a consensus position."""
@@ -87,15 +91,32 @@ def locate_cmd(
     from s4g.locate import locate_photos
     from s4g.runtime import pick_device
 
+    tiles = open_index(index)
+    if geojson is not None and not tiles.meta.get("has_coordinates"):
+        raise UserInputError(f"--geojson: {index} holds no tile coordinates, so there is nothing to put on a map")
     found = locate_photos(
-        open_index(index), [str(p) for p in photos], checkpoint=checkpoint, k=k, fov_deg=fov,
+        tiles, [str(p) for p in photos], checkpoint=checkpoint, k=k, fov_deg=fov,
         heading_deg=heading, radius_m=radius, device=pick_device(device),
     )
+    written = []
+    if geojson is not None:
+        from s4g.fileio import save_json
+        from s4g.locate import locations_geojson
+
+        save_json(geojson, locations_geojson(found))
+        written.append(f"GeoJSON written to {geojson}")
+    if picture is not None:
+        from s4g.pictures import locate_picture, save_png
+
+        save_png(picture, locate_picture(found, index_name=index.name))
+        written.append(f"picture written to {picture}")
     if json_out:
         print(json.dumps(found, indent=2))
         return
     for item in found:
         _print_location(item)
+    for line in written:
+        console.print(line)
 
 
 def _print_location(item: dict) -> None:

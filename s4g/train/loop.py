@@ -191,7 +191,7 @@ def _evaluate(parts: Parts, data: RunData, cfg: TrainConfig, spec: DatasetSpec, 
     metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, aerial_size=cfg.aerial_size,
                              ground_size=cfg.ground_size, device=env.device, batch_size=cfg.eval_batch_size,
                              workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,
-                             progress=env.is_main)
+                             progress=env.is_main).metrics
     log.add({"epoch": epoch, "kind": "eval", "split": cfg.eval_split, **metrics,
              "eval_s": round(time.perf_counter() - t0, 2)})
     shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
