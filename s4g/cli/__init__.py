@@ -5,7 +5,7 @@ app in the order `s4g --help` lists them.
 """
 
 # Imported for their side effect, in the order `s4g --help` lists the commands.
-from s4g.cli import data, train, evaluate, weights, locate  # noqa: F401, I001
+from s4g.cli import data, train, evaluate, plot, weights, locate  # noqa: F401, I001
 from s4g.cli.app import app
 
 

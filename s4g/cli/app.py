@@ -19,6 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import s4g
 from s4g import datasets
@@ -46,7 +47,9 @@ def dataset_name(option: DatasetName | None) -> str | None:
 
 def fail(message: str) -> typer.Exit:
     """Print `message` as an error paragraph; return the Exit(2) to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True, highlight=False)
+    # escaped: a message may hold square brackets (an extra's name, a file name) that rich
+    # would otherwise read as markup and drop
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
     return typer.Exit(code=2)
 
 
