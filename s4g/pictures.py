@@ -168,15 +168,15 @@ def example_rows(ev: EvalSet, results: SplitResults, picked: Sequence[int]) -> l
     return rows
 
 
-def examples_picture(ev: EvalSet, results: SplitResults, picked: Sequence[int], *, split: str, seed: int,
+def examples_picture(ev: EvalSet, results: SplitResults, picked: Sequence[int], *, name: str, seed: int,
                      cell: int = CELL) -> Image.Image:
-    """The retrieval picture of the picked queries (see example_rows) under a title saying
-    how they were drawn."""
+    """The retrieval picture of the picked queries (see example_rows) under a title naming
+    the split (`name`, e.g. "cvusa test") and saying how the rows were drawn."""
     n_ok = int((results.rank[np.asarray(picked, dtype=np.int64)] == 0).sum())
     legend = "frames: green = a true reference, vermillion = another one"
     if ev.semi_positives is not None:
         legend += ", sky blue = a semi-positive"
-    title = [f"{ev.name} {split}: {n_ok} queries found first and {len(picked) - n_ok} not, drawn with seed {seed} "
+    title = [f"{name}: {n_ok} queries found first and {len(picked) - n_ok} not, drawn with seed {seed} "
              f"from {len(ev.query_files)} (R@1 {results.metrics['R@1']:.1f} %)",
              legend + "; under each: #place in the ranking, score (dot product)"]
     return draw_grid(example_rows(ev, results, picked), title, cell=cell)

@@ -18,6 +18,7 @@ from s4g.results import (
     per_query_header,
     pick_examples,
     split_results,
+    top_references,
     within_key,
     write_per_query_csv,
 )
@@ -73,8 +74,18 @@ def test_errors_are_the_distance_to_the_top1_centre(tmp_path):
     want_rank = (scores > scores[np.arange(len(truth)), truth][:, None]).sum(axis=1)
     np.testing.assert_array_equal(res.rank, want_rank)
     assert (res.rank > 1).any() and (res.rank == 1).any()
+    np.testing.assert_allclose(res.top_scores, np.take_along_axis(scores, res.top, axis=1), atol=1e-6)
+    want_top = np.argsort(-scores, axis=1, kind="stable")[:, :3]  # equal scores by lower row
+    np.testing.assert_array_equal(res.top, want_top)
     np.testing.assert_array_equal(res.true_reference, truth)
     assert res.metrics["R@1"] == pytest.approx(100 * np.mean(answer == truth))
+
+
+def test_a_single_reference_is_every_top1():
+    q = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, -1.0]], dtype=np.float32)
+    rows, scores = top_references(q, np.array([[0.0, 1.0]], dtype=np.float32), k=5, device="cpu")
+    np.testing.assert_array_equal(rows, [[0], [0], [0]])
+    np.testing.assert_allclose(scores, [[0.0], [0.8], [-1.0]])
 
 
 def test_error_summary_thresholds_and_unknown_positions():
@@ -141,7 +152,7 @@ def test_picture_grid_frames_and_cells(tmp_path, semi):
     # a failure whose truth is not in the top 5: every row gets one more cell, the truth
     assert any(truth[p] not in res.top[p] for p in picked)
     out = tmp_path / "pic" / "examples.png"
-    save_png(out, examples_picture(ev, res, picked, split="test", seed=4))
+    save_png(out, examples_picture(ev, res, picked, name="toy test", seed=4))
     with Image.open(out) as img:
         assert img.format == "PNG"
         pic = img.convert("RGB")

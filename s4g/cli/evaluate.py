@@ -55,6 +55,7 @@ def eval_command(
              "vermillion; half the rows found first, half not.")] = None,
     examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture.")] = 8,
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
+    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels.")] = 128,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
     and the localisation error in metres where the dataset knows positions."""
@@ -63,8 +64,9 @@ def eval_command(
     from s4g.fileio import save_json
     from s4g.inference import evaluate_split
 
-    if examples_count < 1:
-        raise UserInputError(f"--examples-count must be at least 1, got {examples_count}")
+    if examples_count < 1 or examples_size < 32:
+        raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
+                             f"(pixels), got {examples_count} and {examples_size}")
 
     ckpt, model, _, cfg, dev = _inputs(
         checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
@@ -89,7 +91,8 @@ def eval_command(
         from s4g.results import pick_examples
 
         picked = pick_examples(results.rank, examples_count, examples_seed)
-        save_png(examples, examples_picture(ev, results, picked, split=cfg.split, seed=examples_seed))
+        save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
+                                            seed=examples_seed, cell=examples_size))
         console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
     out = json_out or ckpt.parent / f"eval-{cfg.dataset}-{cfg.split}.json"
     save_json(out, {
