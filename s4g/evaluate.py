@@ -173,6 +173,8 @@ class _Accumulator:
     hold at most 2^24 entries, so the float sums are exact.
     semi_above[q] = number of q's semi-positives scoring strictly higher than its best
     positive, read from the same blocks and compared with the same float32 value as above.
+    other[q], other_row[q] = score and row of q's highest-scoring non-positive (the lowest
+    row among equal scores; -inf and -1 while none was seen).
     """
 
     def __init__(self, pos_sorted: torch.Tensor, counts: np.ndarray, semi: bool) -> None:
@@ -185,11 +187,20 @@ class _Accumulator:
         last = torch.from_numpy(counts - 1).to(dev).unsqueeze(1)
         self.best = pos_sorted.gather(1, last).squeeze(1)  # the +inf padding lies after it
         self.semi_above = torch.zeros(n_q, dtype=torch.int64, device=dev) if semi else None
+        self.other = torch.full((n_q,), float("-inf"), device=dev)
+        self.other_row = torch.full((n_q,), -1, dtype=torch.int64, device=dev)
 
-    def add(self, scores: torch.Tensor, q0: int, semi_cells=None) -> None:
-        """scores: (bq, br) block with positives already set to -inf; semi_cells: (rows,
-        columns) block-local index tensors of the semi-positive cells in it, or None."""
+    def add(self, scores: torch.Tensor, q0: int, r0: int, semi_cells=None) -> None:
+        """scores: (bq, br) block of reference rows r0.. with positives already set to -inf;
+        semi_cells: (rows, columns) block-local index tensors of its semi-positive cells, or None."""
         bq = scores.shape[0]
+        # argmax returns the first maximal column; strictly greater keeps an earlier block's
+        # equal score: the lowest row wins ties
+        col = scores.argmax(dim=1)
+        val = scores.gather(1, col.unsqueeze(1)).squeeze(1)
+        better = val > self.other[q0 : q0 + bq]
+        self.other[q0 : q0 + bq] = torch.where(better, val, self.other[q0 : q0 + bq])
+        self.other_row[q0 : q0 + bq] = torch.where(better, col + r0, self.other_row[q0 : q0 + bq])
         pos = self.pos_sorted[q0 : q0 + bq]
         if self.p_max <= _DIRECT_MAX:
             if self.flags is None or self.flags.numel() < scores.numel():
@@ -243,7 +254,7 @@ def _stream(q, r, positives, semis, acc: _Accumulator, block: tuple[int, int]) -
             inside = _cells_in(pos_cells, r0, r1, dev)
             if inside is not None:  # mask this block's positives
                 scores[inside] = float("-inf")
-            acc.add(scores, q0, None if semi_cells is None else _cells_in(semi_cells, r0, r1, dev))
+            acc.add(scores, q0, r0, None if semi_cells is None else _cells_in(semi_cells, r0, r1, dev))
 
 
 PROTOCOLS = ("sample4geo", "university1652")
@@ -273,12 +284,16 @@ class Retrieval:
     best_positive: (Q,) int64 reference row of that best positive (the highest-scoring
       positive; among positives of equal score, any one of them).
     best_positive_score: (Q,) float32, its score.
+    top1: (Q,) int64 reference row the query retrieves first under the same rule: its best
+      positive when rank is 0 (a non-positive that only ties it does not come first), else its
+      highest-scoring non-positive (the lowest row among equal scores).
     """
 
     metrics: dict[str, float]
     rank: np.ndarray
     best_positive: np.ndarray
     best_positive_score: np.ndarray
+    top1: np.ndarray
 
 
 def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
@@ -357,9 +372,10 @@ def evaluate_retrieval(
         above = acc.above.cpu().numpy()
         semi_above = None if semis is None else acc.semi_above.cpu().numpy()
         best_score = acc.best.cpu().numpy()
+        other_row = acc.other_row.cpu().numpy()
     rank = above[np.arange(above.shape[0]), counts - 1]  # best positive = largest = index P_q - 1
     metrics = _summarise(above, rank, counts, one_percent_k(r.shape[0], protocol), ks, semi_above)
-    return Retrieval(metrics, rank, best_row, best_score)
+    return Retrieval(metrics, rank, best_row, best_score, np.where(rank == 0, best_row, other_row))
 
 
 def _summarise(n_above, rank, counts, one_pct_k, ks, semi_above) -> dict[str, float]:

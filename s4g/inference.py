@@ -103,19 +103,21 @@ def evaluate_split(
     random_heading: bool = False,
     seed: int = 0,
     progress: bool = True,
+    top_k: int = 0,
 ) -> SplitResults:
     """Retrieval metrics (percent) of `model` on an EvalSet, counted as `protocol` counts them,
     with the localisation error in metres where positions are known, and per-query results
     (s4g.results.SplitResults).
 
     Sizes in pixels (ground_size (H, W)); fov degrees cut from each panorama query, at north
-    or at a heading drawn from (seed, query index) when random_heading.
+    or at a heading drawn from (seed, query index) when random_heading. top_k > 0 also lists
+    each query's top_k references (results.top, for the per-query CSV and pictures).
     """
     was_training = model.training
     q, r = embed_eval_set(model, eval_set, aerial_size, ground_size, device=device, batch_size=batch_size,
                           workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress)
     model.train(was_training)
-    return split_results(q, r, eval_set, protocol=protocol, device=device)
+    return split_results(q, r, eval_set, protocol=protocol, device=device, k=top_k)
 
 
 def shown_metrics(eval_set: EvalSet, metrics: Mapping[str, float]) -> list[str]:

@@ -1,11 +1,12 @@
 """Per-query results of an evaluation: each query's rank, its top-k references and how far
 its top-1 reference lies from where it was taken; their summary; the per-query CSV.
 
-Reads embeddings, file names and positions, never an image. The ranks are the very ones
-the metrics were counted from (s4g.evaluate.evaluate_retrieval); the top-k lists come from
-s4g.mining.similar_references, ordered by score descending, equal scores by lower row. The
-two differ only on exact ties: a non-positive that ties the best positive does not count in
-its rank but can be listed before it.
+Reads embeddings, file names and positions, never an image. The ranks and each query's
+top-1 reference are the very ones the metrics were counted from (s4g.evaluate.evaluate_retrieval,
+one streamed pass); the top-k lists of the per-query CSV and the pictures, computed only when
+asked for, come from s4g.mining.similar_references, ordered by score descending, equal scores
+by lower row. The two differ only on exact ties: a non-positive that ties the best positive
+does not count in its rank but can be listed before it.
 
 Localisation error: the great-circle distance (s4g.geo.haversine_m) from the query's true
 position to the centre of its top-1 reference, wherever the set knows both (CVUSA, CVACT,
@@ -41,18 +42,21 @@ class SplitResults:
       positions are known.
     rank: (Q,) int64 number of non-positives scoring strictly above the best positive.
     true_reference: (Q,) int64 row of the best positive; true_score: (Q,) float32 its score.
-    top: (Q, k) int64 reference rows, most similar first; top_scores: (Q, k) float32.
+    top1: (Q,) int64 reference row retrieved first (the best positive when rank is 0).
     error_m: (Q,) float64 metres from the query's position to its top-1 reference's centre
       (NaN where either is unknown), or None when the set has no positions.
+    top: (Q, k) int64 reference rows, most similar first; top_scores: (Q, k) float32; both
+      None unless asked for (split_results' k).
     """
 
     metrics: dict[str, float]
     rank: np.ndarray
     true_reference: np.ndarray
     true_score: np.ndarray
-    top: np.ndarray
-    top_scores: np.ndarray
+    top1: np.ndarray
     error_m: np.ndarray | None
+    top: np.ndarray | None = None
+    top_scores: np.ndarray | None = None
 
 
 def top_references(query: np.ndarray, reference: np.ndarray, k: int = TOP_K, *,
@@ -104,16 +108,17 @@ def error_summary(error_m: np.ndarray | None) -> dict[str, float]:
 
 
 def split_results(query: np.ndarray, reference: np.ndarray, eval_set: EvalSet, *, protocol: str,
-                  k: int = TOP_K, device: str | torch.device | None = None) -> SplitResults:
+                  k: int = 0, device: str | torch.device | None = None) -> SplitResults:
     """Metrics and per-query results of (Q, D) query and (R, D) reference embeddings of
-    `eval_set`, counted as `protocol` counts them (s4g.evaluate)."""
+    `eval_set`, counted as `protocol` counts them (s4g.evaluate). k > 0 also lists each
+    query's top-k references (a second pass over the scores, for the CSV and pictures)."""
     ev = eval_set
     retrieval = evaluate_retrieval(query, reference, ev.query_labels, ev.reference_labels,
                                    semi_positives=ev.semi_positives, protocol=protocol, device=device)
-    top, top_scores = top_references(query, reference, k, device=device)
-    error = localisation_error_m(ev, top[:, 0])
+    error = localisation_error_m(ev, retrieval.top1)
+    top, top_scores = top_references(query, reference, k, device=device) if k > 0 else (None, None)
     return SplitResults({**retrieval.metrics, **error_summary(error)}, retrieval.rank, retrieval.best_positive,
-                        retrieval.best_positive_score, top, top_scores, error)
+                        retrieval.best_positive_score, retrieval.top1, error, top, top_scores)
 
 
 def _shown_path(path: str, root: str | os.PathLike | None) -> str:
@@ -137,7 +142,10 @@ def write_per_query_csv(path: str | os.PathLike, eval_set: EvalSet, results: Spl
                         root: str | os.PathLike | None = None) -> None:
     """One row per query (columns: per_query_header): files relative to `root` (when under
     it), rank as counted by the metrics (0 = found first), scores, error in metres and the
-    query's position in degrees (empty where unknown). Written atomically."""
+    query's position in degrees (empty where unknown). Written atomically. `results` must
+    hold the top-k lists (split_results with k > 0)."""
+    if results.top is None:
+        raise ValueError("write_per_query_csv needs results with top-k lists (split_results(..., k > 0))")
     ev = eval_set
     n_q, k = results.top.shape
     lat = np.full(n_q, np.nan) if ev.query_lat is None else ev.query_lat

@@ -206,6 +206,14 @@ def test_per_query_ranks_and_best_positives(seed, max_per_label):
     for k in (1, 2, 3):
         assert got.metrics[f"R@{k}"] == pytest.approx(100 * np.mean(want_rank < k))
     assert got.metrics == retrieval_metrics(q, r, ql, rl, ks=(1, 2, 3), device="cpu")
+    # top-1: the best positive when nothing beats it (ties do not), else the best non-positive,
+    # lowest row among equal scores (D=4 exact scores: ties are frequent)
+    other = np.where(pos, -np.inf, scores)
+    first_best_other = np.argmax(other == other.max(axis=1, keepdims=True), axis=1)
+    want_top1 = np.where(want_rank == 0, got.best_positive, first_best_other)
+    np.testing.assert_array_equal(got.top1, want_top1)
+    for block in ((1, 1), (3, 5), (64, 1000)):
+        np.testing.assert_array_equal(evaluate_retrieval(q, r, ql, rl, device="cpu", block=block).top1, want_top1)
 
 
 def test_torch_inputs_match_numpy():

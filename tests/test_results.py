@@ -61,6 +61,7 @@ def test_errors_are_the_distance_to_the_top1_centre(tmp_path):
     ev, q, r, truth, answer = world(tmp_path)
     res = split_results(q, r, ev, protocol="sample4geo", k=3, device="cpu")
     np.testing.assert_array_equal(res.top[:, 0], answer)
+    np.testing.assert_array_equal(res.top1, answer)  # from the metrics' own pass
     want = [haversine_np(ev.query_lat[i], ev.query_lon[i], ev.reference_lat[a], ev.reference_lon[a])
             for i, a in enumerate(answer)]
     np.testing.assert_allclose(res.error_m, want, rtol=1e-9, atol=1e-6)
@@ -101,6 +102,7 @@ def test_no_positions_means_no_error(tmp_path):
     ev = EvalSet("toy", ev.query_files, ev.reference_files, ev.query_labels, ev.reference_labels)
     res = split_results(q, r, ev, protocol="sample4geo", device="cpu")
     assert res.error_m is None and not any(k.startswith(("error", "within")) for k in res.metrics)
+    assert res.top is None and res.top_scores is None  # the top-k lists are a second pass, on request
 
 
 def test_per_query_csv_round_trips(tmp_path):

@@ -63,6 +63,7 @@ def eval_command(
     from s4g import datasets
     from s4g.fileio import save_json
     from s4g.inference import evaluate_split
+    from s4g.results import TOP_K
 
     if examples_count < 1 or examples_size < 32:
         raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
@@ -77,7 +78,8 @@ def eval_command(
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
                              ground_size=cfg.ground_size, device=dev, batch_size=cfg.batch_size,
-                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed)
+                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed,
+                             top_k=TOP_K if per_query is not None or examples is not None else 0)
     metrics = results.metrics
     console.print(f"{cfg.dataset} {cfg.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
     _print_metrics(ev, metrics)
