@@ -1,43 +1,116 @@
-"""The file edge: atomic output files, the safe reader of PyTorch files, file hashes."""
+"""The file edge: atomic output files, checks that an output loses no one's file, the safe
+reader of PyTorch files, file hashes.
+
+Every s4g output goes through `atomic_path` (temporary name in the target's folder, flushed
+to disk, renamed), so a crash, a full disk or a kill leaves the previous version intact; a
+failed write is an OSError naming the target file and the cause. Every command checks its
+output paths with `check_output` before it starts its work.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from s4g.errors import UserInputError
 
+# mkstemp's names: "." + target name + "." + 8 characters + ".tmp" + an optional extension.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto `path`.
 
     A crash or exception leaves any previous file at `path` untouched and removes the
     temporary file. `suffix` keeps extensions that writers insist on (np.savez adds ".npz").
+    durable: flush the file (and the rename) to the disk before returning, so a power cut
+    cannot leave an empty file behind; off only for bulk files that can be made again.
+    An OSError while writing (disk full, I/O error, no permission) is raised again naming
+    `path` rather than the temporary file, and saying that the previous version is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    _make_folder(path.parent)
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
+        if durable:
+            _fsync(tmp_path)
         os.replace(tmp_path, path)
+        if durable:
+            _fsync_folder(path.parent)
+    except OSError as err:
+        named = None if err.filename is None else os.fsdecode(err.filename)
+        if named not in (None, str(tmp_path), str(path), str(path.parent)):
+            raise  # about another file (an input read inside the block): keep it as it is
+        raise write_error(path, err) from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def _make_folder(folder: Path) -> None:
+    """Create `folder` (and its parents); an OSError naming the part that is a file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"is a file, not a folder, so nothing can be written into {folder}", str(blocker)
+        ) from None
+
+
+def write_error(path: str | os.PathLike, err: OSError) -> OSError:
+    """An OSError naming `path` and the cause of `err`, for a write that did not happen."""
+    code = err.errno if err.errno is not None else errno.EIO
+    cause = err.strerror or os.strerror(code)
+    name = errno.errorcode.get(code, str(code))
+    advice = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",
+              errno.EACCES: "; check the folder's permissions", errno.EROFS: "; write somewhere else"}
+    return OSError(
+        code,
+        f"could not be written: {cause} ({name}); any previous version of the file is unchanged"
+        + advice.get(code, ""),
+        str(path),
+    )
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist a rename in `folder`; some systems cannot open or sync a folder (ignored)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
@@ -52,6 +125,42 @@ def save_json(path: str | os.PathLike, obj: object) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+class _RecordingWriter:
+    """A binary file whose write errors are remembered: torch.save turns an OSError of the
+    file it writes into a RuntimeError without the errno ("unexpected pos ..."), so the
+    saver raises the recorded OSError instead."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """torch.save(obj) to `path` atomically; a failed write is an OSError naming `path`."""
+    import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
+
+    with atomic_path(path) as tmp:
+        # A Python file object, not the path: torch's C++ writer cannot take a path that is
+        # not UTF-8, and it hides the errno of a failed write.
+        with open(tmp, "wb") as fh:
+            writer = _RecordingWriter(fh)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError:
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
+
+
 def load_torch_file(path: str | os.PathLike) -> Any:
     """The content of a PyTorch file, loaded with weights_only=True onto the CPU.
 
@@ -64,17 +173,26 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise UserInputError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as fh:
+            return torch.load(fh, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - garbage bytes raise KeyError, IndexError, ...
-        # torch's refusal runs to a page of advice; its one informative line names the class.
-        reason = next(
-            (ln.split(":", 1)[1].strip() for ln in str(err).splitlines() if "WeightsUnpickler error" in ln),
-            f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}",
-        )
+        if isinstance(err, OSError) and err.filename is not None:
+            raise
         raise UserInputError(
             f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
-            f"plain values (refused for safety): {reason}"
+            f"plain values (refused for safety: loading such a file could run code): {_refusal(err)}"
         ) from err
+
+
+def _refusal(err: Exception) -> str:
+    """The informative part of torch's refusal, without its advice to load unsafely."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it refers to {found.group(1)}, which is not a tensor or a plain value"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(("Check the documentation", "Weights only load failed"))]
+    return f"{type(err).__name__}: {useful[0] if useful else (lines[0] if lines else '')}"
 
 
 # safetensors dtype names -> torch dtype names (the subset weights files use)
@@ -128,3 +246,107 @@ def file_sha256(path: str | os.PathLike) -> str:
         while block := f.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (after links, hard links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputKind:
+    """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
+    index"), and how to tell one (`matches(path)` reads headers, never a whole large file)."""
+
+    description: str
+    matches: Callable[[Path], bool]
+
+
+def _zip_members(path: Path) -> set[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return set(zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return set()
+
+
+def npz_kind(description: str, *arrays: str) -> OutputKind:
+    """An .npz output recognised by the names of its arrays."""
+    return OutputKind(description, lambda p: {f"{a}.npy" for a in arrays} <= _zip_members(p))
+
+
+def json_kind(description: str, *keys: str) -> OutputKind:
+    """A JSON-object output recognised by its keys."""
+
+    def matches(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8-sig") as fh:
+                obj = json.load(fh)
+        except (OSError, ValueError):
+            return False
+        return isinstance(obj, dict) and set(keys) <= obj.keys()
+
+    return OutputKind(description, matches)
+
+
+def _is_png(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+PNG_IMAGE = OutputKind("PNG image", _is_png)
+
+
+def check_output(
+    path: str | os.PathLike,
+    kind: OutputKind,
+    *,
+    option: str,
+    overwrite: bool,
+    inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
+) -> Path:
+    """`path` if a command may write its `kind` of output there; UserInputError otherwise.
+
+    Refused: one of the command's `inputs` ((option as spelled, path) pairs; the same file
+    after links), a folder, an existing file of another kind (never replaced, even with
+    --overwrite), and an existing output of this kind unless `overwrite`. option: how the
+    output's option is spelled (e.g. "--out"). Called before the command's work starts.
+    """
+    path = Path(path)
+    for name, source in inputs:
+        if source is not None and Path(source).exists() and same_file(path, source):
+            raise UserInputError(
+                f"{option} {path} is this command's input ({name} {source}); write the output to "
+                "another file"
+            )
+    if path.is_dir():
+        raise UserInputError(f"{option} {path} is a folder; give the name of the file to write ({kind.description})")
+    if not path.exists():
+        return path
+    if not path.is_file() or not kind.matches(path):
+        raise UserInputError(
+            f"{option} {path} already exists and is not {kind.description}; s4g does not write "
+            "over other files (not even with --overwrite): choose another name, or move that file away first"
+        )
+    if not overwrite:
+        raise UserInputError(
+            f"{option} {path} already exists ({kind.description}); pass --overwrite to replace it, "
+            "or choose another name"
+        )
+    return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Delete the temporary files an interrupted `atomic_path` left in `folder` (names
+    `.<target>.<8 characters>.tmp[.ext]`); returns their names. Only for a folder no other
+    process writes into (a locked run folder)."""
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and _TEMPORARY.match(entry.name):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return sorted(removed)

@@ -28,7 +28,7 @@ import torch
 from s4g.checkpoint import load_checkpoint
 from s4g.embed import embed_files, view_size
 from s4g.errors import UserInputError
-from s4g.fileio import file_sha256, save_npz
+from s4g.fileio import file_sha256, npz_kind, save_npz
 from s4g.geo import nearest_spacing_m
 from s4g.sampling import topk_init, topk_merge
 
@@ -37,6 +37,8 @@ INDEX_VERSION = 1
 # rows of the index scored per block while searching (x D floats: 16 MB at D = 1024)
 SEARCH_BLOCK = 4096
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # ZIP local file header (APPNOTE 4.3.7)
+#: The kind of file `s4g index --out` writes (s4g.fileio.check_output).
+INDEX_FILE = npz_kind("an s4g index", "embeddings", "meta")
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,9 @@ def test_import_weights_cli_writes_a_checkpoint_with_sizes(tmp_path):
     assert config["aerial_size"] == 384 and config["ground_size"] == [384, 768]
     assert len(config["imported_from"]["sha256"]) == 64
     assert _same_embeddings(timm_model, model) <= 1e-5
-    # without --dataset the sizes are CVUSA's, and explicit sizes win
+    # without --dataset the sizes are CVUSA's, and explicit sizes win (replacing needs --overwrite)
     result = runner.invoke(
-        app, ["import-weights", str(src), "--out", str(out), "--ground-size", "64", "256"]
+        app, ["import-weights", str(src), "--out", str(out), "--ground-size", "64", "256", "--overwrite"]
     )
     assert result.exit_code == 0, result.output
     assert load_checkpoint(out)[1]["ground_size"] == [64, 256]

@@ -11,6 +11,9 @@ import typer
 from s4g import datasets
 from s4g.cli.app import DatasetName, command, console, dataset_name, err_console
 from s4g.errors import UserInputError
+from s4g.fileio import PNG_IMAGE, check_output, npz_kind
+
+NEIGHBOURS_FILE = npz_kind("an s4g neighbours file", "idx", "dist_m")
 
 
 @command("synth")
@@ -28,7 +31,7 @@ def synth_cmd(
     cvact_missing: Annotated[int, typer.Option(help="cvact only: train/val ids with one image left out.")] = 2,
     drone_views: Annotated[int, typer.Option(help="university only: drone views a building.")] = 8,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder that s4g synth did not write.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder that s4g synth did not write (never over its files); replace an existing --preview.")] = False,
     preview: Annotated[Optional[Path], typer.Option(help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
 ) -> None:
     """Write a synthetic dataset in the exact on-disk layout of a benchmark."""
@@ -36,6 +39,8 @@ def synth_cmd(
     from s4g.synth.preview import save_preview
     from s4g.synth.writer import write_layout
 
+    if preview is not None:
+        check_output(preview, PNG_IMAGE, option="--preview", overwrite=overwrite)
     with progress(console=err_console) as bar:
         task = bar.add_task(f"synth {layout}", total=None)
         manifest = write_layout(
@@ -64,6 +69,7 @@ def neighbours_cmd(
     ] = None,
     split_dir: Annotated[str, typer.Option("--split-dir", help="Split folder of --dataset.")] = "splits",
     k: Annotated[int, typer.Option("--k", help="Neighbours per point (exact, haversine).")] = 128,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing neighbours file.")] = False,
 ) -> None:
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
     dataset = dataset_name(dataset)
@@ -90,6 +96,7 @@ def neighbours_cmd(
         raise UserInputError(
             f"--k {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
         )
+    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords)])
     start = time.perf_counter()
     with console.status(f"exact {k}-NN of {len(lat):,} points..."):
         idx, dist = gps_neighbours(lat, lon, k)

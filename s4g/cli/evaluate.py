@@ -9,9 +9,21 @@ import typer
 
 from s4g.cli.app import DatasetName, command, console, dataset_name
 from s4g.errors import UserInputError
+from s4g.fileio import check_output, json_kind, npz_kind
 
 _CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
+_OVERWRITE_HELP = "Replace an existing output file of the same kind."
+METRICS_FILE = json_kind("an s4g eval metrics file", "checkpoint", "metrics")
+MINED_FILE = npz_kind("an s4g mine neighbour file", "neighbours", "reference_files")
+
+
+def default_metrics_path(checkpoint: Path, dataset: str, split: str, fov: float | None, random_heading: bool,
+                         seed: int) -> Path:
+    """eval-<dataset>-<split>[-fov<deg>-north | -fov<deg>-random-seed<seed>].json beside the
+    checkpoint: evaluations of other views of the same split never share a file."""
+    view = "" if fov is None else f"-fov{fov:g}-" + (f"random-seed{seed}" if random_heading else "north")
+    return checkpoint.parent / f"eval-{dataset}-{split}{view}.json"
 
 
 def _inputs(checkpoint: Optional[Path], runs_dir: Path, device: Optional[str], **given):
@@ -36,8 +48,9 @@ def eval_command(
     split: Annotated[Optional[str], typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
     split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
     json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Metrics JSON (default: eval-<dataset>-<split>.json beside the checkpoint).")
+        Optional[Path], typer.Option("--json", help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the checkpoint).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
@@ -74,6 +87,9 @@ def eval_command(
         split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
         random_heading=random_heading,
     )
+    out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
+    check_output(out, METRICS_FILE, option="--json" if json_out else "the default --json", overwrite=overwrite,
+                 inputs=[("--checkpoint", ckpt)])
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
@@ -96,7 +112,6 @@ def eval_command(
         save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
                                             seed=examples_seed, cell=examples_size))
         console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
-    out = json_out or ckpt.parent / f"eval-{cfg.dataset}-{cfg.split}.json"
     save_json(out, {
         "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
         "split": cfg.split, "protocol": spec.protocol, "queries": len(ev.query_files),
@@ -143,6 +158,7 @@ def mine_command(
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
 ) -> None:
     """Hard negatives for DSS: each class's k most similar other references under a model."""
     dataset = dataset_name(dataset)
@@ -156,6 +172,7 @@ def mine_command(
         checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
         batch_size=batch_size, workers=workers,
     )
+    check_output(out, MINED_FILE, option="--out", overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
     if k is None:
         k = int(config.get("neighbour_range", 128))
     train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)

@@ -26,6 +26,7 @@ def index_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index file.")] = False,
 ) -> None:
     """Embed geo-tagged aerial tiles into an index file that s4g locate searches."""
     dataset = dataset_name(dataset)
@@ -34,11 +35,14 @@ def index_cmd(
     import numpy as np
 
     from s4g.data.tables import read_tiles
-    from s4g.index import build_index
+    from s4g.fileio import check_output
+    from s4g.index import INDEX_FILE, build_index
     from s4g.runtime import pick_device
 
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
+    check_output(out, INDEX_FILE, option="--out", overwrite=overwrite,
+                 inputs=[("--checkpoint", checkpoint), ("--coords", coords)])
     dev = pick_device(device)
     kind = "aerial"
     if dataset is not None:
@@ -88,9 +92,10 @@ def locate_cmd(
     import json
 
     from s4g.index import open_index
-    from s4g.locate import locate_photos
+    from s4g.locate import check_locate_options, locate_photos
     from s4g.runtime import pick_device
 
+    check_locate_options(k=k, fov_deg=fov, heading_deg=heading, radius_m=radius)
     tiles = open_index(index)
     if geojson is not None and not tiles.meta.get("has_coordinates"):
         raise UserInputError(f"--geojson: {index} holds no tile coordinates, so there is nothing to put on a map")

@@ -24,11 +24,14 @@ def import_weights_cmd(
     ground_size: Annotated[
         Optional[tuple[int, int]], typer.Option(help="Ground image height and width in pixels.")
     ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing s4g checkpoint at --out.")] = False,
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
     dataset = dataset_name(dataset)
-    from s4g.checkpoint import import_weights
+    from s4g.checkpoint import CHECKPOINT_FILE, import_weights
+    from s4g.fileio import check_output
 
+    check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
         src, out, backbone, dataset=dataset, aerial_size=aerial_size, ground_size=ground_size
     )

@@ -54,12 +54,13 @@ def jitter_lut(amount: float, seed: tuple) -> list[int] | None:
     return np.clip(v, 0, 255).astype(np.uint8).ravel().tolist()
 
 
-def save_image(path: Path, img: np.ndarray | Image.Image, quality: int = 90) -> None:
+def save_image(path: Path, img: np.ndarray | Image.Image, quality: int = 90, *, durable: bool = True) -> None:
     """Write an RGB image (uint8 array or PIL image) atomically; the format follows the
-    extension (jpg/jpeg/png)."""
+    extension (jpg/jpeg/png). durable=False skips the flush to disk (bulk files made again
+    by rerunning s4g synth)."""
     ext = path.suffix.lower()
     im = img if isinstance(img, Image.Image) else Image.fromarray(img)
-    with atomic_path(path, suffix=ext) as tmp:
+    with atomic_path(path, suffix=ext, durable=durable) as tmp:
         if ext == ".png":
             im.save(tmp, format="PNG", compress_level=1)
         else:
@@ -86,7 +87,7 @@ def _run_task(args: tuple) -> int:
         if lut is not None:
             img = img.point(lut)  # a table lookup in C: 2x cheaper than float maths on the array
         for rel in rels:
-            save_image(Path(root) / rel, img, opts["quality"])
+            save_image(Path(root) / rel, img, opts["quality"], durable=False)
     return len(jobs)
 
 

@@ -108,6 +108,12 @@ def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 10
         plan = _plan(layout, locations, seed, sizes, style, tile_m, cvact_missing, vigor_layout, drone_views,
                      distractors)
         files = sorted({r for _, _, rels, _ in plan.items for r in rels} | set(plan.texts) | set(plan.binaries))
+        # prepare_out removed an earlier synth output's files: whatever is left is someone else's
+        clash = next((rel for rel in files if (root / rel).exists()), None)
+        if clash is not None:
+            raise UserInputError(
+                f"--out {str(root)!r} already holds {clash}, which s4g synth did not write; it never writes "
+                "over other files (not even with --overwrite): choose a new or empty folder")
         manifest = {"layout": layout, "locations": locations, "seed": seed, "size": size, "complete": False,
                     "generator_version": GENERATOR_VERSION,
                     "image_sizes": {"aerial": [sizes["aerial"]] * 2, "ground": list(sizes["ground"])},

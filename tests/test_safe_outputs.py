@@ -1,0 +1,201 @@
+"""Outputs never cost a user a file: no command writes onto its own input or onto a file of
+another kind, replacing an output needs --overwrite, default names keep evaluations of other
+views apart, and a failed write (disk full, ...) is one paragraph that keeps the old file."""
+
+from __future__ import annotations
+
+import errno
+import json
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from probes import (
+    FullDisk,
+    assert_unchanged,
+    child_env,
+    cli_subprocess_args,
+    error_paragraph,
+    paragraph_of,
+    snapshot,
+    temporaries,
+)
+from typer.testing import CliRunner
+
+from s4g import fileio
+from s4g.checkpoint import save_checkpoint
+from s4g.cli import app
+from s4g.model import build_model
+from s4g.synth.writer import write_layout
+
+runner = CliRunner()
+SIZES = {"aerial_size": 64, "ground_size": [32, 128]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cvusa")
+    write_layout("cvusa", root, locations=40, seed=0, workers=1)
+    return root
+
+
+@pytest.fixture()
+def run_dir(world, tmp_path) -> Path:
+    """A finished run's folder: best.pt and last.pt of a fresh convnext_micro."""
+    torch.manual_seed(0)
+    config = {"dataset": "cvusa", "data_root": str(world), "backbone": "convnext_micro", "split_dir": "splits",
+              "eval_split": "test", "batch_size": 8, "neighbour_range": 5, "workers": 0, **SIZES}
+    run = tmp_path / "run"
+    save_checkpoint(run / "best.pt", build_model("convnext_micro"), config)
+    shutil.copy(run / "best.pt", run / "last.pt")
+    return run
+
+
+def invoke(*args) -> object:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def coords(tmp_path: Path) -> Path:
+    path = tmp_path / "pts.csv"
+    path.write_text("lat,lon\n" + "".join(f"{i * 0.01},{i * 0.02}\n" for i in range(20)))
+    return path
+
+
+def test_no_command_writes_onto_an_input_or_another_kind_of_file(world, run_dir, tmp_path):
+    pts = coords(tmp_path)
+    (tmp_path / "link.npz").symlink_to(pts)
+    tile = next((world / "bingmap" / "19").iterdir())
+    before = snapshot(run_dir, pts, tile)
+    ckpt = ["--checkpoint", run_dir / "best.pt"]
+    probes = {
+        "eval --json onto its checkpoint": (["eval", *ckpt, "--json", run_dir / "best.pt"], "input"),
+        "eval --json onto another checkpoint": (["eval", *ckpt, "--json", run_dir / "last.pt"], "not an s4g eval"),
+        "mine --out onto a checkpoint": (["mine", *ckpt, "--out", run_dir / "last.pt"], "not an s4g mine"),
+        "index --out onto a checkpoint": (["index", *ckpt, "--dataset", "cvusa", "--data-root", world,
+                                           "--out", run_dir / "last.pt"], "not an s4g index"),
+        "neighbours --out onto --coords": (["neighbours", "--coords", pts, "--k", "3", "--out", pts], "input"),
+        "neighbours --out onto --coords by a link": (["neighbours", "--coords", pts, "--k", "3", "--out", tmp_path / "link.npz"],
+                                                     "input"),
+        "neighbours --out onto a dataset image": (["neighbours", "--coords", pts, "--k", "3", "--out", tile, "--overwrite"],
+                                                  "not an s4g neighbours file"),
+        "import-weights --out onto its source": (["import-weights", run_dir / "last.pt", "--out", run_dir / "last.pt"],
+                                                 "input"),
+        "import-weights --out onto a checkpoint": (["import-weights", pts, "--out", run_dir / "best.pt"],
+                                                   "--overwrite"),
+        "eval --json a folder": (["eval", *ckpt, "--json", run_dir], "folder"),
+    }
+    for label, (args, said) in probes.items():
+        message = error_paragraph(invoke(*args))
+        assert said in message, (label, message)
+        assert_unchanged(before)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_replacing_an_output_needs_overwrite(tmp_path):
+    pts = coords(tmp_path)
+    out = tmp_path / "nb.npz"
+    assert invoke("neighbours", "--coords", pts, "--k", "3", "--out", out).exit_code == 0
+    before = snapshot(out)
+    message = error_paragraph(invoke("neighbours", "--coords", pts, "--k", "4", "--out", out))
+    assert "--overwrite" in message and str(out) in message
+    assert_unchanged(before)
+    assert invoke("neighbours", "--coords", pts, "--k", "4", "--out", out, "--overwrite").exit_code == 0
+    with np.load(out) as f:
+        assert f["idx"].shape == (20, 4)
+
+
+def test_synth_never_writes_over_files_it_did_not_write(tmp_path):
+    out = tmp_path / "mine"
+    (out / "splits").mkdir(parents=True)
+    (out / "splits" / "train-19zl.csv").write_text("bingmap/19/0000001.jpg,streetview/panos/0000001.jpg,x\n")
+    before = snapshot(out)
+    message = error_paragraph(invoke("synth", "--layout", "cvusa", "--out", out, "--locations", "4",
+                                     "--workers", "1", "--overwrite"))
+    assert "train-19zl.csv" in message and "did not write" in message
+    assert_unchanged(before)
+
+
+def test_evaluations_of_other_views_get_their_own_default_file(run_dir):
+    base = ["eval", "--checkpoint", run_dir / "best.pt", "--device", "cpu", "--batch-size", "16"]
+    assert invoke(*base).exit_code == 0
+    full = run_dir / "eval-cvusa-test.json"
+    before = snapshot(full)
+    for extra, name in ((["--fov", "90"], "eval-cvusa-test-fov90-north.json"),
+                        (["--fov", "90", "--random-heading", "--seed", "3"], "eval-cvusa-test-fov90-random-seed3.json")):
+        result = invoke(*base, *extra)
+        assert result.exit_code == 0, result.output
+        saved = json.loads((run_dir / name).read_text())
+        assert saved["fov"] == 90
+    assert_unchanged(before)
+    # the same evaluation again: its file exists, so --overwrite is needed
+    message = error_paragraph(invoke(*base, "--fov", "90"))
+    assert "eval-cvusa-test-fov90-north.json" in message and "--overwrite" in message
+    assert_unchanged(before)
+
+
+def test_disk_full_while_saving_a_checkpoint_keeps_the_old_one(run_dir, monkeypatch):
+    before = snapshot(run_dir)
+    monkeypatch.setattr(fileio, "open", lambda path, mode: FullDisk(path, 4096), raising=False)
+    with pytest.raises(OSError) as caught:
+        save_checkpoint(run_dir / "best.pt", build_model("convnext_micro"), {"dataset": "cvusa"})
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(run_dir / "best.pt")
+    message = paragraph_of(f"error: {caught.value.filename}: {caught.value.strerror}")
+    assert "No space left on device" in message and "unchanged" in message
+    assert_unchanged(before)
+    assert temporaries(run_dir) == []
+
+
+def test_disk_full_in_a_command_names_the_file(tmp_path, monkeypatch):
+    pts = coords(tmp_path)
+    out = tmp_path / "nb.npz"
+    assert invoke("neighbours", "--coords", pts, "--k", "3", "--out", out).exit_code == 0
+    before = snapshot(tmp_path)
+
+    def full_savez(file, **arrays):
+        Path(file).write_bytes(b"PK\x03\x04 partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.np, "savez", full_savez)
+    message = error_paragraph(invoke("neighbours", "--coords", pts, "--k", "4", "--out", out, "--overwrite"))
+    assert str(out) in message and "No space left on device" in message and "Errno" not in message
+    assert_unchanged(before)
+    assert temporaries(tmp_path) == []
+
+
+def _limit_file_size(limit: int):
+    def limit_in_child() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_in_child
+
+
+def test_a_write_the_kernel_refuses_is_one_paragraph(run_dir, tmp_path):
+    """A real failed write, without root: the file-size limit makes the kernel refuse the
+    checkpoint's bytes past 64 KB (EFBIG), as a full disk refuses them (ENOSPC)."""
+    before = snapshot(run_dir)
+    code = ("import sys\nfrom s4g.checkpoint import save_checkpoint\nfrom s4g.model import build_model\n"
+            "try:\n    save_checkpoint(sys.argv[1], build_model('convnext_micro'), {})\n"
+            "except OSError as err:\n    print(f'error: {err.filename}: {err.strerror}')\n")
+    done = subprocess.run([sys.executable, "-c", code, str(run_dir / "best.pt")], capture_output=True,
+                          text=True, env=child_env(), preexec_fn=_limit_file_size(64 << 10), timeout=600)
+    message = paragraph_of(done.stdout + done.stderr)
+    assert str(run_dir / "best.pt") in message and "File too large" in message
+    assert_unchanged(before)
+    assert temporaries(run_dir) == []
+    # and through a command: the neighbours file does not fit either
+    pts = tmp_path / "many.csv"
+    pts.write_text("lat,lon\n" + "".join(f"{i * 1e-3},{i * 2e-3}\n" for i in range(2000)))
+    done = subprocess.run(cli_subprocess_args("neighbours", "--coords", str(pts), "--k", "8", "--out",
+                                              str(tmp_path / "nb.npz")),
+                          capture_output=True, text=True, env=child_env(), preexec_fn=_limit_file_size(64 << 10),
+                          timeout=600)
+    assert done.returncode == 2, done.stderr
+    message = paragraph_of(done.stderr)
+    assert str(tmp_path / "nb.npz") in message and "File too large" in message
+    assert not (tmp_path / "nb.npz").exists() and temporaries(tmp_path) == []
