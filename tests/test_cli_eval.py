@@ -13,7 +13,7 @@ from PIL import Image
 from reference import haversine_np
 from typer.testing import CliRunner
 
-from s4g.checkpoint import save_checkpoint
+from s4g.checkpoint import payload_digest, save_checkpoint
 from s4g.cli import app
 from s4g.datasets import load_eval, load_train
 from s4g.embed import embed_files
@@ -164,8 +164,11 @@ def test_eval_limited_field_of_view(checkpoint, tmp_path):
 
 
 def rewrite(checkpoint: Path, tmp_path: Path, change) -> Path:
+    """A copy of the checkpoint with `change` made to its content and a matching checksum
+    (what a run that saved such weights would have written)."""
     payload = torch.load(checkpoint, weights_only=True)
     change(payload)
+    payload["sha256"] = payload_digest(payload)
     path = tmp_path / "changed.pt"
     torch.save(payload, path)
     return path
