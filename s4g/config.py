@@ -64,7 +64,8 @@ class TrainConfig(Preset):
     lr per step, cosine-decayed after `warmup_epochs` of linear warm-up. `data_root` None
     means the dataset's own default (the cached world for "synthetic"). `out` None means
     runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current directory. `fov`/`random_heading` crop
-    training panoramas to a limited field of view (degrees) at a random heading. `device`:
+    training panoramas to a limited field of view (degrees) at a random heading.
+    `check_images`: read every training image's header before the first evaluation. `device`:
     "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N". `synth_locations` /
     `synth_seed`: size and seed of the synthetic world.
     """
@@ -80,6 +81,7 @@ class TrainConfig(Preset):
     fov: float | None = None
     random_heading: bool = False
     skip_bad_images: bool = False
+    check_images: bool = True
     log_every: int = 20
     synth_locations: int = 1500
     synth_seed: int = 0

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from s4g.checkpoint import load_checkpoint
-from s4g.data.transforms import fov_size
+from s4g.data.transforms import check_fov, fov_size
 from s4g.embed import embed_files
 from s4g.errors import UserInputError
 from s4g.geo import haversine_m
@@ -86,6 +86,23 @@ def index_checkpoint(index: Index, checkpoint: str | os.PathLike | None) -> Path
     return Path(recorded)
 
 
+def check_locate_options(*, k: int, fov_deg: float | None, heading_deg: float | None, radius_m: float | None) -> None:
+    """UserInputError naming the option (as spelled on the command line) that locate_photos
+    cannot take; cheap, so the CLI runs it before opening the index."""
+    check_fov(fov_deg)
+    if heading_deg is not None and fov_deg is not None:
+        raise UserInputError(
+            "--heading rolls a panorama north-up; a limited field-of-view photo (--fov) is "
+            "embedded as taken, so drop --heading"
+        )
+    if heading_deg is not None and not math.isfinite(heading_deg):
+        raise UserInputError(f"--heading must be a finite number of degrees, got {heading_deg}")
+    if k < 1:
+        raise UserInputError(f"--k must be at least 1, got {k}")
+    if radius_m is not None and not 0 < radius_m < math.inf:
+        raise UserInputError(f"--radius must be a finite positive number of metres, got {radius_m}")
+
+
 def locate_photos(
     index: Index,
     photos: Sequence[str | os.PathLike],
@@ -105,15 +122,7 @@ def locate_photos(
     -> one dict per photo: {"photo", "results": [{"rank", "file", "path", "lat", "lon",
        "score"}], "consensus": see s4g.index.consensus, or None}. lat/lon None when unknown.
     """
-    if heading_deg is not None and fov_deg is not None:
-        raise UserInputError(
-            "--heading rolls a panorama north-up; a limited field-of-view photo (--fov) is "
-            "embedded as taken, so drop --heading"
-        )
-    if k < 1:
-        raise UserInputError(f"--k must be at least 1, got {k}")
-    if radius_m is not None and not radius_m > 0:
-        raise UserInputError(f"--radius must be a positive number of metres, got {radius_m}")
+    check_locate_options(k=k, fov_deg=fov_deg, heading_deg=heading_deg, radius_m=radius_m)
     checkpoint = index_checkpoint(index, checkpoint)
     model, _ = load_checkpoint(checkpoint)
     check_same_model(index, model, checkpoint)

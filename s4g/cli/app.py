@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Annotated, Optional
 
@@ -56,7 +57,11 @@ def fail(message: str) -> typer.Exit:
 def user_error_message(err: BaseException) -> str | None:
     """The paragraph for an error the user caused, or None for a bug (keep its traceback)."""
     if isinstance(err, UserInputError):
-        return str(err)
+        # A DataLoader worker's error comes back as "Caught ... Original Traceback ...": keep
+        # the message the worker raised.
+        text = str(err)
+        marker = f"{UserInputError.__module__}.{UserInputError.__name__}: "
+        return text.rsplit(marker, 1)[1].strip() if text.startswith("Caught ") and marker in text else text
     if isinstance(err, OSError) and err.filename is not None:
         return f"{err.filename}: {err.strerror or err}"
     return None
@@ -69,7 +74,9 @@ def command(*args, **kwargs) -> Callable:
         @functools.wraps(fn)
         def wrapper(*a, **kw):
             try:
-                return fn(*a, **kw)
+                with warnings.catch_warnings():
+                    warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                    return fn(*a, **kw)
             except (UserInputError, OSError) as err:
                 message = user_error_message(err)
                 if message is None:
@@ -79,6 +86,13 @@ def command(*args, **kwargs) -> Callable:
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+def _show_warning(default: Callable, message, category, *args, **kwargs) -> None:
+    """s4g's own warnings as one "warning:" paragraph; others as Python shows them."""
+    if category.__module__.split(".")[0] != "s4g":
+        return default(message, category, *args, **kwargs)
+    err_console.print(f"[yellow]warning:[/] {message}", soft_wrap=True, highlight=False)
 
 
 def _version(value: bool) -> None:

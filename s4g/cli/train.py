@@ -48,6 +48,7 @@ def train_cmd(
     fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
     random_heading: Annotated[bool, typer.Option("--random-heading", help="With --fov: random heading per sample.")] = False,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+    check_images: Annotated[Optional[bool], typer.Option("--check-images/--no-check-images", help="Read every training image's header before the first evaluation (default: check).")] = None,
     log_every: Annotated[Optional[int], typer.Option(help="Log the loss every N steps.")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
     locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
@@ -66,7 +67,7 @@ def train_cmd(
         aerial_size=aerial_size,
         ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
-        skip_bad_images=skip_bad_images or None, log_every=log_every, augment=augment,
+        skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
         synth_locations=locations,
     )
     point = ResumePoint.read(resume) if resume is not None else None

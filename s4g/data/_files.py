@@ -87,7 +87,11 @@ def check_listed(files: Iterable[str], source: str | os.PathLike) -> None:
         )
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a text file."""
-    with open(path, encoding="utf-8") as fh:
-        return [line.strip() for line in fh if line.strip()]
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-empty lines of a UTF-8 text file (a
+    byte-order mark is skipped)."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            return [(n, line.strip()) for n, line in enumerate(fh, start=1) if line.strip()]
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{str(path)!r}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None

@@ -25,31 +25,54 @@ from s4g.errors import UserInputError
 
 SPLIT_FILES = {"train": "train-19zl.csv", "test": "val-19zl.csv"}
 EVAL_SPLITS = ("test",)
+# Top folders that mark a row's file as the wrong kind for its column (columns swapped, or
+# shifted onto the segmentation annotations).
+NOT_AERIAL = ("streetview", "annotations")
+NOT_GROUND = ("bingmap", "annotations")
+
+
+def _top_folder(rel: str) -> str:
+    return rel.replace("\\", "/").lstrip("/").split("/", 1)[0]
+
+
+def _check_columns(path: Path, lineno: int, aerial: str, ground: str) -> None:
+    """UserInputError naming the line when a column names the other column's kind of file."""
+    if _top_folder(aerial) in NOT_AERIAL or _top_folder(ground) in NOT_GROUND:
+        raise UserInputError(
+            f"{str(path)!r} line {lineno}: the first column must name the aerial tile (bingmap/...) and the "
+            f"second the panorama (streetview/...), but they name {aerial!r} and {ground!r}; are the "
+            "columns swapped?"
+        )
 
 
 def _read_split(root: Path, split_dir: str, split: str) -> tuple[list[str], list[str], np.ndarray]:
     """(ground paths, aerial paths, sample ids (P,) int64) of one split file, checked on disk."""
     path = require_file(root / split_dir / SPLIT_FILES[split], f"the CVUSA {split} split")
     ground, aerial, ids = [], [], []
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise UserInputError(
-                    f"{str(path)!r} line {lineno}: expected 'bingmap/..,streetview/..,annotations/..'"
-                    f", got {','.join(row)!r}."
-                )
-            stem = os.path.splitext(os.path.basename(row[0].strip()))[0]
-            try:
-                ids.append(int(stem))
-            except ValueError:
-                raise UserInputError(
-                    f"{str(path)!r} line {lineno}: the aerial file name {row[0]!r} should be the "
-                    "integer sample id (e.g. bingmap/19/0000019.jpg)."
-                ) from None
-            aerial.append(str(root / row[0].strip()))
-            ground.append(str(root / row[1].strip()))
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        try:
+            rows = list(enumerate(csv.reader(fh), start=1))
+        except UnicodeDecodeError as err:
+            raise UserInputError(f"{str(path)!r}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    for lineno, row in rows:
+        if not row:
+            continue
+        if len(row) < 2:
+            raise UserInputError(
+                f"{str(path)!r} line {lineno}: expected 'bingmap/..,streetview/..,annotations/..'"
+                f", got {','.join(row)!r}."
+            )
+        _check_columns(path, lineno, row[0].strip(), row[1].strip())
+        stem = os.path.splitext(os.path.basename(row[0].strip()))[0]
+        try:
+            ids.append(int(stem))
+        except ValueError:
+            raise UserInputError(
+                f"{str(path)!r} line {lineno}: the aerial file name {row[0]!r} should be the "
+                "integer sample id (e.g. bingmap/19/0000019.jpg)."
+            ) from None
+        aerial.append(str(root / row[0].strip()))
+        ground.append(str(root / row[1].strip()))
     if not ids:
         raise UserInputError(f"the CVUSA split file {str(path)!r} lists no samples.")
     check_listed(ground + aerial, path)

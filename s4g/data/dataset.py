@@ -92,7 +92,8 @@ class PairDataset(Dataset):
             aerial = load_image(self.reference_files[cls])
         except UserInputError as err:
             if not self.skip_bad_images:
-                raise
+                raise UserInputError(f"{err} To train without the pairs whose images cannot be read, "
+                                     "pass --skip-bad-images.") from None
             self.bad_items += 1
             warnings.warn(BadImageWarning(f"skipping training pair {index}: {err}"), stacklevel=2)
             h, w = self.ground_size

@@ -1,14 +1,23 @@
-"""Image decoding: file -> uint8 RGB tensor, with errors that name the file."""
+"""Image decoding: file -> uint8 RGB tensor, with errors that name the file; and the cheap
+header check that finds unusable images before a run spends time on them."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, read_file
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
 
 from s4g.errors import UserInputError
+
+# The formats torchvision's decode_image reads (as PIL names them).
+DECODABLE = ("JPEG", "PNG", "WEBP", "GIF")
+# Files whose headers one worker thread reads in a row.
+_HEADER_BLOCK = 256
 
 # torchvision >= 0.29 warns on every decode that TorchCodec will take these functions over;
 # they are still the libjpeg-turbo/libpng decoders s4g wants, so the notice is silenced.
@@ -27,9 +36,13 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     """
     path = os.fspath(path)
     try:
-        data = read_file(path)
-    except (RuntimeError, OSError) as err:
-        raise UserInputError(f"cannot read the image file {path!r}: {_reason(err)}") from None
+        # Python reads the bytes: torchvision's read_file cannot take a path that is not UTF-8.
+        with open(path, "rb") as fh:
+            buffer = bytearray(os.fstat(fh.fileno()).st_size)
+            del buffer[fh.readinto(buffer):]
+    except OSError as err:
+        raise UserInputError(f"cannot read the image file {path!r}: {err.strerror or err}") from None
+    data = torch.frombuffer(buffer, dtype=torch.uint8) if buffer else torch.empty(0, dtype=torch.uint8)
     if data.numel() == 0:
         raise UserInputError(f"the image file {path!r} is empty.")
     try:
@@ -37,7 +50,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     except (RuntimeError, ValueError) as err:
         raise UserInputError(
             f"cannot decode the image file {path!r} ({_reason(err)}); it is truncated, corrupt "
-            "or not a JPEG/PNG/WebP image. Replace it, or train with skip_bad_images."
+            "or not a JPEG/PNG/WebP image; replace or remove it."
         ) from None
     if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
         raise UserInputError(f"the image file {path!r} decoded to shape {tuple(image.shape)}, not (3, H, W).")
@@ -48,3 +61,45 @@ def _reason(err: Exception) -> str:
     """The last line of a torch error (drops the C++ source location prefix)."""
     text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
     return text.split(", ")[-1] if "csrc" in text else text
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """Why the image at `path` cannot be decoded, judged from its header alone (Pillow reads
+    a few KB), or None when it looks usable. A truncated body is found only when decoded."""
+    try:
+        with Image.open(path) as image:
+            kind, (width, height) = image.format, image.size
+    except FileNotFoundError:
+        return "no such file"
+    except Image.DecompressionBombError:
+        return None  # very large but valid: torchvision decodes it
+    except Image.UnidentifiedImageError:
+        return "not an image of a known format (damaged, cut short, or another kind of file)"
+    except (OSError, SyntaxError, ValueError) as err:
+        return f"not a readable image ({err.strerror if isinstance(err, OSError) and err.strerror else err})"
+    if kind not in DECODABLE:
+        return f"a {kind} image, which s4g cannot decode (it reads {', '.join(DECODABLE)})"
+    if width < 1 or height < 1:
+        return f"an image of {width}x{height} pixels"
+    return None
+
+
+def find_bad_images(
+    files: Sequence[str], *, threads: int | None = None, advance: Callable[[int], None] | None = None
+) -> list[tuple[str, str]]:
+    """(path, problem) of each of `files` that image_problem finds unusable, in input order.
+
+    Headers are read by `threads` threads (default: 4 a CPU, at most 32; file opening waits on
+    the disk, not the CPU); advance(n) is called as each block of n files is done.
+    """
+    def block(start: int) -> list[tuple[str, str]]:
+        chunk = files[start:start + _HEADER_BLOCK]
+        bad = [(f, p) for f in chunk if (p := image_problem(f)) is not None]
+        if advance is not None:
+            advance(len(chunk))
+        return bad
+
+    threads = threads or min(32, 4 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        blocks = list(pool.map(block, range(0, len(files), _HEADER_BLOCK)))
+    return [item for found in blocks for item in found]

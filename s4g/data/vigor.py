@@ -27,6 +27,7 @@ CROSS_TRAIN = ("NewYork", "Seattle")
 CROSS_TEST = ("Chicago", "SanFrancisco")
 EVAL_SPLITS = ("test",)
 SEMI_COLUMNS = (4, 7, 10)
+TILE_PREFIX = "satellite_"
 
 
 def detect_layout(root: Path, cities: tuple[str, ...]) -> tuple[dict[str, Path], dict[str, Path]]:
@@ -44,8 +45,9 @@ def detect_layout(root: Path, cities: tuple[str, ...]) -> tuple[dict[str, Path],
     )
 
 
-def tile_latlon(name: str, source: Path) -> tuple[float, float]:
-    """(lat, lon) degrees from a tile name `satellite_{lat}_{lon}.png`."""
+def tile_latlon(name: str, source: Path, line: int | None = None) -> tuple[float, float]:
+    """(lat, lon) degrees from a tile name `satellite_{lat}_{lon}.png` (listed at `line` of
+    `source`, named in the error)."""
     stem = os.path.splitext(name)[0]
     parts = stem.split("_")
     try:
@@ -53,8 +55,10 @@ def tile_latlon(name: str, source: Path) -> tuple[float, float]:
             raise ValueError
         return float(parts[1]), float(parts[2])
     except ValueError:
+        where = f"{str(source)!r}" + ("" if line is None else f" line {line}")
         raise UserInputError(
-            f"tile name {name!r} in {str(source)!r} is not of the form satellite_{{lat}}_{{lon}}.png."
+            f"{where}: tile name {name!r} is not of the form satellite_{{lat}}_{{lon}}.png; a tile list "
+            "names satellite tiles only."
         ) from None
 
 
@@ -78,12 +82,12 @@ def _references(root: Path, split_dir: str, cities, sat_dirs) -> tuple[list[str]
     for city in cities:
         path = require_file(root / split_dir / city / "satellite_list.txt", f"VIGOR {city} tile list")
         start = len(files)
-        for name in read_lines(path):
+        for lineno, name in read_lines(path):
             if (city, name) in index:
-                raise UserInputError(f"{str(path)!r} lists the tile {name!r} twice.")
+                raise UserInputError(f"{str(path)!r} line {lineno} lists the tile {name!r} a second time.")
             index[(city, name)] = len(files)
             files.append(str(sat_dirs[city] / name))
-            la, lo = tile_latlon(name, path)
+            la, lo = tile_latlon(name, path, lineno)
             lat.append(la)
             lon.append(lo)
         if len(files) == start:
@@ -104,6 +108,20 @@ def _pano_list(folder: Path, list_name: str, city: str) -> Path:
     raise UserInputError(f"{str(folder)!r} holds both {names}; keep the one to train and evaluate with.")
 
 
+def _check_pano_columns(path: Path, lineno: int, cols: list[str]) -> None:
+    """UserInputError naming the line when the panorama column names a satellite tile or a
+    tile column does not (columns swapped or shifted)."""
+    tile_columns = (1, *SEMI_COLUMNS)
+    wrong = [c for c in tile_columns if not cols[c].startswith(TILE_PREFIX)]
+    if cols[0].startswith(TILE_PREFIX) or wrong:
+        column = 1 if cols[0].startswith(TILE_PREFIX) else wrong[0] + 1
+        raise UserInputError(
+            f"{str(path)!r} line {lineno}: column {column} names {cols[column - 1]!r}, but column 1 must name "
+            f"a panorama and columns {', '.join(str(c + 1) for c in tile_columns)} satellite tiles "
+            f"({TILE_PREFIX}{{lat}}_{{lon}}.png); are the columns swapped?"
+        )
+
+
 def _pano_rows(root: Path, split_dir: str, cities, pano_dirs, list_name: str, index: dict):
     """(pano files, positive indices (Q,), semi-positive indices (Q, 3)) of the split files."""
     files: list[str] = []
@@ -112,13 +130,14 @@ def _pano_rows(root: Path, split_dir: str, cities, pano_dirs, list_name: str, in
     for city in cities:
         path = _pano_list(root / split_dir / city, list_name, city)
         start = len(files)
-        for lineno, line in enumerate(read_lines(path), start=1):
+        for lineno, line in read_lines(path):
             cols = line.split()
             if len(cols) < 11:
                 raise UserInputError(
                     f"{str(path)!r} line {lineno}: expected 13 whitespace-separated columns "
-                    "(pano, pos tile, dy, dx, then 3 x (semi tile, dy, dx)), got {len(cols)}."
+                    f"(pano, pos tile, dy, dx, then 3 x (semi tile, dy, dx)), got {len(cols)}."
                 )
+            _check_pano_columns(path, lineno, cols)
             try:
                 pos.append(index[(city, cols[1])])
                 semi.append([index[(city, cols[c])] for c in SEMI_COLUMNS])

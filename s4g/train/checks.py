@@ -3,6 +3,8 @@ work; each failure is a UserInputError naming the option as it is spelled on the
 
 from __future__ import annotations
 
+import math
+
 from s4g.config import SAMPLINGS, TrainConfig
 from s4g.data.transforms import check_fov
 from s4g.datasets import DatasetSpec
@@ -33,8 +35,13 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
         raise UserInputError(f"--ground-size: expected two positive sizes H W, got {cfg.ground_size}")
     if cfg.workers < 0:
         raise UserInputError(f"--workers must be 0 or more, got {cfg.workers}")
-    if not cfg.lr > 0 or cfg.weight_decay < 0 or cfg.warmup_epochs < 0 or not cfg.clip_grad > 0:
-        raise UserInputError("--lr and --clip-grad must be > 0, --weight-decay and --warmup-epochs >= 0")
+    for name, value, positive in (("--lr", cfg.lr, True), ("--weight-decay", cfg.weight_decay, False),
+                                  ("--warmup-epochs", cfg.warmup_epochs, False)):
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise UserInputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
+    if not (math.isfinite(cfg.clip_grad) and cfg.clip_grad > 0):
+        # no command-line option sets it: named as the TrainConfig field
+        raise UserInputError(f"TrainConfig.clip_grad must be a finite number > 0, got {cfg.clip_grad}")
     check_fov(cfg.fov)
     if cfg.random_heading and cfg.fov is None:
         raise UserInputError("--random-heading needs a limited field of view (--fov DEG)")

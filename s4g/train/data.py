@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from s4g.config import TrainConfig
-from s4g.data.dataset import PairDataset
+from s4g.data.dataset import BadImageWarning, PairDataset
+from s4g.data.images import find_bad_images
 from s4g.data.records import EvalSet, TrainSet
 from s4g.data.transforms import fov_size
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
+from s4g.runtime import progress
 from s4g.sampling import PackStats, gps_neighbours, pack_batches
 from s4g.synth.baseline import colour_histogram_recall
 
@@ -39,9 +42,10 @@ class RunData:
         return self._gps[k]
 
 
-def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> RunData:
+def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, check_images: bool = False) -> RunData:
     """Train records + paired dataset (+ eval records and the colour baseline), with the
-    checks that need the data. cfg.data_root must already be the prepared, absolute root."""
+    checks that need the data. cfg.data_root must already be the prepared, absolute root.
+    check_images: read every training image's header first (check_training_images)."""
     train = spec.load_train(cfg.data_root, split_dir=cfg.split_dir)
     if cfg.batch_size > train.num_classes:
         raise UserInputError(
@@ -53,6 +57,8 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
             f"--sampling {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
             f"{cfg.data_root} does not provide; use --sampling random"
         )
+    if check_images:
+        check_training_images(train, skip_bad=cfg.skip_bad_images)
     # a limited view keeps the panorama's scale (H, W * fov / 360), as at evaluation
     ground_hw = fov_size(cfg.ground_size, cfg.fov if train.query_kind == "panorama" else None)
     pairs = PairDataset(train, cfg.aerial_size, ground_hw, augment=cfg.augment, fov=cfg.fov,
@@ -64,6 +70,28 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
         baseline = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
                                            ev.reference_labels, protocol=spec.protocol)
     return RunData(train, ev, pairs, baseline)
+
+
+def check_training_images(train: TrainSet, *, skip_bad: bool) -> None:
+    """Read the header of every training image (in parallel, with a progress bar on a
+    terminal); UserInputError listing unusable ones, or with skip_bad a BadImageWarning
+    (their pairs are dropped as they come up in batches)."""
+    files = list(dict.fromkeys([*train.query_files, *train.reference_files]))
+    with progress() as bar:
+        task = bar.add_task("checking training images", total=len(files))
+        bad = find_bad_images(files, advance=lambda n: bar.advance(task, n))
+    if not bad:
+        return
+    shown = "; ".join(f"{path}: {problem}" for path, problem in bad[:3]) + ("; ..." if len(bad) > 3 else "")
+    if skip_bad:
+        warnings.warn(BadImageWarning(
+            f"{len(bad)} of {len(files)} training images cannot be used ({shown}); their pairs are "
+            "skipped (--skip-bad-images)"), stacklevel=2)
+        return
+    raise UserInputError(
+        f"{len(bad)} of {len(files)} training images cannot be used: {shown}. Replace or remove them, "
+        "pass --skip-bad-images to train without their pairs, or --no-check-images to skip this check"
+    )
 
 
 def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) -> tuple[np.ndarray | None, str]:

@@ -115,7 +115,7 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
          console: Console) -> Path:
     cfg = _prepare(cfg, spec, env, resume)
     out = Path(cfg.out)
-    data = load_run_data(cfg, spec, with_eval=env.is_main)
+    data = load_run_data(cfg, spec, with_eval=env.is_main, check_images=env.is_main and cfg.check_images)
     # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
     first = epoch_batches(cfg, data, epoch_neighbours(cfg, data, None)[0], 1)
     steps_per_epoch = len(first[0])
