@@ -111,7 +111,7 @@ def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
     import s4g.train
 
     seen = []
-    monkeypatch.setattr(s4g.train, "run", lambda cfg, resume=None, console=None: seen.append(cfg) or "x")
+    monkeypatch.setattr(s4g.train, "run", lambda cfg, **kwargs: seen.append(cfg) or "x")
     result = runner.invoke(app, ["train", "--dataset", "cvusa", "--data-root", str(world["root"]),
                                  "--fov", "90", "--random-heading"])
     assert result.exit_code == 0, result.output

@@ -20,8 +20,9 @@ _PRESET = "default: the dataset's preset"
 def train_cmd(
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or --overwrite.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, not deleted.")] = False,
     backbone: Annotated[Optional[str], typer.Option(help=f"Encoder ({_PRESET}).")] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
     pretrained_from: Annotated[Optional[str], typer.Option(help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); torchvision: ImageNet-1k at 224 px (default timm).")] = None,
@@ -77,6 +78,6 @@ def train_cmd(
         cfg = TrainConfig.from_dict({**point.checkpoint.get("config", {}), "out": None}, **overrides)
     else:
         raise UserInputError("--dataset is required (unless --resume names a run to continue)")
-    run_dir = run(cfg, resume=point, console=console)
+    run_dir = run(cfg, resume=point, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         console.print(f"run directory: {run_dir}")

@@ -122,16 +122,20 @@ def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None
 
 
 def run_dir_for(cfg: TrainConfig) -> Path:
-    """cfg.out, or a new runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current directory."""
+    """cfg.out, or a new runs/<dataset>-<YYYYmmdd-HHMMSS>/ under the current directory
+    (created here, so that two runs started within one second get two folders)."""
     if cfg.out is not None:
         return Path(cfg.out).expanduser().resolve()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = Path("runs") / f"{cfg.dataset}-{stamp}"
-    n = 1
-    while path.exists():  # two runs started within one second
-        n += 1
-        path = Path("runs") / f"{cfg.dataset}-{stamp}-{n}"
-    return path.resolve()
+    Path("runs").mkdir(exist_ok=True)
+    for n in range(1, 1000):
+        path = Path("runs") / (f"{cfg.dataset}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path.resolve()
+    raise UserInputError(f"runs/{cfg.dataset}-{stamp}-*: 999 run folders already; give --out")
 
 
-__all__ = ["RunData", "epoch_batches", "epoch_neighbours", "load_run_data", "run_dir_for"]
+__all__ = ["RunData", "check_training_images", "epoch_batches", "epoch_neighbours", "load_run_data", "run_dir_for"]

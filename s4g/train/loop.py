@@ -8,8 +8,10 @@ alone evaluates, mines, writes files and shows progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from s4g.train.data import (
     load_run_data,
     run_dir_for,
 )
+from s4g.train.rundir import claim_run_dir
 from s4g.train.state import MetricsLog, RunState, save_run_checkpoint, set_rng_state
 from s4g.train.step import Parts, build_parts, train_one_epoch
 
@@ -52,16 +55,28 @@ class ResumePoint:
 
     @classmethod
     def read(cls, resume: str | Path) -> "ResumePoint":
-        """The checkpoint --resume names: a file, or a run directory's last.pt."""
+        """The checkpoint --resume names: a file, or a run directory's last.pt, verified and
+        holding a run's state (UserInputError naming what is missing otherwise)."""
         path = Path(resume)
+        if path.is_dir() and not (path / "last.pt").is_file():
+            if (path / "config.json").is_file():
+                raise UserInputError(
+                    f"--resume {path}: the run stopped before its first checkpoint (last.pt is written at the "
+                    f"end of epoch 1), so there is nothing to continue; start it again with the same options "
+                    f"and --out {path} --overwrite"
+                )
+            raise UserInputError(f"--resume {path}: no s4g training run here (no last.pt, no config.json)")
         path = path / "last.pt" if path.is_dir() else path
-        return cls(path, read_checkpoint(path))
+        if not path.exists():
+            raise UserInputError(f"--resume {path}: no such run folder or checkpoint")
+        return cls(path, read_checkpoint(path, run_state=True))
 
 
 def run(
     cfg: TrainConfig,
     *,
     resume: ResumePoint | str | Path | None = None,
+    overwrite: bool = False,
     stop_after_epoch: int | None = None,
     console: Console | None = None,
 ) -> Path:
@@ -70,6 +85,8 @@ def run(
     resume: a ResumePoint, or a run directory / checkpoint path, to continue from (same
       dataset, backbone, batch size and image sizes), restoring weights, optimizer, scaler,
       step, sampler state and RNG.
+    overwrite: start a new run in an --out that holds one, moving its files aside
+      (s4g.train.rundir); the run folder is locked against other processes either way.
     stop_after_epoch: end after that epoch as if interrupted (resume tests, time limits).
     Raises UserInputError for anything the user can fix, including a GPU out of memory.
     """
@@ -79,7 +96,13 @@ def run(
         check_config(cfg, spec, env.world_size)
         if resume is not None and not isinstance(resume, ResumePoint):
             resume = ResumePoint.read(resume)
-        return _run(cfg, spec, env, resume, stop_after_epoch, console or Console())
+        console = console or Console()
+        with contextlib.ExitStack() as held:
+            def claim(out: Path) -> Path:  # the run folder stays locked until the run ends
+                return held.enter_context(claim_run_dir(
+                    out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console))
+
+            return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
         raise UserInputError(
             f"the GPU ran out of memory at --batch-size {cfg.batch_size} "
@@ -99,21 +122,39 @@ def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
         raise UserInputError(f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
 
 
-def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None) -> TrainConfig:
-    """cfg with an absolute data root (rank 0 prepares it) and out, the same on every rank."""
+def _on_main(env: D.DistEnv, fn: Callable[[], Any]) -> Any:
+    """fn() run by rank 0, its value on every rank; a user's error there is raised on every
+    rank (the others would otherwise wait for rank 0 forever)."""
+    if not env.distributed:
+        return fn()
+    result = None
+    if env.is_main:
+        try:
+            result = (fn(), None)
+        except (UserInputError, OSError) as err:
+            result = (None, err)
+    value, err = D.broadcast_from_main(env, result)
+    if err is not None:
+        raise err
+    return value
+
+
+def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None,
+             claim: Callable[[Path], Path]) -> TrainConfig:
+    """cfg with its run folder claimed and an absolute data root (rank 0 does both), the same
+    on every rank. The folder comes first: a refused --out costs no data preparation."""
     if resume is not None:
         _check_resume(cfg, resume)
         if cfg.out is None:
             cfg = dataclasses.replace(cfg, out=str(resume.path.parent))
-    root = str(spec.data_root(cfg.data_root, locations=cfg.synth_locations, seed=cfg.synth_seed)) if env.is_main else None
-    root = D.broadcast_from_main(env, root)
-    out = D.broadcast_from_main(env, str(run_dir_for(cfg)) if env.is_main else None)
+    out = _on_main(env, lambda: str(claim(run_dir_for(cfg))))
+    root = _on_main(env, lambda: str(spec.data_root(cfg.data_root, locations=cfg.synth_locations, seed=cfg.synth_seed)))
     return dataclasses.replace(cfg, data_root=root, out=out)
 
 
 def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None, stop: int | None,
-         console: Console) -> Path:
-    cfg = _prepare(cfg, spec, env, resume)
+         console: Console, claim: Callable[[Path], Path]) -> Path:
+    cfg = _prepare(cfg, spec, env, resume, claim)
     out = Path(cfg.out)
     data = load_run_data(cfg, spec, with_eval=env.is_main, check_images=env.is_main and cfg.check_images)
     # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
