@@ -10,6 +10,7 @@ output paths with `check_output` before it starts its work.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import errno
 import hashlib
@@ -292,12 +293,31 @@ def json_kind(description: str, *keys: str) -> OutputKind:
     return OutputKind(description, matches)
 
 
-def _is_png(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(8) == b"\x89PNG\r\n\x1a\n"
+def csv_kind(description: str, *columns: str) -> OutputKind:
+    """A CSV output recognised by the names in its header line."""
+
+    def matches(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as fh:
+                header = next(csv.reader(fh), [])
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
+        return set(columns) <= {h.strip() for h in header}
+
+    return OutputKind(description, matches)
 
 
-PNG_IMAGE = OutputKind("PNG image", _is_png)
+def _starts_with(*signatures: bytes) -> Callable[[Path], bool]:
+    def matches(path: Path) -> bool:
+        with open(path, "rb") as fh:
+            head = fh.read(256).lstrip()
+        return head.startswith(signatures)
+    return matches
+
+
+PNG_IMAGE = OutputKind("a PNG image", _starts_with(b"\x89PNG\r\n\x1a\n"))
+#: What matplotlib writes for s4g plot: PNG, PDF or SVG (an XML text).
+FIGURE = OutputKind("a PNG, PDF or SVG figure", _starts_with(b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"))
 
 
 def check_output(

@@ -16,10 +16,13 @@ from s4g.checkpoint import load_checkpoint
 from s4g.data.transforms import check_fov, fov_size
 from s4g.embed import embed_files
 from s4g.errors import UserInputError
+from s4g.fileio import json_kind
 from s4g.geo import haversine_m
 from s4g.index import Index, same_checkpoint, search
 
 PHOTO_BATCH = 16
+#: The kind of file `s4g locate --geojson` writes (s4g.fileio.check_output).
+GEOJSON_FILE = json_kind("a GeoJSON file", "type", "features")
 
 def consensus(lat: np.ndarray, lon: np.ndarray, scores: np.ndarray, radius_m: float) -> dict[str, Any] | None:
     """Where several of a photo's top-k tiles agree.

@@ -25,7 +25,7 @@ import torch
 
 from s4g.data.records import EvalSet
 from s4g.evaluate import evaluate_retrieval
-from s4g.fileio import atomic_path
+from s4g.fileio import atomic_path, csv_kind
 from s4g.geo import haversine_m
 from s4g.mining import similar_references
 
@@ -130,6 +130,10 @@ def _shown_path(path: str, root: str | os.PathLike | None) -> str:
 
 def _number(value: float, digits: int) -> str:
     return f"{value:.{digits}f}" if np.isfinite(value) else ""
+
+
+#: The kind of file `s4g eval --per-query` writes (s4g.fileio.check_output).
+PER_QUERY_FILE = csv_kind("an s4g per-query CSV", "query", "true_reference", "rank")
 
 
 def per_query_header(k: int) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from probes import (
     FullDisk,
     assert_unchanged,
@@ -95,6 +96,31 @@ def test_no_command_writes_onto_an_input_or_another_kind_of_file(world, run_dir,
         assert said in message, (label, message)
         assert_unchanged(before)
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_the_result_files_of_eval_locate_and_plot_are_guarded_too(run_dir, tmp_path):
+    pts = coords(tmp_path)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 8)).save(photo)
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 0, "kind": "eval", "R@1": 1.0}\n')
+    Image.new("RGB", (4, 4)).save(run_dir / "curves.png")
+    before = snapshot(run_dir, pts, photo)
+    ckpt = ["--checkpoint", run_dir / "best.pt"]
+    locate = ["locate", photo, "--index", tmp_path / "none.npz"]
+    probes = {
+        "eval --per-query onto its checkpoint": (["eval", *ckpt, "--per-query", run_dir / "best.pt"], "input"),
+        "eval --per-query onto a table": (["eval", *ckpt, "--per-query", pts], "not an s4g per-query CSV"),
+        "eval --examples onto a checkpoint": (["eval", *ckpt, "--examples", run_dir / "last.pt"], "not a PNG"),
+        "locate --picture onto its photo": ([*locate, "--picture", photo], "input"),
+        "locate --geojson onto a table": ([*locate, "--geojson", pts], "not a GeoJSON"),
+        "plot --out onto the metrics": (["plot", run_dir, "--out", run_dir / "metrics.jsonl"], "input"),
+        "plot --out onto a checkpoint": (["plot", run_dir, "--out", run_dir / "best.pt"], "not a PNG, PDF or SVG"),
+        "plot again": (["plot", run_dir], "--overwrite"),
+    }
+    for label, (args, said) in probes.items():
+        message = error_paragraph(invoke(*args))
+        assert said in message, (label, message)
+        assert_unchanged(before)
 
 
 def test_replacing_an_output_needs_overwrite(tmp_path):

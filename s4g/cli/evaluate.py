@@ -9,11 +9,11 @@ import typer
 
 from s4g.cli.app import DatasetName, command, console, dataset_name
 from s4g.errors import UserInputError
-from s4g.fileio import check_output, json_kind, npz_kind
+from s4g.fileio import PNG_IMAGE, check_output, json_kind, npz_kind
 
 _CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
-_OVERWRITE_HELP = "Replace an existing output file of the same kind."
+_OVERWRITE_HELP = "Replace existing output files of the same kinds."
 METRICS_FILE = json_kind("an s4g eval metrics file", "checkpoint", "metrics")
 MINED_FILE = npz_kind("an s4g mine neighbour file", "neighbours", "reference_files")
 
@@ -76,7 +76,7 @@ def eval_command(
     from s4g import datasets
     from s4g.fileio import save_json
     from s4g.inference import evaluate_split
-    from s4g.results import TOP_K
+    from s4g.results import PER_QUERY_FILE, TOP_K
 
     if examples_count < 1 or examples_size < 32:
         raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
@@ -88,8 +88,10 @@ def eval_command(
         random_heading=random_heading,
     )
     out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
-    check_output(out, METRICS_FILE, option="--json" if json_out else "the default --json", overwrite=overwrite,
-                 inputs=[("--checkpoint", ckpt)])
+    for path, kind, option in ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
+                               (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples")):
+        if path is not None:
+            check_output(path, kind, option=option, overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,

@@ -87,15 +87,21 @@ def locate_cmd(
     picture: Annotated[Optional[Path], typer.Option(
         help="Also draw a PNG: each photo beside its top-k tiles with score and coordinates.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --geojson or --picture file.")] = False,
 ) -> None:
     """Locate ground photos: their most similar aerial tiles and a consensus position."""
     import json
 
+    from s4g.fileio import PNG_IMAGE, check_output
     from s4g.index import open_index
-    from s4g.locate import check_locate_options, locate_photos
+    from s4g.locate import GEOJSON_FILE, check_locate_options, locate_photos
     from s4g.runtime import pick_device
 
     check_locate_options(k=k, fov_deg=fov, heading_deg=heading, radius_m=radius)
+    inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
+    for path, kind, option in ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture")):
+        if path is not None:
+            check_output(path, kind, option=option, overwrite=overwrite, inputs=inputs)
     tiles = open_index(index)
     if geojson is not None and not tiles.meta.get("has_coordinates"):
         raise UserInputError(f"--geojson: {index} holds no tile coordinates, so there is nothing to put on a map")

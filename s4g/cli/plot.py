@@ -17,14 +17,20 @@ def plot_cmd(
     out: Annotated[Optional[Path], typer.Option(
         help="Image to write; its suffix picks the format (.png, .pdf, .svg). Default: RUN_DIR/curves.png "
              "for one run; needed with several.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing figure (a plot made earlier).")] = False,
 ) -> None:
     """Training curves: loss, learning rate, temperature and the evaluation metrics against
     epoch (needs the optional extra: pip install "s4g[plot]")."""
+    option = "--out"
     if out is None:
         if len(runs) > 1:
             raise UserInputError(f"--out is needed to compare {len(runs)} runs in one figure")
-        out = runs[0] / "curves.png"
+        out, option = runs[0] / "curves.png", "the default --out"
+    from s4g.fileio import FIGURE, check_output
     from s4g.plot import draw_runs
+
+    check_output(out, FIGURE, option=option, overwrite=overwrite,
+                 inputs=[("the metrics.jsonl of a run", run / "metrics.jsonl") for run in runs])
 
     panels = draw_runs(runs, out)
     console.print(f"{len(panels)} panels of {len(runs)} run(s) written to {out}")
