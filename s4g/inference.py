@@ -4,6 +4,10 @@ A model and a dataset split in, numbers out: `evaluate_split` embeds an EvalSet 
 it under its dataset's protocol; `mine_training_set` embeds a TrainSet and returns each
 class's hardest other classes (DSS). `inference_config` merges the command line over a
 checkpoint's saved configuration; `latest_checkpoint` finds the newest run's best.pt.
+
+Under torchrun (an `env`) every rank embeds a share of the images, rank 0 scores the gathered
+embeddings, and every rank returns rank 0's result: exactly one process's (the same batches
+give the same embeddings, and the same scoring code runs on them).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 
 from s4g import datasets
+from s4g import distributed as D
 from s4g.config import InferenceConfig, TrainConfig
 from s4g.data.records import EvalSet, TrainSet
 from s4g.embed import embed_eval_set, embed_files, view_size
@@ -104,6 +109,7 @@ def evaluate_split(
     seed: int = 0,
     progress: bool = True,
     top_k: int = 0,
+    env: D.DistEnv | None = None,
 ) -> SplitResults:
     """Retrieval metrics (percent) of `model` on an EvalSet, counted as `protocol` counts them,
     with the localisation error in metres where positions are known, and per-query results
@@ -112,12 +118,15 @@ def evaluate_split(
     Sizes in pixels (ground_size (H, W)); fov degrees cut from each panorama query, at north
     or at a heading drawn from (seed, query index) when random_heading. top_k > 0 also lists
     each query's top_k references (results.top, for the per-query CSV and pictures).
+    env: a torchrun process group to share the embedding with (call on every rank; all
+    return rank 0's results).
     """
     was_training = model.training
     q, r = embed_eval_set(model, eval_set, aerial_size, ground_size, device=device, batch_size=batch_size,
-                          workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress)
+                          workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress,
+                          env=env)
     model.train(was_training)
-    return split_results(q, r, eval_set, protocol=protocol, device=device, k=top_k)
+    return D.main_result(env, lambda: split_results(q, r, eval_set, protocol=protocol, device=device, k=top_k))
 
 
 def shown_metrics(eval_set: EvalSet, metrics: Mapping[str, float]) -> list[str]:
@@ -143,6 +152,7 @@ def mine_training_set(
     workers: int = 0,
     progress: bool = True,
     block: tuple[int, int] | None = None,
+    env: D.DistEnv | None = None,
 ) -> np.ndarray:
     """DSS neighbour lists: for each class, its k most similar *other* references.
 
@@ -151,6 +161,9 @@ def mine_training_set(
     mean of its queries) against every reference, and excludes the class's own reference.
     -> (C, k) int64 class ids, hardest first, ties by lower id: the `neighbours` argument of
        s4g.sampling.pack_batches. k must be < C (UserInputError naming --k otherwise).
+    env: a torchrun process group to share the embedding with (call on every rank; all
+    return the lists). The top-k runs on rank 0 alone: under 1% of the mining time, the
+    embedding being the rest (benches/bench_dist_eval.py).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
         raise UserInputError(
@@ -158,15 +171,19 @@ def mine_training_set(
             f"{train_set.num_classes} references), got {k!r}"
         )
     was_training = model.training
-    common = dict(device=device, batch_size=batch_size, workers=workers, progress=progress)
+    common = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
     q = embed_files(model, train_set.query_files, view_size(train_set.query_kind, aerial_size, ground_size),
                     label="training queries", **common)
     r = embed_files(model, train_set.reference_files, view_size("aerial", aerial_size, ground_size),
                     label="training references", **common)
     model.train(was_training)
-    cls_q = class_query_embeddings(q, np.asarray(train_set.pair_class, dtype=np.int64), r)
-    exclude = np.arange(train_set.num_classes, dtype=np.int64)
-    return similar_references(cls_q, r, int(k), exclude, device=device, block=block)
+
+    def nearest() -> np.ndarray:
+        cls_q = class_query_embeddings(q, np.asarray(train_set.pair_class, dtype=np.int64), r)
+        exclude = np.arange(train_set.num_classes, dtype=np.int64)
+        return similar_references(cls_q, r, int(k), exclude, device=device, block=block)
+
+    return D.main_result(env, nearest)
 
 
 __all__ = ["evaluate_split", "inference_config", "latest_checkpoint", "mine_training_set", "shown_metrics"]
