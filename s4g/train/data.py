@@ -24,8 +24,8 @@ from s4g.synth.baseline import colour_histogram_recall
 
 @dataclasses.dataclass
 class RunData:
-    """The loaded records of a run. eval is None on ranks other than 0; baseline is the
-    colour-histogram R@1 of datasets that report one."""
+    """The loaded records of a run (eval None when not asked for); baseline is the
+    colour-histogram R@1 of datasets that report one (computed by rank 0 only)."""
 
     train: TrainSet
     eval: EvalSet | None
@@ -42,9 +42,10 @@ class RunData:
         return self._gps[k]
 
 
-def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, check_images: bool = False) -> RunData:
-    """Train records + paired dataset (+ eval records and the colour baseline), with the
-    checks that need the data. cfg.data_root must already be the prepared, absolute root.
+def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, baseline: bool = True,
+                  check_images: bool = False) -> RunData:
+    """Train records + paired dataset (+ eval records, + the colour baseline when `baseline`),
+    with the checks that need the data. cfg.data_root must already be the prepared, absolute root.
     check_images: read every training image's header first (check_training_images)."""
     train = spec.load_train(cfg.data_root, split_dir=cfg.split_dir)
     if cfg.batch_size > train.num_classes:
@@ -65,11 +66,11 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, check
                         random_heading=cfg.random_heading, skip_bad_images=cfg.skip_bad_images,
                         seed=cfg.seed)
     ev = spec.load_eval(cfg.data_root, cfg.eval_split, split_dir=cfg.split_dir) if with_eval else None
-    baseline = None
-    if ev is not None and spec.colour_baseline:
-        baseline = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
-                                           ev.reference_labels, protocol=spec.protocol)
-    return RunData(train, ev, pairs, baseline)
+    recall = None
+    if ev is not None and baseline and spec.colour_baseline:
+        recall = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
+                                         ev.reference_labels, protocol=spec.protocol)
+    return RunData(train, ev, pairs, recall)
 
 
 def check_training_images(train: TrainSet, *, skip_bad: bool) -> None:

@@ -2,8 +2,9 @@
 evaluate, re-mine, checkpoint.
 
 `run(cfg)` trains one run directory (config.json, metrics.jsonl, last.pt, best.pt). Under
-torchrun every rank walks the same global batches and takes its own slice of each; rank 0
-alone evaluates, mines, writes files and shows progress.
+torchrun every rank walks the same global batches and takes its own slice of each; every rank
+embeds its share of the images at each evaluation and mining, rank 0 scores them; rank 0
+alone writes files and shows progress.
 """
 
 from __future__ import annotations
@@ -156,7 +157,8 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
          console: Console, claim: Callable[[Path], Path]) -> Path:
     cfg = _prepare(cfg, spec, env, resume, claim)
     out = Path(cfg.out)
-    data = load_run_data(cfg, spec, with_eval=env.is_main, check_images=env.is_main and cfg.check_images)
+    data = load_run_data(cfg, spec, with_eval=True, baseline=env.is_main,
+                         check_images=env.is_main and cfg.check_images)
     # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
     first = epoch_batches(cfg, data, epoch_neighbours(cfg, data, None)[0], 1)
     steps_per_epoch = len(first[0])
@@ -169,7 +171,8 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
         log = MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None)
         if ckpt is None:
             _baseline(data, log, console)
-            _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
+    if ckpt is None:
+        _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
     D.barrier(env)
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -206,33 +209,35 @@ def _loader(cfg: TrainConfig, data: RunData, batches: np.ndarray, epoch: int, en
 
 def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.DistEnv, parts: Parts,
                  state: RunState, log: MetricsLog | None, console: Console) -> None:
-    """Evaluate, re-mine and checkpoint as the schedule says (rank 0 does the work)."""
-    if env.is_main and schedule.evaluates_after(state.epoch, cfg.epochs, cfg.eval_every):
+    """Evaluate, re-mine and checkpoint as the schedule says (every rank embeds its share)."""
+    if schedule.evaluates_after(state.epoch, cfg.epochs, cfg.eval_every):
         r1 = _evaluate(parts, data, cfg, spec, env, log, console, epoch=state.epoch)
         if r1 > state.best_r1:
             state.best_r1 = r1
-            save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
+            if env.is_main:
+                save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
     if cfg.sampling == "dss" and schedule.mines_after(state.epoch, cfg.epochs, cfg.eval_every):
-        mined = None
-        if env.is_main:
-            k = min(cfg.neighbour_range, data.train.num_classes - 1)
-            mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
-                                      ground_size=cfg.ground_size, device=env.device,
-                                      batch_size=cfg.eval_batch_size, workers=cfg.workers)
-        state.mined = D.broadcast_from_main(env, mined)
+        k = min(cfg.neighbour_range, data.train.num_classes - 1)
+        # the same lists on every rank (rank 0's top-k over the gathered embeddings)
+        state.mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
+                                        ground_size=cfg.ground_size, device=env.device,
+                                        batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env)
     if env.is_main:
         save_run_checkpoint(Path(cfg.out) / "last.pt", cfg, parts, state)
     D.barrier(env)
 
 
 def _evaluate(parts: Parts, data: RunData, cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv,
-              log: MetricsLog, console: Console, *, epoch: int) -> float:
-    """Retrieval metrics on the eval split, logged; returns R@1 (percent)."""
+              log: MetricsLog | None, console: Console, *, epoch: int) -> float:
+    """Retrieval metrics on the eval split (every rank embeds a share), logged by rank 0;
+    returns R@1 (percent) on every rank."""
     t0 = time.perf_counter()
     metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, aerial_size=cfg.aerial_size,
                              ground_size=cfg.ground_size, device=env.device, batch_size=cfg.eval_batch_size,
                              workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,
-                             progress=env.is_main).metrics
+                             progress=env.is_main, env=env).metrics
+    if log is None:  # ranks other than 0
+        return float(metrics["R@1"])
     log.add({"epoch": epoch, "kind": "eval", "split": cfg.eval_split, **metrics,
              "eval_s": round(time.perf_counter() - t0, 2)})
     shown = "  ".join(f"{k} {v:.2f}" for k, v in metrics.items())
