@@ -1,4 +1,8 @@
-"""`s4g eval` and `s4g mine`: a checkpoint's metrics on a split, and its DSS neighbour lists."""
+"""`s4g eval` and `s4g mine`: a checkpoint's metrics on a split, and its DSS neighbour lists.
+
+Both run on several GPUs under torchrun (`torchrun --nproc-per-node N $(which s4g) eval ...`):
+every process embeds a share of the images, rank 0 scores them, prints and writes.
+"""
 
 from __future__ import annotations
 
@@ -26,22 +30,28 @@ def default_metrics_path(checkpoint: Path, dataset: str, split: str, fov: float 
     return checkpoint.parent / f"eval-{dataset}-{split}{view}.json"
 
 
-def _inputs(checkpoint: Optional[Path], runs_dir: Path, device: Optional[str], **given):
-    """(checkpoint path, model, saved config, InferenceConfig, torch device) for eval, mine."""
+def _inputs(ctx: typer.Context, checkpoint: Optional[Path], runs_dir: Path, device: Optional[str], **given):
+    """(checkpoint path, model, saved config, InferenceConfig, DistEnv) for eval, mine.
+
+    Under torchrun the process joins the group (and leaves it when the command ends) and
+    uses its local rank's GPU; without torchrun the DistEnv is a single process."""
+    from s4g import distributed as D
     from s4g.checkpoint import load_checkpoint
     from s4g.inference import inference_config, latest_checkpoint
-    from s4g.runtime import pick_device
 
-    dev = pick_device(device)
+    env = D.setup("auto" if device is None else device)
+    ctx.call_on_close(lambda: D.teardown(env))
     if checkpoint is None:
         checkpoint = latest_checkpoint(runs_dir)
-        console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
+        if env.is_main:
+            console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
     model, config = load_checkpoint(checkpoint)
-    return checkpoint, model, config, inference_config(config, str(checkpoint), **given), dev
+    return checkpoint, model, config, inference_config(config, str(checkpoint), **given), env
 
 
 @command("eval")
 def eval_command(
+    ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
@@ -71,7 +81,10 @@ def eval_command(
     examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels.")] = 128,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
-    and the localisation error in metres where the dataset knows positions."""
+    and the localisation error in metres where the dataset knows positions.
+
+    Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
+    """
     dataset = dataset_name(dataset)
     from s4g import datasets
     from s4g.fileio import save_json
@@ -82,8 +95,8 @@ def eval_command(
         raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
                              f"(pixels), got {examples_count} and {examples_size}")
 
-    ckpt, model, _, cfg, dev = _inputs(
-        checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
+    ckpt, model, _, cfg, env = _inputs(
+        ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
         split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
         random_heading=random_heading,
     )
@@ -95,9 +108,11 @@ def eval_command(
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
-                             ground_size=cfg.ground_size, device=dev, batch_size=cfg.batch_size,
+                             ground_size=cfg.ground_size, device=env.device, batch_size=cfg.batch_size,
                              workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed,
-                             top_k=TOP_K if per_query is not None or examples is not None else 0)
+                             top_k=TOP_K if per_query is not None or examples is not None else 0, env=env)
+    if not env.is_main:  # under torchrun, rank 0 alone prints and writes
+        return
     metrics = results.metrics
     console.print(f"{cfg.dataset} {cfg.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
     _print_metrics(ev, metrics)
@@ -150,6 +165,7 @@ def _print_metrics(ev, metrics: dict) -> None:
 
 @command("mine")
 def mine_command(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
@@ -162,7 +178,10 @@ def mine_command(
     runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
 ) -> None:
-    """Hard negatives for DSS: each class's k most similar other references under a model."""
+    """Hard negatives for DSS: each class's k most similar other references under a model.
+
+    Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
+    """
     dataset = dataset_name(dataset)
     import numpy as np
 
@@ -170,8 +189,8 @@ def mine_command(
     from s4g.fileio import save_npz
     from s4g.inference import mine_training_set
 
-    ckpt, model, config, cfg, dev = _inputs(
-        checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
+    ckpt, model, config, cfg, env = _inputs(
+        ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
         batch_size=batch_size, workers=workers,
     )
     check_output(out, MINED_FILE, option="--out", overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
@@ -179,7 +198,9 @@ def mine_command(
         k = int(config.get("neighbour_range", 128))
     train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
     nb = mine_training_set(model, train, k=k, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
-                           device=dev, batch_size=cfg.batch_size, workers=cfg.workers)
+                           device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env)
+    if not env.is_main:  # under torchrun, rank 0 alone writes
+        return
     save_npz(out, neighbours=nb, reference_files=np.array(train.reference_files, dtype=str),
              checkpoint=np.array(str(ckpt)))
     console.print(f"{nb.shape[0]} classes × {nb.shape[1]} neighbours written to {out}")
