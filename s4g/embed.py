@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from s4g import runtime
+from s4g.data.augment import normalise
 from s4g.data.dataset import ImageDataset
 from s4g.data.records import EvalSet
 from s4g.data.transforms import fov_size
@@ -95,7 +96,8 @@ def _embed_rows(model: torch.nn.Module, dataset: ImageDataset, rows: range, devi
     with runtime.progress(enabled=progress) as bar, torch.inference_mode(), runtime.autocast(device):
         task = bar.add_task(f"{label} {len(dataset)} images at {h}×{w}{here}", total=len(rows))
         for images, index in loader:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            # uint8 over the bus (4x fewer bytes), normalised on the device
+            images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             try:
                 emb = model(images).float().cpu().numpy()
             except RuntimeError as err:  # e.g. images smaller than the backbone's stride

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from s4g.data.augment import PhotoParams
 from s4g.data.dataset import BAD_CLASS, BadImageWarning, ImageDataset, PairDataset, collate_pairs
 from s4g.data.images import load_image
 from s4g.data.records import TrainSet
@@ -34,18 +35,20 @@ def make_pairs(root: Path, n: int = 6) -> TrainSet:
 def test_items_shapes_and_determinism(tmp_path):
     ts = make_pairs(tmp_path)
     ds = PairDataset(ts, 12, (8, 32), seed=3)
-    g, a, c = ds[2]
-    assert g.shape == (3, 8, 32) and a.shape == (3, 12, 12) and c == 2 and g.dtype == torch.float32
+    g, a, c, gp, ap = ds[2]
+    assert g.shape == (3, 8, 32) and a.shape == (3, 12, 12) and c == 2 and g.dtype == torch.uint8
+    assert isinstance(gp, PhotoParams) and isinstance(ap, PhotoParams)
     torch.manual_seed(123)  # the caller's global RNG neither matters nor is consumed
     before = torch.get_rng_state()
-    g2, a2, _ = ds[2]
+    g2, a2, _, gp2, ap2 = ds[2]
     assert torch.get_rng_state().equal(before)
     assert g.equal(g2) and a.equal(a2)
+    assert all(x.equal(y) for x, y in zip(gp + ap, gp2 + ap2))
     ds.set_epoch(1)
-    g3, a3, _ = ds[2]
-    assert not (g3.equal(g) and a3.equal(a))
+    g3, a3, _, gp3, _ = ds[2]
+    assert not (g3.equal(g) and a3.equal(a) and all(x.equal(y) for x, y in zip(gp, gp3)))
     other = PairDataset(ts, 12, (8, 32), seed=4)
-    assert not other[2][0].equal(g)
+    assert not all(x.equal(y) for x, y in zip(other[2][3], gp))
 
 
 def test_dataloader_batch_sampler_two_workers(tmp_path):
@@ -57,10 +60,11 @@ def test_dataloader_batch_sampler_two_workers(tmp_path):
         got = list(DataLoader(ds, batch_sampler=batches.tolist(), num_workers=2))
     serial = list(DataLoader(ds, batch_sampler=batches.tolist(), num_workers=0))
     assert len(got) == 2
-    for (g, a, c), (sg, sa, sc), want in zip(got, serial, batches):
+    for (g, a, c, gp, ap), (sg, sa, sc, sgp, sap), want in zip(got, serial, batches):
         assert g.shape == (3, 3, 8, 32) and a.shape == (3, 3, 12, 12)
         assert c.tolist() == want.tolist()
         assert g.equal(sg) and a.equal(sa) and c.equal(sc)
+        assert all(x.equal(y) for x, y in zip(gp + ap, sgp + sap))
 
 
 def test_bad_image_raises_or_is_skipped(tmp_path):
@@ -73,17 +77,18 @@ def test_bad_image_raises_or_is_skipped(tmp_path):
         item = ds[1]
     assert item[2] == BAD_CLASS and ds.bad_items == 1
     with pytest.warns(BadImageWarning):
-        g, a, c = collate_pairs([ds[0], ds[1], ds[2]])
+        g, a, c, gp, _ = collate_pairs([ds[0], ds[1], ds[2]])
     assert c.tolist() == [0, 2] and g.shape == (2, 3, 8, 32) and a.shape == (2, 3, 12, 12)
+    assert gp.erase.shape == (2, 8, 4)
     with pytest.warns(BadImageWarning):
-        g, a, c = collate_pairs([ds[1]])
-    assert g.shape == (0, 3, 8, 32) and c.numel() == 0
+        g, a, c, gp, _ = collate_pairs([ds[1]])
+    assert g.shape == (0, 3, 8, 32) and c.numel() == 0 and gp.erase.shape == (0, 8, 4)
 
 
 def test_drone_pairs_use_square_ground(tmp_path):
     ts = make_pairs(tmp_path)
     drone = TrainSet("u", ts.reference_files, ts.reference_files, ts.pair_class, None, None, query_kind="drone")
-    g, a, _ = PairDataset(drone, 12, (10, 10), fov=90)[0]  # fov is ignored for drone photos
+    g, a, *_ = PairDataset(drone, 12, (10, 10), fov=90)[0]  # fov is ignored for drone photos
     assert g.shape == (3, 10, 10) and a.shape == (3, 12, 12)
 
 

@@ -105,7 +105,7 @@ def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
     cfg = datasets.train_config("cvusa", data_root=str(world["root"]), aerial_size=AERIAL, ground_size=GROUND,
                                 fov=90, random_heading=True, batch_size=4, sampling="random", workers=0)
     pairs = load_run_data(cfg, datasets.get("cvusa"), with_eval=False).pairs
-    ground, aerial, _ = pairs[0]
+    ground, aerial, *_ = pairs[0]
     assert ground.shape == (3, 32, 32) and aerial.shape == (3, AERIAL, AERIAL)
     # the command line hands --fov / --random-heading to the run config
     import s4g.train

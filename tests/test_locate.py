@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from s4g.checkpoint import load_checkpoint, save_checkpoint
 from s4g.cli import app
 from s4g.data.dataset import ImageDataset
+from s4g.data.transforms import normalise
 from s4g.datasets import load_eval
 from s4g.embed import embed_files
 from s4g.geo import haversine_m
@@ -53,7 +54,7 @@ def dense_scores(world, photos):
     tiles = embed_files(model, world["eval"].reference_files, (AERIAL, AERIAL), device="cpu", progress=False)
     ds = ImageDataset(photos, GROUND)
     with torch.inference_mode():
-        q = model(torch.stack([ds[i][0] for i in range(len(ds))])).numpy()
+        q = model(normalise(torch.stack([ds[i][0] for i in range(len(ds))]))).numpy()
     return q @ tiles.T, tiles
 
 

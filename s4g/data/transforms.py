@@ -1,5 +1,6 @@
-"""Image transforms: paired geometric augmentation, per-view photometric augmentation,
-limited field of view, and the evaluation transform.
+"""Image transforms on the host: paired geometric augmentation, limited field of view, the
+resize to the model's size, and the draw of each view's photometric parameters (applied to
+the batch on the training device: s4g.data.augment).
 
 Conventions (shared by every dataset and by the synthetic renderer):
 - Aerial tiles are north-up: image row 0 is north, the last column is east.
@@ -24,13 +25,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from s4g.data.augment import IMAGENET_MEAN, IMAGENET_STD, PhotoParams, draw_photometric, no_photometric, normalise  # noqa: F401 (re-exported)
 from s4g.errors import UserInputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 P_FLIP = 0.5
 P_ROTATE = 0.75
 
@@ -84,8 +83,17 @@ def paired_geometry(
     r = int(quarter_turns) % 4
     if r:
         tile = torch.rot90(tile, r, dims=(-2, -1))
-        pano = torch.roll(pano, shifts=-round(r * pano.shape[-1] / 4), dims=-1)
-    return pano, tile
+    return roll_panorama(pano, r), tile
+
+
+def roll_panorama(pano: torch.Tensor, quarter_turns: int) -> torch.Tensor:
+    """pano (C, H, W) rolled by -quarter_turns * W / 4 columns (rounded): the panorama half of
+    a quarter turn. Rolled as (H, W, C) so that a decoder's channels-innermost layout, which
+    torch's uint8 resize is ~3x faster on, survives."""
+    r = int(quarter_turns) % 4
+    if not r:
+        return pano
+    return torch.roll(pano.permute(1, 2, 0), shifts=-round(r * pano.shape[-1] / 4), dims=1).permute(2, 0, 1)
 
 
 def tile_geometry(tile: torch.Tensor, flip: bool, quarter_turns: int) -> torch.Tensor:
@@ -102,59 +110,6 @@ def draw_geometry(rng: np.random.Generator) -> tuple[bool, int]:
     return flip, turns
 
 
-class HueRotation:
-    """Random hue shift of a float RGB image in [0, 1] by up to +-max_turn of a full turn.
-
-    Rotates the chroma (I, Q) plane of YIQ by a uniform angle: a luma-preserving hue
-    rotation, one 3x3 matrix per image (~1.6 ms for 384x384 on one core against ~10 ms for
-    torchvision's RGB->HSV->RGB hue shift, which keeps V instead of luma). Both move colours
-    around the hue circle; the paper's recipe only asks for hue jitter 0.15.
-    """
-
-    _TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-
-    def __init__(self, max_turn: float):
-        self.max_turn = float(max_turn)
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        theta = (float(torch.rand(())) * 2 - 1) * self.max_turn * 2 * math.pi
-        c, s = math.cos(theta), math.sin(theta)
-        rot = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-        m = np.linalg.inv(self._TO_YIQ) @ rot @ self._TO_YIQ
-        out = torch.einsum("ij,j...->i...", torch.as_tensor(m, dtype=image.dtype), image)
-        return out.clamp_(0.0, 1.0)
-
-
-def photometric() -> v2.Compose:
-    """Per-view augmentation: uint8 (3,H,W) in, ImageNet-normalised float32 out.
-
-    JPEG quality 90-100 (p 0.5); colour jitter 0.15 in brightness, contrast, saturation and
-    hue (p 0.5; hue via HueRotation); Gaussian blur or sharpening (p 0.3); then, after
-    normalisation, coarse dropout: 8 small erased rectangles filled with the mean colour
-    (p 0.3). Everything after the JPEG step runs in float, where torchvision's blur is ~5x
-    faster than on uint8. Randomness comes from torch's default generator.
-    """
-    return v2.Compose([
-        v2.RandomApply([v2.JPEG((90, 100))], p=0.5),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.RandomApply([v2.ColorJitter(0.15, 0.15, 0.15), HueRotation(0.15)], p=0.5),
-        v2.RandomApply(
-            [v2.RandomChoice([v2.GaussianBlur(5, sigma=(0.1, 1.5)), v2.RandomAdjustSharpness(2.0, p=1.0)])],
-            p=0.3,
-        ),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        v2.RandomApply(
-            [v2.RandomErasing(p=1.0, scale=(0.002, 0.012), ratio=(0.5, 2.0), value=0.0) for _ in range(8)],
-            p=0.3,
-        ),
-    ])
-
-
-def normalise(image: torch.Tensor) -> torch.Tensor:
-    """uint8 (3,H,W) -> float32 (3,H,W) scaled to [0,1] and ImageNet-normalised."""
-    return F.normalize(F.to_dtype(image, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
-
-
 def resize(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
     """Antialiased bilinear resize of (C,H,W) to size_hw = (H, W); no-op when already there."""
     if tuple(image.shape[-2:]) == tuple(size_hw):
@@ -165,25 +120,28 @@ def resize(image: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
 def eval_transform(
     size_hw: tuple[int, int], fov_deg: float | None = None
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """f(uint8 (3,H,W), heading_deg) -> float32 (3, *size_hw): [crop_fov,] resize, normalise."""
+    """f(uint8 (3,H,W), heading_deg) -> uint8 (3, *size_hw): [crop_fov,] resize. The batch is
+    normalised on the model's device (s4g.data.augment.normalise)."""
     check_fov(fov_deg)
 
     def apply(image: torch.Tensor, heading_deg: float = 0.0) -> torch.Tensor:
         if fov_deg is not None:
             image = crop_fov(image, fov_deg, heading_deg)
-        return normalise(resize(image, size_hw))
+        return resize(image, size_hw)
 
     return apply
 
 
 class TrainTransform:
-    """Training transform of one pair: (ground uint8, aerial uint8, rng) -> float32 views.
+    """The host part of one pair's training transform: (ground uint8, aerial uint8, rng) ->
+    (ground uint8 (3, *ground_size), aerial uint8 (3, S, S), their PhotoParams).
 
     query_kind "panorama": paired flip/rotate (module docstring), then the panorama's field
     of view is cut at heading_deg when fov_deg is set. query_kind "drone": flip/rotate drawn
     independently for each view (drone photos are not north-aligned). Each view is then
     resized (ground to ground_size (H, W), aerial to aerial_size²) and, when augment, gets
-    photometric(); otherwise it is only normalised.
+    photometric parameters drawn from rng (s4g.data.augment.draw_photometric); otherwise
+    parameters that only normalise. s4g.data.augment.augment_batch applies them.
     """
 
     def __init__(
@@ -201,19 +159,41 @@ class TrainTransform:
         self.aerial_hw = (int(aerial_size), int(aerial_size))
         self.ground_hw = (int(ground_size[0]), int(ground_size[1]))
         self.query_kind, self.augment, self.fov_deg = query_kind, augment, fov_deg
-        self._photo = photometric() if augment else None
+
+    def decode_sizes(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The least (H, W) the decoded ground and aerial images must have for this transform
+        to only shrink them: before the field-of-view cut (W * 360 / fov), and square where a
+        quarter turn may swap the sides."""
+        h, w = self.ground_hw
+        if self.query_kind == "drone":
+            side = max(h, w)
+            return (side, side), self.aerial_hw
+        if self.fov_deg is not None:
+            w = math.ceil(w * 360.0 / float(self.fov_deg))
+        return (h, w), self.aerial_hw
 
     def __call__(
         self, ground: torch.Tensor, aerial: torch.Tensor, rng: np.random.Generator, heading_deg: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, PhotoParams, PhotoParams]:
+        # paired_geometry / tile_geometry, in a cheaper order: a quarter turn of a view resized
+        # to a square is applied after the resize (each side scales to the same length either
+        # way), on the smaller image and without a layout the resize is slow on.
+        ground_turns = aerial_turns = 0
         if self.augment and self.query_kind == "panorama":
-            ground, aerial = paired_geometry(ground, aerial, *draw_geometry(rng))
+            flip, aerial_turns = draw_geometry(rng)
+            if flip:
+                ground, aerial = ground.flip(-1), aerial.flip(-1)
+            ground = roll_panorama(ground, aerial_turns)
         elif self.augment:
-            ground = tile_geometry(ground, *draw_geometry(rng))
-            aerial = tile_geometry(aerial, *draw_geometry(rng))
+            (ground_flip, ground_turns), (aerial_flip, aerial_turns) = draw_geometry(rng), draw_geometry(rng)
+            ground = tile_geometry(ground, ground_flip, 0)
+            aerial = tile_geometry(aerial, aerial_flip, 0)
+            if self.ground_hw[0] != self.ground_hw[1]:
+                ground, ground_turns = tile_geometry(ground, False, ground_turns), 0
         if self.fov_deg is not None and self.query_kind == "panorama":
             ground = crop_fov(ground, self.fov_deg, heading_deg)
         ground, aerial = resize(ground, self.ground_hw), resize(aerial, self.aerial_hw)
-        if self._photo is None:
-            return normalise(ground), normalise(aerial)
-        return self._photo(ground), self._photo(aerial)
+        ground, aerial = tile_geometry(ground, False, ground_turns), tile_geometry(aerial, False, aerial_turns)
+        if not self.augment:
+            return ground, aerial, no_photometric(), no_photometric()
+        return ground, aerial, draw_photometric(rng, self.ground_hw), draw_photometric(rng, self.aerial_hw)

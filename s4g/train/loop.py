@@ -202,9 +202,8 @@ def _loader(cfg: TrainConfig, data: RunData, batches: np.ndarray, epoch: int, en
     # Augmentation is a pure function of (seed, epoch, pair index): no worker or RNG state
     # leaks into it, so a resumed epoch sees the same images as an uninterrupted one.
     data.pairs.set_epoch(epoch)
-    collate = collate_pairs if cfg.skip_bad_images else None
     return DataLoader(data.pairs, batch_sampler=share.tolist(), num_workers=cfg.workers,
-                      pin_memory=env.device.type == "cuda", collate_fn=collate)
+                      pin_memory=env.device.type == "cuda", collate_fn=collate_pairs)
 
 
 def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.DistEnv, parts: Parts,

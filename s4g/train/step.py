@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from s4g import runtime
 from s4g.config import TrainConfig
+from s4g.data.augment import augment_batch
 from s4g.distributed import DistEnv
 from s4g.loss import InfoNCE
 from s4g.train.schedule import lr_at
@@ -115,12 +116,15 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
                            console=console, transient=False, enabled=env.is_main)
     with bar:  # disabled (prints nothing) on ranks other than 0
         task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(loader), loss="-", speed="-")
-        for i, (ground, aerial, _) in enumerate(loader):
+        for i, (ground, aerial, _, ground_params, aerial_params) in enumerate(loader):
             if ground.shape[0] < 2:  # --skip-bad-images emptied the batch: nothing to contrast
                 continue
             lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            # uint8 views to the device; photometric augmentation and normalisation run there
+            ground = augment_batch(ground, ground_params, env.device)
+            aerial = augment_batch(aerial, aerial_params, env.device)
             running += train_step(parts, ground, aerial, params, cfg.clip_grad, env.device)
             window += 1
             step += 1
