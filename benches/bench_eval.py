@@ -34,6 +34,7 @@ import torch
 from s4g import evaluate, mining
 from s4g.evaluate import retrieval_metrics
 from s4g.mining import similar_references
+from s4g.runtime import pick_device
 
 VIGOR_Q, VIGOR_R = 52_605, 90_618
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dim = 32 if args.quick else args.dim
     n_q, n_r = max(1, round(VIGOR_Q * args.scale)), max(2, round(VIGOR_R * args.scale))
-    device = evaluate.default_device()
+    device = pick_device("auto")
     print(f"device {device}, torch threads {torch.get_num_threads()}, "
           f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}, "
           f"Q={n_q} R={n_r} D={dim} (scale {args.scale}), k={args.k}")

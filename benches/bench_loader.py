@@ -3,7 +3,8 @@
 Per dataset, at the real sizes (photo-like JPEGs, quality 90, the bench writes itself):
 CVUSA 1232×224 panorama + 750² tile -> 140×768 + 384²; VIGOR 2048×1024 + 640² -> 384×768 + 384²;
 University-1652 512² drone photo + 512² tile -> 384² + 384². Timed on one thread, as one
-DataLoader worker runs, per pair (best of --repeats passes over --pairs pairs):
+DataLoader worker runs, in CPU time per pair (best of --repeats passes over --items items, which
+cycle over --pairs distinct files; each item draws its own augmentation, whose cost varies):
 - "today": full-size decode, paired geometry, resize, then the photometric ops per image on
   the host (photometric_reference: the torchvision ops of the path this issue replaced);
 - "s4g host": PairDataset's item (DCT-scaled decode where it applies, geometry, resize to
@@ -16,8 +17,8 @@ Then augment_batch on a batch of --batch pairs (ground + aerial) on the CPU with
 threads, and on CUDA when there is a GPU (with nvjpeg batch decoding of the panoramas beside
 the host decode).
 
-    python benches/bench_loader.py [--datasets cvusa vigor university] [--pairs 4] [--batch 128]
-        [--repeats 3] [--device cpu|cuda] [--out FILE]
+    python benches/bench_loader.py [--datasets cvusa vigor university] [--pairs 4] [--items 24]
+        [--batch 128] [--repeats 3] [--device cpu|cuda] [--out FILE]
 Writes benches/results/bench_loader.json (or --out).
 """
 
@@ -60,7 +61,8 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
     return img.clamp(0, 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
 
-def write_pairs(root: Path, name: str, n: int) -> TrainSet:
+def write_pairs(root: Path, name: str, n: int, items: int) -> TrainSet:
+    """`items` pairs over n distinct pairs of files written under root."""
     (qh, qw), side, _, _, kind = DATASETS[name]
     ground, aerial = [], []
     for i in range(n):
@@ -68,8 +70,9 @@ def write_pairs(root: Path, name: str, n: int) -> TrainSet:
         aerial.append(str(root / f"{name}_r{i}.jpg"))
         Image.fromarray(photo(qh, qw, i)).save(ground[-1], quality=90)
         Image.fromarray(photo(side, side, 1000 + i)).save(aerial[-1], quality=90)
-    lat = np.linspace(0, 1, n)
-    return TrainSet(name, ground, aerial, np.arange(n, dtype=np.int64), lat, lat, query_kind=kind)
+    ground, aerial = (ground * (items // n + 1))[:items], (aerial * (items // n + 1))[:items]
+    lat = np.linspace(0, 1, items)
+    return TrainSet(name, ground, aerial, np.arange(items, dtype=np.int64), lat, lat, query_kind=kind)
 
 
 def today(ts: TrainSet, ground_hw, aerial_side: int):
@@ -133,7 +136,7 @@ def per_pair(item, n: int, repeats: int) -> dict:
 
 
 def host_figures(name: str, root: Path, args) -> dict:
-    ts = write_pairs(root, name, args.pairs)
+    ts = write_pairs(root, name, args.pairs, args.items)
     _, _, ground_hw, side, _ = DATASETS[name]
     ds = PairDataset(ts, side, ground_hw, augment=True, seed=0)
     paths = {"today": today(ts, ground_hw, side), "s4g host": ds.__getitem__}
@@ -143,9 +146,9 @@ def host_figures(name: str, root: Path, args) -> dict:
         print(f"reference pipeline skipped ({err}): pip install '.[bench]'")
     out = {}
     for label, item in paths.items():
-        out[label] = per_pair(item, args.pairs, args.repeats)
+        out[label] = per_pair(item, args.items, args.repeats)
     decode = per_pair(lambda i: (load_image(ts.query_files[i], ds._decode_ground),
-                                 load_image(ts.reference_files[i], ds._decode_aerial)), args.pairs, args.repeats)
+                                 load_image(ts.reference_files[i], ds._decode_aerial)), args.items, args.repeats)
     out["s4g host"]["decode_ms_per_pair"] = decode["ms_per_pair"]
     return out
 
@@ -178,7 +181,7 @@ def nvjpeg_figures(root: Path, batch: int, repeats: int) -> dict:
     one host core's DCT-scaled decode of the same file."""
     from torchvision.io import decode_jpeg
 
-    files = sorted(root.glob("vigor_q*.jpg"))
+    files = sorted(root.glob("vigor_q*.jpg"))  # the distinct panoramas
     raw = [torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8) for f in files]
     data = (raw * (batch // len(raw) + 1))[:batch]
     t = timed(lambda: (decode_jpeg(data, device="cuda"), torch.cuda.synchronize()), repeats, warmup=1)
@@ -190,7 +193,8 @@ def nvjpeg_figures(root: Path, batch: int, repeats: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    ap.add_argument("--pairs", type=int, default=4, help="distinct pairs per dataset")
+    ap.add_argument("--pairs", type=int, default=4, help="distinct pairs of files per dataset")
+    ap.add_argument("--items", type=int, default=24, help="items timed per pass (augmentation draws)")
     ap.add_argument("--batch", type=int, default=128, help="pairs per augmented batch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -198,7 +202,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
-    banner(datasets=",".join(args.datasets), pairs=args.pairs, batch=args.batch, device=device)
+    banner(datasets=",".join(args.datasets), pairs=args.pairs, items=args.items, batch=args.batch, device=device)
     figures: dict = {"host": {}, "augment": {}}
     with tempfile.TemporaryDirectory() as tmp:
         torch.set_num_threads(1)  # one DataLoader worker = one core

@@ -206,3 +206,28 @@ def test_determinism_across_workers_and_rank_splits(tmp_path):
     assert any(not whole[i][0].equal(A.normalise(ds[i][0])) for i in range(8))  # augmentation happened
     ds.set_epoch(4)
     assert any(not _augmented(ds, batches, 0)[i][0].equal(whole[i][0]) for i in range(8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_augment_matches_cpu(images):
+    """The same batch and parameters on the GPU and on the CPU: equal up to float rounding
+    (which may move a JPEG-coded pixel by one grey level)."""
+    boxes = torch.zeros(8, 4, dtype=torch.int64)
+    boxes[:2] = torch.tensor([[1, 2, 5, 6], [10, 20, 4, 9]])
+    per_image = [
+        _params(quality=90, colour=True, order=[2, 0, 1], factors=[1.1, 0.9, 1.14], hue=0.5),
+        _params(filter=A.BLUR, sigma=0.8, erase=boxes),
+        _params(quality=97, colour=True, order=[1, 2, 0], factors=[0.86, 1.05, 0.9], hue=-0.9, filter=A.SHARPEN),
+        _params(),
+        _params(quality=100, filter=A.BLUR, sigma=1.4, erase=boxes.flip(0)),
+        _params(colour=True, order=[0, 1, 2], factors=[1.0, 1.15, 0.85], hue=0.1, filter=A.SHARPEN),
+    ]
+    params = default_collate(per_image)
+    on_cpu = A.augment_batch(images, params)
+    on_gpu = A.augment_batch(images, params, "cuda")
+    assert on_gpu.device.type == "cuda" and on_gpu.is_contiguous(memory_format=torch.channels_last)
+    diff = (on_gpu.cpu() - on_cpu).abs()
+    assert diff.mean() < 2e-3 and (diff > 1e-4).float().mean() < 0.02
+    coded = jpeg_roundtrip(images.cuda(), torch.tensor([90, 95, 100, 91, 99, 92])).cpu()
+    gap = (coded.float() - jpeg_roundtrip(images, torch.tensor([90, 95, 100, 91, 99, 92])).float()).abs()
+    assert gap.mean() < 0.05 and gap.max() <= 2
