@@ -60,6 +60,16 @@ def mixed_precision(device: torch.device) -> tuple[Callable[[], contextlib.Abstr
     return (lambda: autocast(device)), scaler
 
 
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """`tensor` on `device`. A host tensor bound for a GPU is pinned first: a copy from pageable
+    memory waits for all work queued on the stream, which would stall the host once per small
+    parameter tensor (s4g.data.augment)."""
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def progress(
     *extra: ProgressColumn, console: Console | None = None, transient: bool = True, enabled: bool = True
 ) -> Progress:
@@ -75,4 +85,4 @@ def progress(
     return Progress(*columns, console=console, transient=transient, disable=not enabled)
 
 
-__all__ = ["amp_dtype", "autocast", "mixed_precision", "pick_device", "progress"]
+__all__ = ["amp_dtype", "autocast", "mixed_precision", "pick_device", "progress", "to_device"]

@@ -31,6 +31,7 @@ from torch.nn import functional as nnf
 from torchvision.transforms.v2 import functional as F
 
 from s4g.data.jpeg import jpeg_roundtrip
+from s4g.runtime import to_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,7 +109,7 @@ def _erase_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int,
 # ---- the batched ops: float images (N, 3, H, W) in [0, 1], one parameter row per image -----
 
 def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.to(like.device, like.dtype).view(-1, 1, 1, 1)
+    return to_device(v, like.device).to(like.dtype).view(-1, 1, 1, 1)
 
 
 def _grey(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +148,7 @@ def hue_matrices(theta: torch.Tensor) -> torch.Tensor:
 
 def hue_rotate(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     """x[i] with its hue turned by theta[i] radians (luma kept), clamped to [0, 1]."""
-    m = hue_matrices(theta).to(x.device)
+    m = to_device(hue_matrices(theta), x.device)
     return torch.einsum("nij,njhw->nihw", m, x).clamp_(0, 1)
 
 
@@ -164,7 +165,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x[i] blurred with a BLUR_SIZE² Gaussian of sigma[i], reflect-padded (torchvision's
     gaussian_blur)."""
     n, c, h, w = x.shape
-    k = gaussian_kernels(sigma.to(x.device)).repeat_interleave(c, 0)[:, None]
+    k = to_device(gaussian_kernels(sigma.cpu()), x.device).repeat_interleave(c, 0)[:, None]
     pad = BLUR_SIZE // 2
     padded = nnf.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
     return nnf.conv2d(padded, k, groups=n * c).view(n, c, h, w)
@@ -178,7 +179,7 @@ def sharpen(x: torch.Tensor) -> torch.Tensor:
 def erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """x with, per image i, the rectangles boxes[i] (K, 4) (top, left, height, width) set to 0."""
     n, _, h, w = x.shape
-    boxes = boxes.to(x.device)
+    boxes = to_device(boxes, x.device)
     top, left, bh, bw = boxes.unbind(-1)  # (N, K)
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
@@ -202,7 +203,7 @@ def _where(mask: torch.Tensor) -> torch.Tensor:
 def _apply(x: torch.Tensor, rows: torch.Tensor, fn, *args: torch.Tensor) -> None:
     """x[rows] = fn(x[rows], *args) in place; rows is a CPU index (no device sync)."""
     if rows.numel():
-        at = rows.to(x.device, non_blocking=True)
+        at = to_device(rows, x.device)
         x[at] = fn(x[at], *args)
 
 
@@ -224,7 +225,7 @@ def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torc
     Only the images an op applies to go through it; parameters stay on the host, so the
     training loop is not made to wait for the device.
     """
-    x = images.to(device if device is not None else images.device, non_blocking=True)
+    x = to_device(images, device if device is not None else images.device)
     if params is not None:
         rows = _where(params.quality > 0)
         if rows.numel() and x is images:  # never write into the caller's tensor

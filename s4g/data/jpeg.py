@@ -19,6 +19,8 @@ import math
 import torch
 from torch.nn import functional as nnf
 
+from s4g.runtime import to_device
+
 # The example tables of the JPEG standard (ITU T.81 Annex K), row-major, the ones libjpeg scales.
 _LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
          14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
@@ -55,9 +57,9 @@ def _code_planes(planes: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     """Level shift, DCT, quantise, dequantise, inverse DCT and round planes (N, H, W) (H, W
     multiples of 8) with one table (N, 64) per plane."""
     n, h, w = planes.shape
-    basis = _BASIS.to(planes.device)
+    basis = to_device(_BASIS, planes.device)
     blocks = (planes - 128).view(n, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4).reshape(n, -1, 64)
-    q = tables.to(planes.device).view(n, 1, 64)
+    q = to_device(tables, planes.device).view(n, 1, 64)
     coef = torch.round((blocks @ basis.T) / q).mul_(q)
     out = (coef @ basis).view(n, h // 8, w // 8, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, h, w)
     return out.add_(128).round_().clamp_(0, 255)
