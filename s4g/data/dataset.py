@@ -11,7 +11,6 @@ number of workers, on which worker or rank gets which batch, or on the caller's 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset, default_collate
 from s4g.data.augment import PhotoParams, no_photometric
 from s4g.data.images import load_image
 from s4g.data.records import TrainSet
-from s4g.data.transforms import TrainTransform, check_fov, eval_transform
+from s4g.data.transforms import TrainTransform, check_fov, eval_transform, uncropped_size
 from s4g.errors import UserInputError
 
 BAD_CLASS = -1
@@ -164,8 +163,7 @@ class ImageDataset(Dataset):
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.fov, self.heading_deg, self.random_heading, self.seed = fov, heading_deg, random_heading, int(seed)
         self._apply = eval_transform(self.size_hw, fov)
-        h, w = self.size_hw  # before the cut, a panorama needs w * 360 / fov columns
-        self._decode_size = (h, w if fov is None else math.ceil(w * 360.0 / float(fov)))
+        self._decode_size = uncropped_size(self.size_hw, fov)
 
     def heading(self, index: int) -> float:
         """The heading in degrees (clockwise from north) item `index` is cut at."""

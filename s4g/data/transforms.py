@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from s4g.data.augment import IMAGENET_MEAN, IMAGENET_STD, PhotoParams, draw_photometric, no_photometric, normalise  # noqa: F401 (re-exported)
+from s4g.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise  # noqa: F401 (re-exported)
+from s4g.data.augment import PhotoParams, draw_photometric, no_photometric
 from s4g.errors import UserInputError
 
 P_FLIP = 0.5
@@ -49,6 +50,14 @@ def fov_size(ground_size: tuple[int, int], fov_deg: float | None) -> tuple[int, 
         return h, w
     check_fov(fov_deg)
     return h, max(1, min(w, math.floor(w * float(fov_deg) / 360.0 + 0.5)))
+
+
+def uncropped_size(size_hw: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:
+    """(H, W) of the whole panorama whose fov_deg crop is size_hw (H, w) at the same scale:
+    W = ceil(w * 360 / fov_deg) (size_hw itself when fov_deg is None). The size a panorama
+    must be decoded at least at, to be only shrunk afterwards."""
+    h, w = int(size_hw[0]), int(size_hw[1])
+    return (h, w) if fov_deg is None else (h, math.ceil(w * 360.0 / float(fov_deg)))
 
 
 def crop_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float) -> torch.Tensor:
@@ -164,13 +173,10 @@ class TrainTransform:
         """The least (H, W) the decoded ground and aerial images must have for this transform
         to only shrink them: before the field-of-view cut (W * 360 / fov), and square where a
         quarter turn may swap the sides."""
-        h, w = self.ground_hw
         if self.query_kind == "drone":
-            side = max(h, w)
+            side = max(self.ground_hw)
             return (side, side), self.aerial_hw
-        if self.fov_deg is not None:
-            w = math.ceil(w * 360.0 / float(self.fov_deg))
-        return (h, w), self.aerial_hw
+        return uncropped_size(self.ground_hw, self.fov_deg), self.aerial_hw
 
     def __call__(
         self, ground: torch.Tensor, aerial: torch.Tensor, rng: np.random.Generator, heading_deg: float = 0.0
