@@ -216,3 +216,22 @@ def test_train_transform_keeps_pairs_consistent():
         assert hits, f"seed {seed}: the views were transformed inconsistently"
         seen.add(hits[0])
     assert len(seen) >= 6  # flips and turns were all exercised
+
+
+def test_train_transform_turns_after_the_resize_as_paired_geometry_before_it():
+    """TrainTransform turns the square views after resizing them (cheaper): the same images as
+    paired_geometry followed by the resize, up to the resize's rounding."""
+    from test_images import photo
+
+    from s4g.data.transforms import resize
+
+    pano, tile = photo(40, 160, 1), photo(48, 48, 2)
+    seen = set()
+    for seed in range(16):
+        flip, turns = draw_geometry(np.random.default_rng(seed))
+        seen.add((flip, turns))
+        g, a, _, _ = TrainTransform(20, (16, 64))(pano, tile, np.random.default_rng(seed))
+        want_g, want_a = paired_geometry(pano, tile, flip, turns)
+        assert g.equal(resize(want_g, (16, 64)))
+        assert (a.int() - resize(want_a, (20, 20)).int()).abs().max() <= 1
+    assert len(seen) >= 6
