@@ -87,7 +87,9 @@ def _decode_scaled(data: bytes | bytearray, path: str, min_size: tuple[int, int]
             if im.size == (width, height):
                 return None  # no DCT scale keeps min_size: torchvision's full decode is faster
             array = np.array(im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError:
+        return None  # Pillow's guard against huge images; torchvision decodes them in full
+    except (OSError, ValueError, SyntaxError) as err:
         raise _undecodable(path, str(err) or type(err).__name__) from None
     return torch.from_numpy(array).permute(2, 0, 1)
 
