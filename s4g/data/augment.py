@@ -81,7 +81,8 @@ def draw_photometric(rng: np.random.Generator, size_hw: tuple[int, int]) -> Phot
     order = rng.permutation(3)
     factors = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
     hue = rng.uniform(-HUE_TURN, HUE_TURN) * 2 * math.pi
-    filt = (BLUR if rng.random() < 0.5 else SHARPEN) if rng.random() < P_FILTER else NO_FILTER
+    use_filter, blur = rng.random() < P_FILTER, rng.random() < 0.5
+    filt = (BLUR if blur else SHARPEN) if use_filter else NO_FILTER
     sigma = rng.uniform(*BLUR_SIGMA)
     erase = np.zeros((ERASE_COUNT, 4), dtype=np.int64)
     if rng.random() < P_ERASE:
