@@ -3,8 +3,9 @@ header check that finds unusable images before a run spends time on them.
 
 A JPEG can be decoded at 1/2, 1/4 or 1/8 of its size directly (libjpeg's DCT scaling, through
 Pillow's `Image.draft`): the inverse DCT, the chroma upsampling and the colour conversion then
-run on the reduced grid, which more than halves the decode of a 2048×1024 panorama that is
-resized to 768×384 anyway. `load_image(path, min_size=...)` uses the largest such scale that
+run on the reduced grid; the entropy decoding does not shrink, so the gain depends on how
+detailed the image is (≈ 15 % for the photo-like 2048×1024 panoramas of benches/bench_loader.py,
+which are resized to 768×384 anyway). `load_image(path, min_size=...)` uses the largest such scale that
 keeps the image at least `min_size`, for JPEGs of at least SCALED_DECODE_MIN_PIXELS; everything
 else decodes at full size, bit for bit as before (tests/test_images.py states how far a scaled
 decode + resize lies from a full decode + resize).
