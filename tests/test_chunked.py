@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
 
@@ -26,6 +27,7 @@ from s4g.cli import app
 from s4g.distributed import DistEnv
 from s4g.loss import InfoNCE
 from s4g.model import EmbeddingModel
+from s4g.synth.cache import ensure_world
 from s4g.train.chunksize import balanced_chunk, largest_fitting, plan_chunks
 from s4g.train.gradcache import cached_backward
 from s4g.train.step import Parts, TrainStep, batch_gradients, build_parts, train_step
@@ -236,6 +238,24 @@ def test_chunks_with_batchnorm_are_refused(tmp_path):
                                    "--backbone", "resnet18", "--chunk-size", "8", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "BatchNorm" in res.output, res.output
     assert not (tmp_path / "w").exists()  # refused before any work
+
+
+def test_cli_trains_in_chunks_and_resumes_without(tmp_path):
+    world = ensure_world(tmp_path / "world", locations=60, seed=0)
+    out = tmp_path / "run"
+    tiny = ["--data-root", str(world), "--locations", "60", "--aerial-size", "32", "--ground-size", "32", "64",
+            "--batch-size", "8", "--eval-batch-size", "32", "--workers", "0", "--out", str(out)]
+    res = CliRunner().invoke(app, ["train", "--dataset", "synthetic", "--epochs", "1", "--chunk-size", "3", *tiny])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "config.json").read_text())["chunk_size"] == 3
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    (record,) = [r for r in lines if r.get("kind") == "chunking"]
+    assert record["epoch"] == 1 and record["chunk_size"] == 3 and "3 chunks" in record["note"]
+    # the gradients do not depend on the chunk size: a run may continue with another
+    res = CliRunner().invoke(app, ["train", "--resume", str(out), "--epochs", "2", "--chunk-size", "0"])
+    assert res.exit_code == 0, res.output
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["chunk_size"] == 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -106,17 +106,16 @@ def run(
             return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
         if cfg.chunk_size == 0:
-            fix = ("train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients), "
-                   "lower --batch-size")
+            fix = "train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients)"
         elif cfg.chunk_size == "auto":
-            fix = "pass a --chunk-size N below the chunk auto chose (printed at the start)"
+            fix = "pass a --chunk-size N below the one auto chose (printed at the start)"
         else:
             fix = f"pass a --chunk-size below {cfg.chunk_size}"
         raise UserInputError(
             f"the GPU ran out of memory at --batch-size {cfg.batch_size} "
             f"({cfg.batch_size // env.world_size} pairs per process, images "
             f"{cfg.aerial_size}px aerial, {cfg.ground_size[0]}x{cfg.ground_size[1]} ground); "
-            f"{fix}, or spread the batch over more GPUs with torchrun"
+            f"{fix}, lower --batch-size, or spread the batch over more GPUs with torchrun"
         ) from None
     finally:
         D.teardown(env)
