@@ -9,7 +9,8 @@ loss scaling as training uses them on that device, channels-last) for --warmup s
   held:  memory held between steps (weights, gradients, AdamW moments, the batch's images),
   peak:  the highest memory during the timed steps, and step = peak - held, the step's own
          memory (activations and temporaries), which the chunk size bounds;
-  s/step: the best timed step.
+  s/step: the best timed step (wall clock), and its CPU seconds (all threads of the
+         process; on a shared CPU with --threads 1 the steadier measure of the work).
 CUDA: torch.cuda.memory_allocated / max_memory_allocated, all runs in this process. With
 --caps-gib, also `--chunk-size auto` under each memory cap (a smaller GPU, emulated with
 torch.cuda.set_per_process_memory_fraction): the chunk it chooses, its peak and its time.
@@ -40,6 +41,7 @@ from harness import banner, table, write_result
 
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
+from s4g.errors import UserInputError
 from s4g.loss import InfoNCE
 from s4g.model import build_model
 from s4g.runtime import mixed_precision
@@ -98,13 +100,14 @@ def measure(parts: Parts, ground: torch.Tensor, aerial: torch.Tensor, *, warmup:
     _reset_peak(device)
     times = []
     for _ in range(steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = train_step(parts, ground, aerial, params, 100.0, device)
         loss.item()  # waits for the device
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
     _, peak = _memory(device)
+    wall, cpu = min(times)
     return {"held_gib": held / GIB, "peak_gib": peak / GIB, "step_gib": (peak - held) / GIB,
-            "s_per_step": min(times), "loss": float(loss)}
+            "s_per_step": wall, "cpu_s_per_step": cpu, "loss": float(loss)}
 
 
 def _run_one(config: str, batch: int, chunk: str, device: torch.device, args) -> dict:
@@ -141,7 +144,7 @@ def _run_capped(config: str, batch: int, cap_gib: float, device: torch.device, a
         g, a = _images(batch, aerial, ground, device)
         return {"chunk": plan.size or "plain", "probe_s": probe_s, "note": plan.note,
                 **measure(parts, g, a, warmup=args.warmup, steps=args.steps)}
-    except torch.OutOfMemoryError:
+    except (torch.OutOfMemoryError, UserInputError):  # the latter: not even one pair fits
         return {"out_of_memory": True}
     finally:
         parts = g = a = None
@@ -204,7 +207,7 @@ def main() -> None:
             results.append({"config": config, "batch": batch, "cap_gib": cap, **r})
             rows.append(_row(f"{batch} pairs, auto under {cap:g} GiB -> {r.get('chunk', '-')}", r))
         print(f"\n{config}: {backbone}, aerial {aerial}x{aerial}, ground {ground[0]}x{ground[1]}")
-        table(["run", "held GiB", "step GiB", "peak GiB", "s/step"], rows)
+        table(["run", "held GiB", "step GiB", "peak GiB", "s/step", "CPU s/step"], rows)
     write_result("bench_chunked_step", {"device": str(device), "warmup": args.warmup, "steps": args.steps,
                                         "configs": {c: CONFIGS[c] for c in configs}, "results": results},
                  out=args.out)
@@ -212,8 +215,8 @@ def main() -> None:
 
 def _row(label: str, r: dict) -> list:
     if r.get("out_of_memory"):
-        return [label, "out of memory", "", "", ""]
-    return [label, r["held_gib"], r["step_gib"], r["peak_gib"], r["s_per_step"]]
+        return [label, "out of memory", "", "", "", ""]
+    return [label, r["held_gib"], r["step_gib"], r["peak_gib"], r["s_per_step"], r["cpu_s_per_step"]]
 
 
 if __name__ == "__main__":

@@ -28,8 +28,7 @@ from s4g.distributed import DistEnv
 from s4g.loss import InfoNCE
 from s4g.model import EmbeddingModel
 from s4g.synth.cache import ensure_world
-from s4g.train.chunksize import balanced_chunk, largest_fitting, plan_chunks
-from s4g.train.gradcache import cached_backward
+from s4g.train.chunksize import balanced_chunk, largest_fitting, plan_chunks, probe_largest_chunk
 from s4g.train.step import Parts, TrainStep, batch_gradients, build_parts, train_step
 
 CPU = torch.device("cpu")
@@ -214,6 +213,39 @@ def test_balanced_chunk_keeps_the_number_of_chunks_with_less_memory():
         for largest in range(1, share + 1):
             size = balanced_chunk(share, largest)
             assert size <= largest and -(-share // size) == -(-share // largest)
+
+
+class _RunsOutAbove(torch.nn.Module):
+    """A model that runs out of memory, half-way through its forward, above `limit` images."""
+
+    def __init__(self, model: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.model, self.limit = model, limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.encoder.features[0](x)
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError(f"{x.shape[0]} images")
+        return self.model(x + 0 * features.mean())
+
+
+def test_probe_finds_the_largest_chunk_and_leaves_the_model_as_it_was():
+    model = _RunsOutAbove(_model(stochastic_depth=0.5), limit=6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = torch.ones_like(model.model.encoder.features[0][0].weight)
+    model.model.encoder.features[0][0].weight.grad = kept
+    optimizer = torch.optim.AdamW(model.parameters())
+    torch.manual_seed(3)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(3)
+    largest = probe_largest_chunk(model, optimizer, contextlib.nullcontext, upto=11, ground_hw=(32, 64),
+                                  aerial_hw=(32, 32), device=CPU)
+    assert largest == 6
+    assert torch.equal(torch.rand(3), expected_draw)  # the trials' stochastic depth drew nothing
+    for name, p in model.named_parameters():
+        assert p.grad is (kept if p is model.model.encoder.features[0][0].weight else None), name
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_auto_on_the_cpu_does_not_chunk():

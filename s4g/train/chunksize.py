@@ -16,6 +16,7 @@ from torch import nn
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
 from s4g.errors import UserInputError
+from s4g.train.gradcache import rng_devices
 
 # The probed chunk is scaled by this before use: activations grow about linearly with the
 # chunk, so about a tenth of its activation memory stays free for the caching allocator's
@@ -25,11 +26,10 @@ MARGIN = 0.9
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """size: pairs per chunk in each process, None = the whole share at once (the plain
-    step); share: pairs per process per step; note: what was chosen and why, one line."""
+    """size: pairs per chunk in each process, None = the process's whole share of the batch
+    at once (the plain step); note: what was chosen and why, one line for the user."""
 
     size: int | None
-    share: int
     note: str
 
 
@@ -45,10 +45,10 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
     if cfg.chunk_size != "auto":
         size = int(cfg.chunk_size)
         if 0 < size < share:
-            return ChunkPlan(size, share, f"--chunk-size {size}: {_how(share, size)}")
-        return ChunkPlan(None, share, f"--chunk-size {size}: the whole batch of {share} pairs per process at once")
+            return ChunkPlan(size, f"--chunk-size {size}: {_how(share, size)}")
+        return ChunkPlan(None, f"--chunk-size {size}: the whole batch of {share} pairs per process at once")
     if env.device.type != "cuda":
-        return ChunkPlan(None, share, "--chunk-size auto: the whole batch at once (no memory probe on the CPU)")
+        return ChunkPlan(None, "--chunk-size auto: the whole batch at once (no memory probe on the CPU)")
     t0 = time.perf_counter()
     largest = probe_largest_chunk(model, optimizer, autocast, upto=math.ceil(share / MARGIN),
                                   ground_hw=cfg.ground_size, aerial_hw=(cfg.aerial_size, cfg.aerial_size),
@@ -66,10 +66,10 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
         )
     usable = max(1, math.floor(MARGIN * largest))
     if usable >= share:
-        return ChunkPlan(None, share, f"--chunk-size auto: the whole batch of {share} pairs per process fits "
+        return ChunkPlan(None, f"--chunk-size auto: the whole batch of {share} pairs per process fits "
                                       f"in GPU memory, no chunking ({probe})")
     size = balanced_chunk(share, usable)
-    return ChunkPlan(size, share, f"--chunk-size auto: {size} pairs, {_how(share, size)} "
+    return ChunkPlan(size, f"--chunk-size auto: {size} pairs, {_how(share, size)} "
                                   f"({largest} fitted the probe; {probe})")
 
 
@@ -103,7 +103,8 @@ def probe_largest_chunk(model: nn.Module, optimizer: torch.optim.Optimizer,
                         autocast: Callable[[], contextlib.AbstractContextManager], *, upto: int,
                         ground_hw: tuple[int, int], aerial_hw: tuple[int, int], device: torch.device) -> int:
     """The largest number of pairs (<= upto) whose forward and backward under `autocast` fit
-    on the CUDA `device`, 0 if not even one does; ground_hw, aerial_hw: image (H, W), pixels.
+    on `device` (a GPU: the CPU raises no out-of-memory error), 0 if not even one does;
+    ground_hw, aerial_hw: image (H, W), pixels.
 
     Each trial holds what a training step holds besides the chunk's activations: the
     parameters, their gradients, `upto` pairs of images (float32, channels-last; a step holds
@@ -111,31 +112,31 @@ def probe_largest_chunk(model: nn.Module, optimizer: torch.optim.Optimizer,
     Weights, gradients and RNG states are left as they were.
     """
     reserve = _unallocated_optimizer_bytes(optimizer)
-    ground = torch.randn(upto, 3, *ground_hw, device=device).contiguous(memory_format=torch.channels_last)
-    aerial = torch.randn(upto, 3, *aerial_hw, device=device).contiguous(memory_format=torch.channels_last)
     params = list(model.parameters())
     stashed = [p.grad for p in params]  # the trials accumulate into fresh gradients
+    with torch.random.fork_rng(devices=rng_devices(device)):  # random images, stochastic depth
+        ground = torch.randn(upto, 3, *ground_hw, device=device).contiguous(memory_format=torch.channels_last)
+        aerial = torch.randn(upto, 3, *aerial_hw, device=device).contiguous(memory_format=torch.channels_last)
 
-    def fits(n: int) -> bool:
+        def fits(n: int) -> bool:
+            try:
+                _trial(model, autocast, ground[:n], aerial[:n], reserve)
+                ok = True
+            except torch.OutOfMemoryError:
+                ok = False
+            # Out of the handler, the traceback and the trial's tensors it held are gone.
+            for p in params:
+                p.grad = None
+            torch.cuda.empty_cache()
+            return ok
+
         try:
-            _trial(model, autocast, ground[:n], aerial[:n], reserve)
-            ok = True
-        except torch.OutOfMemoryError:
-            ok = False
-        # Out of the handler, the traceback and the trial's tensors it held are gone.
-        for p in params:
-            p.grad = None
-        torch.cuda.empty_cache()
-        return ok
-
-    try:
-        with torch.random.fork_rng(devices=[device]):  # stochastic depth draws in the trials
             return largest_fitting(fits, upto)
-    finally:
-        for p, g in zip(params, stashed):
-            p.grad = g
-        del ground, aerial
-        torch.cuda.empty_cache()
+        finally:
+            for p, g in zip(params, stashed):
+                p.grad = g
+            ground = aerial = None  # free the images before emptying the cache
+            torch.cuda.empty_cache()
 
 
 def _trial(model: nn.Module, autocast: Callable[[], contextlib.AbstractContextManager], ground: torch.Tensor,
@@ -145,7 +146,8 @@ def _trial(model: nn.Module, autocast: Callable[[], contextlib.AbstractContextMa
     with autocast():
         q, r = model(ground), model(aerial)
     torch.autograd.backward((q, r), (torch.ones_like(q), torch.ones_like(r)))
-    torch.cuda.synchronize(ground.device)
+    if ground.device.type == "cuda":
+        torch.cuda.synchronize(ground.device)
     del ballast
 
 

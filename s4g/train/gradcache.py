@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -32,7 +33,9 @@ from torch import nn
 _BUCKET_BYTES = 64 * 2**20
 
 
-def _rng_devices(device: torch.device) -> list[torch.device]:
+def rng_devices(device: torch.device) -> list[torch.device]:
+    """The devices whose RNG a computation on `device` draws from besides the CPU's
+    (torch.random.fork_rng's `devices`)."""
     return [device] if device.type == "cuda" else []
 
 
@@ -66,7 +69,7 @@ def cached_backward(
     of `chunk` pairs. The global RNG ends where one pass over the chunks leaves it. Returns
     the detached loss. Averaging over processes is the caller's (average_gradients).
     """
-    devices = _rng_devices(ground.device)
+    devices = rng_devices(ground.device)
     grounds, aerials = ground.split(chunk), aerial.split(chunk)
     states, q_parts, r_parts = [], [], []
     with torch.no_grad(), autocast():
@@ -129,4 +132,4 @@ def broadcast_parameters(module: nn.Module) -> None:
                 t.copy_(flat)
 
 
-__all__ = ["average_gradients", "broadcast_parameters", "cached_backward"]
+__all__ = ["average_gradients", "broadcast_parameters", "cached_backward", "rng_devices"]
