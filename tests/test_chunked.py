@@ -5,7 +5,7 @@ of the chunk size; the option's checks.
 Tolerance: each gradient tensor agrees with the whole-batch one to 2e-5 of its largest
 entry (plus rtol 1e-4). That is float32 rounding: the chunked step convolves smaller batches
 and sums in another order, and the measured worst case over these tests is 2.4e-6; the
-wrong method (adding per-chunk losses) misses by about 10 %.
+wrong method (adding per-chunk losses) misses by 46-171 % of each tensor's largest entry.
 """
 
 from __future__ import annotations
