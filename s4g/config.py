@@ -85,6 +85,7 @@ class TrainConfig(Preset):
     log_every: int = 20
     synth_locations: int = 1500
     synth_seed: int = 0
+    chunk_size: int | str = 0
 
     @classmethod
     def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> "TrainConfig":

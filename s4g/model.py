@@ -95,12 +95,19 @@ def build_model(backbone: str = "convnext_base", weights: Any = None) -> Embeddi
 def empty_model(backbone: str) -> EmbeddingModel:
     """An EmbeddingModel whose tensors are on the meta device: no memory, no random init.
 
-    Only for filling at once with load_state_strict(..., assign=True); building a
-    ConvNeXt-B with its random init costs seconds that a checkpoint load would throw away.
+    Only for filling at once with load_state_strict(..., assign=True), or for looking at
+    the layers; building a ConvNeXt-B with its random init costs seconds that a checkpoint
+    load would throw away.
     """
     check_backbone(backbone)
     with torch.device("meta"):
         return EmbeddingModel(backbone, BACKBONES[backbone][0](weights=None))
+
+
+def uses_batch_statistics(backbone: str) -> bool:
+    """Whether `backbone` normalises with statistics over the images passed together
+    (BatchNorm: the ResNets), so that splitting a batch changes its outputs."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in empty_model(backbone).modules())
 
 
 def load_state_strict(
@@ -132,4 +139,7 @@ def load_state_strict(
         raise RuntimeError(f"{source}: tensors left unloaded on the meta device: {', '.join(left[:5])}")
 
 
-__all__ = ["BACKBONES", "EmbeddingModel", "build_model", "check_backbone", "empty_model", "load_state_strict"]
+__all__ = [
+    "BACKBONES", "EmbeddingModel", "build_model", "check_backbone", "empty_model", "load_state_strict",
+    "uses_batch_statistics",
+]

@@ -45,13 +45,23 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig) -> None:
     run(cfg)
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The synthetic config and the run directory of one process training it."""
+    tmp = tmp_path_factory.mktemp("ddp")
     cfg = datasets.train_config("synthetic", **TINY)
-    world_dir = ensure_world(tmp_path / "world", locations=cfg.synth_locations, seed=cfg.synth_seed)
+    world_dir = ensure_world(tmp / "world", locations=cfg.synth_locations, seed=cfg.synth_seed)
     cfg = dataclasses.replace(cfg, data_root=str(world_dir))
-    ddp_cfg = dataclasses.replace(cfg, out=str(tmp_path / "ddp"))
+    return cfg, run(dataclasses.replace(cfg, out=str(tmp / "single")))
+
+
+# chunk 3: the gradient cache in chunks that do not divide the 4 pairs of each process, with
+# the gradients averaged once after the last backward instead of by DDP's hooks
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_two_gloo_processes_match_one_process(tmp_path, one_process, chunk):
+    cfg, single = one_process
+    ddp_cfg = dataclasses.replace(cfg, out=str(tmp_path / "ddp"), chunk_size=chunk)
     mp.spawn(_worker, args=(2, _free_port(), ddp_cfg), nprocs=2, join=True)
-    single = run(dataclasses.replace(cfg, out=str(tmp_path / "single")))
 
     for name in ("config.json", "metrics.jsonl", "last.pt", "best.pt"):
         assert (tmp_path / "ddp" / name).is_file(), name
@@ -65,3 +75,4 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     torch.testing.assert_close(a["loss"]["logit_scale"], b["loss"]["logit_scale"], rtol=1e-4, atol=1e-5)
     lines = [json.loads(x) for x in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines if r.get("kind") == "eval"] == [0, 1]
+    assert [r["chunk_size"] for r in lines if r.get("kind") == "chunking"] == ([3] if chunk else [])

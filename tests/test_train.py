@@ -117,10 +117,10 @@ def _same_state(a, b, path=""):
         assert a == b, path
 
 
-@pytest.mark.parametrize("sampling", ["dss"])
-def test_resume_gives_the_same_weights(world, tmp_path, sampling):
+@pytest.mark.parametrize("sampling, chunk", [("dss", 0), ("dss", 3)])
+def test_resume_gives_the_same_weights(world, tmp_path, sampling, chunk):
     cfg = datasets.train_config("synthetic", data_root=str(world), epochs=2, sampling=sampling,
-                                device="cpu", **TINY)
+                                device="cpu", chunk_size=chunk, **TINY)
     straight = run(dataclasses.replace(cfg, out=str(tmp_path / "a")))
     run(dataclasses.replace(cfg, out=str(tmp_path / "b")), stop_after_epoch=1)
     first = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
@@ -170,8 +170,10 @@ def test_out_of_memory_names_the_batch_size(monkeypatch, tmp_path):
 
     monkeypatch.setattr(train_mod, "_run", boom)
     cfg = datasets.train_config("synthetic", device="cpu", batch_size=48, out=str(tmp_path))
-    with pytest.raises(UserInputError, match="--batch-size 48"):
+    with pytest.raises(UserInputError, match="--batch-size 48.*--chunk-size auto"):
         run(cfg)
+    with pytest.raises(UserInputError, match="--chunk-size below 8"):
+        run(dataclasses.replace(cfg, chunk_size=8))
 
 
 def test_cli_resume_without_dataset_continues_the_saved_run(world, tmp_path):

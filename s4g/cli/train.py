@@ -53,6 +53,13 @@ def train_cmd(
     log_every: Annotated[Optional[int], typer.Option(help="Log the loss every N steps.")] = None,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
     locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
+    chunk_size: Annotated[Optional[str], typer.Option(
+        metavar="N|auto",
+        help="Train the batch on less GPU memory: each process embeds its pairs N at a time and "
+             "back-propagates the whole batch's loss chunk by chunk (gradient cache), the same gradients "
+             "as the whole batch for about one more forward pass. auto: the largest N that fits the free "
+             "GPU memory (a short probe; no chunking on the CPU or when the batch fits). 0: the whole batch "
+             "at once (default).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     dataset = dataset_name(dataset)
@@ -69,7 +76,7 @@ def train_cmd(
         ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
-        synth_locations=locations,
+        synth_locations=locations, chunk_size=_chunk_size(chunk_size),
     )
     point = ResumePoint.read(resume) if resume is not None else None
     if dataset is not None:
@@ -81,3 +88,14 @@ def train_cmd(
     run_dir = run(cfg, resume=point, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         console.print(f"run directory: {run_dir}")
+
+
+def _chunk_size(text: str | None) -> int | str | None:
+    # A number becomes an int; anything else stays text for s4g.train.checks to accept
+    # ("auto") or to refuse with the option's name.
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return text.strip().lower()

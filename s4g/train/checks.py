@@ -9,7 +9,7 @@ from s4g.config import SAMPLINGS, TrainConfig
 from s4g.data.transforms import check_fov
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
-from s4g.model import BACKBONES
+from s4g.model import BACKBONES, uses_batch_statistics
 from s4g.weights import PRETRAINED_FROM
 
 
@@ -58,9 +58,24 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
             f"--batch-size {cfg.batch_size} must be divisible by the number of processes ({world_size}), "
             "so that every process takes an equal share of each batch"
         )
+    _check_chunk_size(cfg)
     if world_size > 1 and cfg.skip_bad_images:
         # A dropped pair would give the ranks unequal batch shares, which the gather cannot take.
         raise UserInputError("--skip-bad-images works in single-process runs only; fix or remove the bad images")
+
+
+def _check_chunk_size(cfg: TrainConfig) -> None:
+    size = cfg.chunk_size
+    if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise UserInputError(
+            f"--chunk-size {size!r}: expected a number of pairs per chunk (0 = the whole batch at once) or auto"
+        )
+    if size != 0 and uses_batch_statistics(cfg.backbone):
+        raise UserInputError(
+            f"--chunk-size with --backbone {cfg.backbone}: its BatchNorm layers normalise each forward pass "
+            "with the statistics of the images in it, so a chunked step would not compute the whole batch's "
+            "gradient; use a convnext_* backbone, or --chunk-size 0"
+        )
 
 
 __all__ = ["check_config"]

@@ -105,11 +105,17 @@ def run(
 
             return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
+        if cfg.chunk_size == 0:
+            fix = "train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients)"
+        elif cfg.chunk_size == "auto":
+            fix = "pass a --chunk-size N below the one auto chose (printed at the start)"
+        else:
+            fix = f"pass a --chunk-size below {cfg.chunk_size}"
         raise UserInputError(
             f"the GPU ran out of memory at --batch-size {cfg.batch_size} "
             f"({cfg.batch_size // env.world_size} pairs per process, images "
             f"{cfg.aerial_size}px aerial, {cfg.ground_size[0]}x{cfg.ground_size[1]} ground); "
-            "lower --batch-size, or spread the batch over more GPUs with torchrun"
+            f"{fix}, lower --batch-size, or spread the batch over more GPUs with torchrun"
         ) from None
     finally:
         D.teardown(env)
@@ -169,6 +175,10 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / "config.json", cfg.to_json())
         log = MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None)
+        if parts.chunk_note is not None:
+            console.print(parts.chunk_note)
+            log.add({"epoch": state.epoch + 1, "kind": "chunking", "chunk_size": parts.chunk,
+                     "note": parts.chunk_note})
         if ckpt is None:
             _baseline(data, log, console)
     if ckpt is None:

@@ -1,5 +1,6 @@
 """The optimisation step: what a run trains (encoder, loss with its temperature, optimizer,
-mixed precision) and one pass over an epoch's batches."""
+mixed precision), the batch's gradient (whole, or chunk by chunk through the gradient cache
+of s4g.train.gradcache) and one pass over an epoch's batches."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from s4g.config import TrainConfig
 from s4g.data.augment import augment_batch
 from s4g.distributed import DistEnv
 from s4g.loss import InfoNCE
+from s4g.train.chunksize import plan_chunks
+from s4g.train.gradcache import average_gradients, broadcast_parameters, cached_backward
 from s4g.train.schedule import lr_at
 from s4g.train.state import MetricsLog, RunState, restore_run_checkpoint, seed_all
 from s4g.weights import initial_model
@@ -38,14 +41,20 @@ class TrainStep(nn.Module):
 
 @dataclasses.dataclass
 class Parts:
-    """The objects one run trains: encoder, loss (with the temperature), optimizer, AMP."""
+    """The objects one run trains: encoder, loss (with the temperature), optimizer, AMP.
+
+    chunk: pairs per chunk of the gradient cache in each process, None = the whole batch in
+    one forward pass; chunk_note: what --chunk-size chose, for the user (None: not asked).
+    """
 
     model: nn.Module
     loss_fn: InfoNCE
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: Callable[[], Any]
-    net: nn.Module  # TrainStep, DDP-wrapped when distributed
+    net: nn.Module  # TrainStep; DDP-wrapped when distributed without chunks
+    chunk: int | None = None
+    chunk_note: str | None = None
 
 
 def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Parts, RunState]:
@@ -64,10 +73,16 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Part
     model.to(env.device, memory_format=torch.channels_last)
     loss_fn.to(env.device)
     _optimizer_to(optimizer, env.device)
+    plan = plan_chunks(cfg, env, model, optimizer, autocast)
+    parts.chunk, parts.chunk_note = plan.size, (plan.note if cfg.chunk_size != 0 else None)
     net: nn.Module = TrainStep(model, loss_fn)
-    if env.distributed:
+    if env.distributed and parts.chunk is None:
         ids = [env.device.index] if env.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    elif env.distributed:
+        # Several backward passes per step: the chunked step averages the gradients itself,
+        # once, after the last (batch_gradients), instead of DDP's hooks.
+        broadcast_parameters(net)
     parts.net = net
     return parts, state
 
@@ -86,15 +101,35 @@ def train_step(parts: Parts, ground: torch.Tensor, aerial: torch.Tensor, params:
     (no host sync here, except fp16's inf check inside scaler.step)."""
     ground = ground.to(device, non_blocking=True, memory_format=torch.channels_last)
     aerial = aerial.to(device, non_blocking=True, memory_format=torch.channels_last)
-    with parts.autocast():
-        loss = parts.net(ground, aerial)
+    # Before the forward pass: the last step's gradients need not share memory with it.
     parts.optimizer.zero_grad(set_to_none=True)
-    parts.scaler.scale(loss).backward()
+    loss = batch_gradients(parts, ground, aerial, params)
     parts.scaler.unscale_(parts.optimizer)  # clip the true gradients, not the scaled ones
     nn.utils.clip_grad_value_(params, clip)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
-    return loss.detach()
+    return loss
+
+
+def batch_gradients(parts: Parts, ground: torch.Tensor, aerial: torch.Tensor,
+                    params: list[torch.Tensor]) -> torch.Tensor:
+    """Accumulate into the .grad of `params` (every trained tensor) the scaler-scaled gradient
+    of the loss on the batch, averaged over processes; return the detached loss.
+
+    ground (B, 3, Hg, Wg), aerial (B, 3, Ha, Wa) on the device: this process's pairs.
+    parts.chunk None: one forward and backward pass (DDP averages in its hooks); else the
+    gradient cache in chunks of parts.chunk pairs, the same gradients to float rounding.
+    """
+    if parts.chunk is None:
+        with parts.autocast():
+            loss = parts.net(ground, aerial)
+        parts.scaler.scale(loss).backward()
+        return loss.detach()
+    loss = cached_backward(parts.model, parts.loss_fn, ground, aerial, chunk=parts.chunk,
+                           autocast=parts.autocast, scaler=parts.scaler)
+    if parts.loss_fn.world_size > 1:  # over the processes whose embeddings the loss gathered
+        average_gradients(params, parts.loss_fn.world_size)
+    return loss
 
 
 def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainConfig, *,
@@ -145,4 +180,4 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
     return step
 
 
-__all__ = ["Parts", "TrainStep", "build_parts", "train_one_epoch", "train_step"]
+__all__ = ["Parts", "TrainStep", "batch_gradients", "build_parts", "train_one_epoch", "train_step"]
