@@ -11,7 +11,8 @@
 # (ConvNeXt-B, bf16, channels-last; images/s and % of the GPU's dense bf16 peak); the loader
 # bench with the augmentation on the GPU; evaluation and mining at VIGOR-test scale (52,605 ×
 # 90,618, D = 1024, random unit embeddings); a short synthetic training on CUDA with
-# augmentation on. Each step has a time limit and a failing step does not stop the others.
+# augmentation on; the chunked step's memory and time (bench_chunked_step.py). Each step has a
+# time limit and a failing step does not stop the others.
 # Writes one JSON of all figures to $OUT/gpu_check.json ($OUT unset: benches/results/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,11 +52,13 @@ if [[ $MODE == gpu ]]; then
     VIGOR_STEP=(--batch-size 32 --aerial-size 384 --ground-size 384 768 --rounds 2)
     CVUSA_STEP=(--batch-size 64 --aerial-size 384 --ground-size 140 768 --rounds 2)
     LOADER=(--pairs 4 --items 24 --batch 128 --repeats 2); LOCATIONS=600; EPOCHS=2; BATCH=64
+    CHUNK_ARGS=(--configs paper --steps 3)  # ConvNeXt-B bf16, plain/8/32/128 and auto under memory caps
 else
     DEVICE=cpu; BACKBONE=convnext_micro; EVAL_ARGS=(--scale 0.005 --quick --repeat 1 --no-torch-mining)
     VIGOR_STEP=(--batch-size 2 --aerial-size 64 --ground-size 64 128 --rounds 1 --steps 2 --warmup 1)
     CVUSA_STEP=(--batch-size 2 --aerial-size 64 --ground-size 32 128 --rounds 1 --steps 2 --warmup 1)
     LOADER=(--pairs 1 --items 2 --batch 4 --repeats 1 --datasets vigor); LOCATIONS=60; EPOCHS=1; BATCH=16
+    CHUNK_ARGS=(--configs synthetic --runs 8:plain 8:4 --steps 1 --warmup 0)
 fi
 PEAK=$("$PY" -P -c "
 import os, torch
@@ -66,13 +69,15 @@ print(os.environ.get('PEAK_TFLOPS', peak))")
 PEAK_ARG=(); [[ "$PEAK" != 0 ]] && PEAK_ARG=(--peak-tflops "$PEAK")
 
 step cuda_tests 150 "$PY" -P -m pytest -q -p no:cacheprovider tests/test_evaluate.py tests/test_mining.py \
-    tests/test_augment.py -k "gpu_path or cuda"
+    tests/test_augment.py tests/test_chunked.py -k "gpu_path or cuda or capped_gpu"
 step train_step_vigor 150 "$PY" benches/bench_train_step.py --backbone "$BACKBONE" --device "$DEVICE" \
     "${VIGOR_STEP[@]}" "${PEAK_ARG[@]}" --out "$WORK/parts/train_step_vigor.json"
 step train_step_cvusa 120 "$PY" benches/bench_train_step.py --backbone "$BACKBONE" --device "$DEVICE" \
     "${CVUSA_STEP[@]}" "${PEAK_ARG[@]}" --out "$WORK/parts/train_step_cvusa.json"
 step loader 150 "$PY" benches/bench_loader.py --device "$DEVICE" "${LOADER[@]}" --out "$WORK/parts/loader.json"
 step eval_mining 150 "$PY" benches/bench_eval.py "${EVAL_ARGS[@]}" --out "$WORK/parts/eval_mining.json"
+step chunked_step 180 "$PY" benches/bench_chunked_step.py --device "$DEVICE" "${CHUNK_ARGS[@]}" \
+    --out "$WORK/parts/chunked_step.json"
 step train_synthetic 150 "$PY" -P -c "from s4g.cli import main; main()" train --dataset synthetic \
     --device "$DEVICE" --locations "$LOCATIONS" --epochs "$EPOCHS" --batch-size "$BATCH" --augment --workers 4 \
     --out "$WORK/run"
@@ -99,6 +104,7 @@ for line in """$STATUS_JSON""".strip().splitlines():
     steps[name]["log_tail"] = open(log).read()[-1500:] if os.path.exists(log) else ""
 figures = {"train_step_vigor": load("train_step_vigor.json"), "train_step_cvusa": load("train_step_cvusa.json"),
            "loader": load("loader.json"), "eval_mining": load("eval_mining.json"),
+           "chunked_step": load("chunked_step.json"),
            "train_synthetic": load("train_synthetic.jsonl")}
 derived = {}
 try:  # the batched augmentation of 128 VIGOR pairs against a training step of 128 pairs
