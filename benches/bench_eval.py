@@ -21,15 +21,11 @@ step minus the size before it (Linux /proc/self/clear_refs + VmHWM), inputs excl
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from harness import banner, table, write_result
 
 from s4g import evaluate, mining
 from s4g.evaluate import retrieval_metrics
@@ -141,14 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-torch-mining", action="store_true", help="skip the torch top-k path on CPU")
     ap.add_argument("--mining-only", action="store_true",
                     help="only mining: skip retrieval_metrics and the dense comparisons")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_eval.json")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_eval.json)")
     args = ap.parse_args(argv)
     dim = 32 if args.quick else args.dim
     n_q, n_r = max(1, round(VIGOR_Q * args.scale)), max(2, round(VIGOR_R * args.scale))
     device = pick_device("auto")
-    print(f"device {device}, torch threads {torch.get_num_threads()}, "
-          f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'unset')}, "
-          f"Q={n_q} R={n_r} D={dim} (scale {args.scale}), k={args.k}")
+    banner(device=device, Q=n_q, R=n_r, D=dim, scale=args.scale, k=args.k)
     q, r, ql, rl, semi = make_data(n_q, n_r, dim)
     exclude = ql.copy()  # mining: skip each query's own positive, as DSS does
     rows, results = [], {}
@@ -191,19 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.mining_only:
         dense_comparisons(args, dim, device, record)
-    print(f"\n{'step':58s} {'seconds':>9s} {'extra MB':>9s} {'× bare':>7s}")
-    for name, seconds, extra, floor in rows:
-        ratio = "" if floor is None else f"{seconds / floor:.2f}"
-        print(f"{name:58s} {seconds:9.2f} {extra / 2**20:9.0f} {ratio:>7s}")
+    table(["step", "seconds", "extra MB", "x bare"],
+          [(name, seconds, round(extra / 2**20), "" if floor is None else f"{seconds / floor:.2f}")
+           for name, seconds, extra, floor in rows])
     print("metrics:", {k: round(v, 2) for k, v in metrics.items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"device": str(device), "torch_threads": torch.get_num_threads(), "python": sys.version,
-               "machine": platform.machine(), "Q": n_q, "R": n_r, "D": dim, "k": args.k,
-               "scale": args.scale, "repeat": args.repeat, "dense_scale": args.dense_scale, "results": results}
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(f"written {args.out}")
+    write_result("bench_eval", {"device": str(device), "Q": n_q, "R": n_r, "D": dim, "k": args.k,
+                                "scale": args.scale, "repeat": args.repeat, "dense_scale": args.dense_scale,
+                                "results": results}, args.out)
     return 0
 
 

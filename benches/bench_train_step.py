@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import platform
 import time
 
 import torch
+from harness import banner, table, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from s4g.fileio import save_json
 from s4g.loss import InfoNCE
 from s4g.model import build_model
 from s4g.runtime import mixed_precision
@@ -108,14 +107,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="alternating repeats; the best counts")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="benches/results/bench_train_step.json")
+    ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_train_step.json)")
     args = ap.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     flops = _step_flops(args, device)
-    print(f"device {name}; torch threads {torch.get_num_threads()}; {args.backbone}, batch "
-          f"{args.batch_size} pairs, aerial {args.aerial_size}, ground {args.ground_size}; "
-          f"{flops / 1e12:.3f} TFLOP per step")
+    banner(device=name, backbone=args.backbone, batch=args.batch_size, aerial=args.aerial_size,
+           ground=args.ground_size, tflop_per_step=round(flops / 1e12, 3))
     # Alternate the recipes over several rounds and keep each one's best round: on a shared
     # machine the load changes between runs more than the recipes differ.
     best = {"baseline": float("inf"), "s4g": float("inf")}
@@ -128,13 +126,12 @@ def main() -> None:
         rows[recipe] = {"s_per_step": sec, "images_per_s": 2 * args.batch_size / sec,
                         "tflops": tflops,
                         "share_of_peak": tflops / args.peak_tflops if args.peak_tflops else None}
-        peak = f", {100 * rows[recipe]['share_of_peak']:.1f}% of peak" if args.peak_tflops else ""
-        print(f"{recipe:9s} {sec * 1e3:8.1f} ms/step {2 * args.batch_size / sec:9.1f} images/s "
-              f"{tflops:7.2f} TFLOP/s{peak}")
+    table(["recipe", "ms/step", "images/s", "TFLOP/s", "% of peak"],
+          [(recipe, 1e3 * r["s_per_step"], r["images_per_s"], r["tflops"],
+            "" if r["share_of_peak"] is None else f"{100 * r['share_of_peak']:.1f}") for recipe, r in rows.items()])
     print(f"speed-up s4g / baseline: {rows['baseline']['s_per_step'] / rows['s4g']['s_per_step']:.2f}x")
-    save_json(args.out, {"args": vars(args), "device": name, "flops_per_step": flops, "results": rows,
-                         "machine": {"cpus": os.cpu_count(), "torch": torch.__version__}})
-    print(f"wrote {args.out}")
+    write_result("bench_train_step", {"args": vars(args), "device": name, "flops_per_step": flops, "results": rows},
+                 args.out)
 
 
 if __name__ == "__main__":
