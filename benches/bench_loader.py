@@ -15,10 +15,10 @@ cycle over --pairs distinct files; each item draws its own augmentation, whose c
   opencv are installed (`pip install ".[bench]"`).
 Then augment_batch on a batch of --batch pairs (ground + aerial) on the CPU with all of torch's
 threads, and on CUDA when there is a GPU (with nvjpeg batch decoding of the panoramas beside
-the host decode).
+the host decode). `--parts augment` times only augment_batch.
 
     python benches/bench_loader.py [--datasets cvusa vigor university] [--pairs 4] [--items 24]
-        [--batch 128] [--repeats 3] [--device cpu|cuda] [--out FILE]
+        [--batch 128] [--repeats 3] [--device cpu|cuda] [--parts host augment] [--out FILE]
 Writes benches/results/bench_loader.json (or --out).
 """
 
@@ -84,7 +84,7 @@ def today(ts: TrainSet, ground_hw, aerial_side: int):
         else:
             g, a = tile_geometry(g, *draw_geometry(rng)), tile_geometry(a, *draw_geometry(rng))
         g, a = resize(g, ground_hw), resize(a, (aerial_side, aerial_side))
-        return (A.photometric_reference(g, A.draw_photometric(rng, ground_hw)),
+        return (A.photometric_reference(g, A.draw_photometric(rng, ground_hw, _ground_ratio(ts.query_kind))),
                 A.photometric_reference(a, A.draw_photometric(rng, (aerial_side, aerial_side))))
     return item
 
@@ -99,12 +99,13 @@ def reference(ts: TrainSet, ground_hw, aerial_side: int):
 
     def compose(hw, side0, ratio):
         cut = (int(0.1 * side0), int(0.2 * side0))
+        unit = max(2, hw[1] // 10)  # albumentations 1.3's fixed square grid, in 2.x's arguments
         return alb.Compose([
             alb.ImageCompression(quality_range=(90, 100), p=0.5),
             alb.Resize(hw[0], hw[1], interpolation=cv2.INTER_LINEAR_EXACT, p=1.0),
             alb.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.15, p=0.5),
             alb.OneOf([alb.AdvancedBlur(p=1.0), alb.Sharpen(p=1.0)], p=0.3),
-            alb.OneOf([alb.GridDropout(ratio=ratio, p=1.0),
+            alb.OneOf([alb.GridDropout(ratio=ratio, unit_size_range=(unit, unit + 1), random_offset=False, p=1.0),
                        alb.CoarseDropout(num_holes_range=(10, 25), hole_height_range=cut,
                                          hole_width_range=cut, p=1.0)], p=0.3),
             alb.Normalize(MEAN, STD), ToTensorV2()], seed=0)
@@ -125,6 +126,10 @@ def reference(ts: TrainSet, ground_hw, aerial_side: int):
             g = torch.roll(g, shifts=-(g.shape[-1] // 4) * r, dims=2)
         return g, a
     return item
+
+
+def _ground_ratio(query_kind: str) -> float:
+    return A.GRID_RATIO_PANORAMA if query_kind == "panorama" else A.GRID_RATIO_TILE
 
 
 def per_pair(item, n: int, repeats: int) -> dict:
@@ -161,7 +166,8 @@ def augment_figures(name: str, batch: int, device: torch.device, repeats: int) -
     ground, aerial = ground.repeat(batch // 4, 1, 1, 1).contiguous(), aerial.repeat(batch // 4, 1, 1, 1).contiguous()
     if device.type == "cuda":
         ground, aerial = ground.pin_memory(), aerial.pin_memory()
-    gp = default_collate([A.draw_photometric(rng, ground_hw) for _ in range(len(ground))])
+    kind = DATASETS[name][4]
+    gp = default_collate([A.draw_photometric(rng, ground_hw, _ground_ratio(kind)) for _ in range(len(ground))])
     ap = default_collate([A.draw_photometric(rng, (side, side)) for _ in range(len(aerial))])
 
     def run():
@@ -197,22 +203,25 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128, help="pairs per augmented batch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--parts", nargs="+", default=["host", "augment"], choices=["host", "augment"],
+                    help="host: per-pair host work; augment: augment_batch on --batch pairs")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
-    banner(datasets=",".join(args.datasets), pairs=args.pairs, items=args.items, batch=args.batch, device=device)
+    banner(datasets=",".join(args.datasets), pairs=args.pairs, items=args.items, batch=args.batch, device=device,
+           parts=",".join(args.parts))
     figures: dict = {"host": {}, "augment": {}}
     with tempfile.TemporaryDirectory() as tmp:
         torch.set_num_threads(1)  # one DataLoader worker = one core
-        for name in args.datasets:
+        for name in args.datasets if "host" in args.parts else ():
             figures["host"][name] = host_figures(name, Path(tmp), args)
         torch.set_num_threads(threads)
-        for name in args.datasets:
+        for name in args.datasets if "augment" in args.parts else ():
             figures["augment"][name] = {"cpu": augment_figures(name, args.batch, torch.device("cpu"), args.repeats)}
             if device.type == "cuda":
                 figures["augment"][name]["cuda"] = augment_figures(name, args.batch, device, args.repeats)
-        if device.type == "cuda" and "vigor" in args.datasets:
+        if device.type == "cuda" and "vigor" in args.datasets and "host" in args.parts:
             try:
                 figures["nvjpeg"] = nvjpeg_figures(Path(tmp), args.batch, args.repeats)
             except (RuntimeError, TypeError) as err:  # an older torchvision without batched CUDA decode

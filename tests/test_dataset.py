@@ -79,10 +79,10 @@ def test_bad_image_raises_or_is_skipped(tmp_path):
     with pytest.warns(BadImageWarning):
         g, a, c, gp, _ = collate_pairs([ds[0], ds[1], ds[2]])
     assert c.tolist() == [0, 2] and g.shape == (2, 3, 8, 32) and a.shape == (2, 3, 12, 12)
-    assert gp.erase.shape == (2, 8, 4)
+    assert gp.holes.shape == (2, 25, 4)
     with pytest.warns(BadImageWarning):
         g, a, c, gp, _ = collate_pairs([ds[1]])
-    assert g.shape == (0, 3, 8, 32) and c.numel() == 0 and gp.erase.shape == (0, 8, 4)
+    assert g.shape == (0, 3, 8, 32) and c.numel() == 0 and gp.holes.shape == (0, 25, 4)
 
 
 def test_drone_pairs_use_square_ground(tmp_path):

@@ -85,7 +85,7 @@ def test_train_transform_shapes_and_augment_off():
     rng = np.random.default_rng(0)
     out_g, out_a, gp, ap = TrainTransform(16, (8, 32))(g, a, rng)
     assert out_g.shape == (3, 8, 32) and out_a.shape == (3, 16, 16) and out_g.dtype == torch.uint8
-    assert gp.erase.shape == ap.erase.shape == (8, 4)
+    assert gp.holes.shape == ap.holes.shape == (25, 4)
     plain_g, _, gp, _ = TrainTransform(16, (20, 80), augment=False)(g, a, rng)
     assert plain_g.equal(g) and int(gp.quality) == 0 and not bool(gp.colour) and int(gp.filter) == 0
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]

@@ -1,22 +1,38 @@
 """Photometric augmentation: parameters drawn per image on the host, applied to whole batches on
 the training device.
 
-The distribution (per view, independently; the paper's recipe):
-- JPEG round trip at an integer quality uniform in [90, 100], with p 0.5 (s4g.data.jpeg);
-- with p 0.5: brightness, contrast and saturation factors uniform in [0.85, 1.15], applied in
-  a uniformly random order (torchvision's ColorJitter), then a hue rotation by a uniform angle
-  in ±0.15 turn (rotation of the YIQ chroma plane: luma-preserving, one 3×3 matrix);
-- with p 0.3: Gaussian blur, 5×5, sigma uniform in [0.1, 1.5], or sharpening (torchvision's
-  adjust_sharpness, factor 2), each with p 1/2;
-- ImageNet normalisation;
-- with p 0.3: 8 rectangles erased to 0 (the mean colour), each drawn as torchvision's
-  RandomErasing(scale=(0.002, 0.012), ratio=(0.5, 2)) draws one (up to 10 tries, else none).
+The distribution follows the Sample4Geo reference's training transforms (its
+get_transforms_train) with the defaults of albumentations 1.3.1, the release of its time; per
+view (ground image and aerial tile) independently, in this order:
+- ImageCompression(90-100, p 0.5): JPEG round trip at an integer quality uniform in
+  [90, 100] (s4g.data.jpeg);
+- ColorJitter(0.15, 0.15, 0.15, 0.15, p 0.5): brightness, contrast and saturation factors
+  uniform in [0.85, 1.15] and a hue shift uniform in ±0.15 turn (in HSV), the four in a
+  uniformly random order;
+- OneOf([AdvancedBlur(), Sharpen()], p 0.3), each with p 1/2. AdvancedBlur: a kernel of side
+  3, 5 or 7 (uniform), sigma x and y uniform in [0.2, 1], turned by an angle uniform in ±90°,
+  generalised-Gaussian shape beta uniform in [0.5, 1] or [1, 8] (p 1/2 each), times noise
+  uniform in [0.9, 1.1] per tap, normalised. Sharpen: alpha uniform in [0.2, 0.5], lightness
+  in [0.5, 1]. Both as OpenCV's filter2D (mirrored borders);
+- OneOf([GridDropout(ratio), CoarseDropout(10-25 holes, sides 10-20 % of the view's height)],
+  p 0.3), each with p 1/2, holes filled with black (0, before the normalisation).
+  GridDropout in 1.3.1 is a fixed grid: square units of max(2, W // 10) pixels (at most H),
+  holes of int(unit * ratio) pixels at the units' top-left corners; ratio 0.5 for panoramas
+  and 0.4 for aerial tiles and drone photos (the reference's choice). CoarseDropout: the hole
+  count, then each hole's height and width (integers, independent) and its position, uniform;
+- ImageNet normalisation.
+Deliberate differences from the reference: the JPEG round trip runs after the resize to the
+model's size (the reference compresses the full-size image before its Resize; s4g's host
+decodes at a reduced DCT scale and resizes first, which is what makes it fast), and every op
+after it works in float (the reference's run on 8-bit images, rounding after each op, the hue
+in OpenCV's 2° steps).
 
-`draw_photometric(rng, size)` draws one image's `PhotoParams` from the item's numpy generator,
-so they are a pure function of (seed, epoch, index); a DataLoader stacks them. `augment_batch`
-copies a uint8 batch to the device and applies every op to the images whose parameters ask for
-it, each with its own values: the same code on a GPU and on the CPU. `photometric_reference`
-is the per-image definition with torchvision's functional ops (libjpeg for the JPEG step);
+`draw_photometric(rng, size, grid_ratio)` draws one image's `PhotoParams` from the item's numpy
+generator, so they are a pure function of (seed, epoch, index); a DataLoader stacks them.
+`augment_batch` copies a uint8 batch to the device and applies every op to the images whose
+parameters ask for it, each with its own values (s4g.data.photoops): the same code on a GPU and
+on the CPU. `photometric_reference` is the per-image definition (torchvision's functional ops,
+albumentations' kernel and hole formulas written out, libjpeg for the JPEG step);
 tests/test_augment.py checks each batched op against it.
 """
 
@@ -30,172 +46,133 @@ import torch
 from torch.nn import functional as nnf
 from torchvision.transforms.v2 import functional as F
 
+from s4g.data import photoops as ops
 from s4g.data.jpeg import jpeg_roundtrip
 from s4g.runtime import to_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 P_JPEG, JPEG_QUALITY = 0.5, (90, 100)
-P_COLOUR, JITTER, HUE_TURN = 0.5, 0.15, 0.15
-P_FILTER, BLUR_SIZE, BLUR_SIGMA, SHARPNESS = 0.3, 5, (0.1, 1.5), 2.0
-P_ERASE, ERASE_COUNT, ERASE_SCALE, ERASE_RATIO = 0.3, 8, (0.002, 0.012), (0.5, 2.0)
+P_COLOUR, JITTER, HUE = 0.5, 0.15, 0.15
+P_FILTER = 0.3
+BLUR_SIZES, BLUR_SIGMA, BLUR_ANGLE_DEG, BLUR_BETA, BLUR_NOISE = (3, 5, 7), (0.2, 1.0), 90.0, (0.5, 1.0, 8.0), (0.9, 1.1)
+SHARPEN_ALPHA, SHARPEN_LIGHTNESS = (0.2, 0.5), (0.5, 1.0)
+P_DROPOUT = 0.3
+GRID_RATIO_TILE, GRID_RATIO_PANORAMA = 0.4, 0.5
+HOLE_COUNT, HOLE_SIDE = (10, 25), (0.1, 0.2)
 NO_FILTER, BLUR, SHARPEN = 0, 1, 2
-# YIQ from RGB; a hue rotation turns the (I, Q) plane and keeps Y (luma).
-_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+NO_DROPOUT, GRID, COARSE = 0, 1, 2
+KERNEL = ops.KERNEL
 
 
 class PhotoParams(NamedTuple):
     """One image's photometric parameters; a batch stacks each field on a leading dim N.
 
-    quality: () int64 JPEG quality, 0 = no JPEG round trip. colour: () bool, colour jitter and
-    hue rotation on. order: (3,) int64 permutation of 0 brightness, 1 contrast, 2 saturation.
-    factors: (3,) float32 brightness, contrast, saturation factors. hue: () float32 radians.
-    filter: () int64 NO_FILTER, BLUR or SHARPEN. sigma: () float32 blur sigma, pixels.
-    erase: (ERASE_COUNT, 4) int64 rectangles (top, left, height, width); height 0 = none.
+    quality: () int64 JPEG quality, 0 = no JPEG round trip. colour: () bool, colour jitter on.
+    order: (4,) int64 permutation of 0 brightness, 1 contrast, 2 saturation, 3 hue.
+    factors: (4,) float32 brightness, contrast, saturation factors, hue shift in turns.
+    filter: () int64 NO_FILTER, BLUR or SHARPEN. ksize: () int64 blur kernel side (3, 5, 7).
+    sigma: (2,) float32 blur sigma x, y, pixels. angle: () float32 blur kernel turn, radians.
+    beta: () float32 blur shape. noise: (KERNEL, KERNEL) float32 blur kernel noise (centred
+    ksize² block used). sharpen: (2,) float32 alpha, lightness.
+    dropout: () int64 NO_DROPOUT, GRID or COARSE. grid: (6,) int64 unit_h, unit_w, hole_h,
+    hole_w, shift_y, shift_x, pixels. holes: (HOLE_COUNT[1], 4) int64 rectangles (top, left,
+    height, width); height 0 = none.
     """
 
     quality: torch.Tensor
     colour: torch.Tensor
     order: torch.Tensor
     factors: torch.Tensor
-    hue: torch.Tensor
     filter: torch.Tensor
+    ksize: torch.Tensor
     sigma: torch.Tensor
-    erase: torch.Tensor
+    angle: torch.Tensor
+    beta: torch.Tensor
+    noise: torch.Tensor
+    sharpen: torch.Tensor
+    dropout: torch.Tensor
+    grid: torch.Tensor
+    holes: torch.Tensor
 
 
 def no_photometric() -> PhotoParams:
     """Parameters that leave an image as it is (only normalised): augmentation off."""
-    return PhotoParams(torch.tensor(0), torch.tensor(False), torch.arange(3), torch.ones(3),
-                       torch.tensor(0.0), torch.tensor(NO_FILTER), torch.tensor(1.0),
-                       torch.zeros(ERASE_COUNT, 4, dtype=torch.int64))
+    return PhotoParams(
+        torch.tensor(0), torch.tensor(False), torch.arange(4), torch.tensor([1.0, 1.0, 1.0, 0.0]),
+        torch.tensor(NO_FILTER), torch.tensor(BLUR_SIZES[0]), torch.ones(2), torch.tensor(0.0), torch.tensor(1.0),
+        torch.ones(KERNEL, KERNEL), torch.tensor([0.0, 1.0]), torch.tensor(NO_DROPOUT),
+        torch.tensor([2, 2, 1, 1, 0, 0]), torch.zeros(HOLE_COUNT[1], 4, dtype=torch.int64))
 
 
-def draw_photometric(rng: np.random.Generator, size_hw: tuple[int, int]) -> PhotoParams:
-    """One image's parameters from `rng`, for an image of size_hw (H, W) pixels (the erased
-    rectangles depend on it). Every field is drawn whether used or not (erasures aside), so
-    the generator's stream does not depend on earlier outcomes."""
+def grid_geometry(h: int, w: int, ratio: float) -> tuple[int, int, int, int, int, int]:
+    """GridDropout's grid on an h × w image with albumentations 1.3.1's defaults: (unit_h,
+    unit_w, hole_h, hole_w, shift_y, shift_x) pixels; units max(2, w // 10) wide, square
+    unless the image is lower, holes int(unit * ratio) in [1, unit - 1], no shift."""
+    unit_w = max(2, w // 10)
+    unit_h = max(min(unit_w, h), 2)
+    hole_w = min(max(int(unit_w * ratio), 1), unit_w - 1)
+    hole_h = min(max(int(unit_h * ratio), 1), unit_h - 1)
+    return unit_h, unit_w, hole_h, hole_w, 0, 0
+
+
+def hole_sides(h: int) -> tuple[int, int]:
+    """CoarseDropout's least and largest hole side on a view of height h: int(0.1 h) and
+    int(0.2 h) as the reference writes them, at least 1."""
+    low = max(1, int(HOLE_SIDE[0] * h))
+    return low, max(low, int(HOLE_SIDE[1] * h))
+
+
+def draw_photometric(rng: np.random.Generator, size_hw: tuple[int, int],
+                     grid_ratio: float = GRID_RATIO_TILE) -> PhotoParams:
+    """One image's parameters from `rng`, for a view of size_hw (H, W) pixels whose
+    GridDropout has grid_ratio (GRID_RATIO_PANORAMA for panoramas). Every field is drawn
+    whether used or not, so the generator's stream does not depend on earlier outcomes."""
+    h, w = int(size_hw[0]), int(size_hw[1])
     quality = int(rng.integers(JPEG_QUALITY[0], JPEG_QUALITY[1] + 1))
     use_jpeg = rng.random() < P_JPEG
     colour = bool(rng.random() < P_COLOUR)
-    order = rng.permutation(3)
-    factors = rng.uniform(1 - JITTER, 1 + JITTER, size=3)
-    hue = rng.uniform(-HUE_TURN, HUE_TURN) * 2 * math.pi
+    order = rng.permutation(4)
+    factors = [*rng.uniform(1 - JITTER, 1 + JITTER, size=3), rng.uniform(-HUE, HUE)]
     use_filter, blur = rng.random() < P_FILTER, rng.random() < 0.5
+    ksize = BLUR_SIZES[int(rng.integers(len(BLUR_SIZES)))]
+    sigma = rng.uniform(*BLUR_SIGMA, size=2)
+    angle = math.radians(rng.uniform(-BLUR_ANGLE_DEG, BLUR_ANGLE_DEG))
+    heavy_tails, u = rng.random() < 0.5, rng.random()  # AdvancedBlur: beta below or above 1, p 1/2 each
+    low, high = BLUR_BETA[:2] if heavy_tails else BLUR_BETA[1:]
+    beta = low + u * (high - low)
+    noise = rng.uniform(*BLUR_NOISE, size=(KERNEL, KERNEL))
+    sharpen = (rng.uniform(*SHARPEN_ALPHA), rng.uniform(*SHARPEN_LIGHTNESS))
+    use_dropout, grid = rng.random() < P_DROPOUT, rng.random() < 0.5
+    holes = _draw_holes(rng, h, w)
     filt = (BLUR if blur else SHARPEN) if use_filter else NO_FILTER
-    sigma = rng.uniform(*BLUR_SIGMA)
-    erase = np.zeros((ERASE_COUNT, 4), dtype=np.int64)
-    if rng.random() < P_ERASE:
-        for k in range(ERASE_COUNT):
-            erase[k] = _erase_box(rng, *size_hw)
-    return PhotoParams(torch.tensor(quality if use_jpeg else 0), torch.tensor(colour),
-                       torch.from_numpy(order.astype(np.int64)), torch.from_numpy(factors.astype(np.float32)),
-                       torch.tensor(hue, dtype=torch.float32), torch.tensor(filt),
-                       torch.tensor(sigma, dtype=torch.float32), torch.from_numpy(erase))
+    dropout = (GRID if grid else COARSE) if use_dropout else NO_DROPOUT
+    f32 = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    return PhotoParams(
+        torch.tensor(quality if use_jpeg else 0), torch.tensor(colour), torch.from_numpy(order.astype(np.int64)),
+        f32(factors), torch.tensor(filt), torch.tensor(ksize), f32(sigma), f32(angle), f32(beta), f32(noise),
+        f32(sharpen), torch.tensor(dropout), torch.tensor(grid_geometry(h, w, grid_ratio)), torch.from_numpy(holes))
 
 
-def _erase_box(rng: np.random.Generator, h: int, w: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of one erased rectangle as RandomErasing draws it; (0,0,0,0)
-    when 10 tries give none that fits."""
-    log_ratio = (math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1]))
-    for _ in range(10):
-        area = h * w * rng.uniform(*ERASE_SCALE)
-        ratio = math.exp(rng.uniform(*log_ratio))
-        eh, ew = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
-        if eh < h and ew < w:
-            return int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1)), eh, ew
-    return 0, 0, 0, 0
+def _draw_holes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """CoarseDropout's holes, (HOLE_COUNT[1], 4) int64 (top, left, height, width), the rows past
+    the drawn count zero. A side is cut to the image's (a narrow field-of-view crop)."""
+    count = int(rng.integers(HOLE_COUNT[0], HOLE_COUNT[1] + 1))
+    low, high = hole_sides(h)
+    heights = np.minimum(rng.integers(low, high + 1, size=HOLE_COUNT[1]), h)
+    widths = np.minimum(rng.integers(low, high + 1, size=HOLE_COUNT[1]), w)
+    tops, lefts = rng.integers(0, h - heights + 1), rng.integers(0, w - widths + 1)
+    holes = np.stack([tops, lefts, heights, widths], axis=1).astype(np.int64)
+    holes[count:] = 0
+    return holes
 
 
-# ---- the batched ops: float images (N, 3, H, W) in [0, 1], one parameter row per image -----
-
-def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return to_device(v, like.device).to(like.dtype).view(-1, 1, 1, 1)
-
-
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    r, g, b = x.unbind(-3)  # torchvision's weights and operation order
-    return r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(-3)
-
-
-def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    f = _col(factor, x)
-    return x.mul(f).add_(other.mul(1 - f)).clamp_(0, 1)
-
-
-def brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """x[i] * factor[i], clamped to [0, 1] (torchvision's adjust_brightness)."""
-    return x.mul(_col(factor, x)).clamp_(0, 1)
-
-
-def contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend of x[i] and its mean grey level (torchvision's adjust_contrast)."""
-    return _blend(x, _grey(x).mean(dim=(-3, -2, -1), keepdim=True), factor)
-
-
-def saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend of x[i] and its grey image (torchvision's adjust_saturation)."""
-    return _blend(x, _grey(x), factor)
-
-
-def hue_matrices(theta: torch.Tensor) -> torch.Tensor:
-    """(N, 3, 3) float32 RGB matrices rotating the YIQ chroma plane by theta (N,) radians."""
-    t = theta.detach().cpu().to(torch.float64)
-    c, s, one, zero = torch.cos(t), torch.sin(t), torch.ones_like(t), torch.zeros_like(t)
-    rot = torch.stack([one, zero, zero, zero, c, -s, zero, s, c], -1).view(-1, 3, 3)
-    to_yiq = torch.from_numpy(_TO_YIQ)
-    return (torch.linalg.inv(to_yiq) @ rot @ to_yiq).to(torch.float32)
-
-
-def hue_rotate(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """x[i] with its hue turned by theta[i] radians (luma kept), clamped to [0, 1]."""
-    m = to_device(hue_matrices(theta), x.device)
-    return torch.einsum("nij,njhw->nihw", m, x).clamp_(0, 1)
-
-
-def gaussian_kernels(sigma: torch.Tensor, size: int = BLUR_SIZE) -> torch.Tensor:
-    """(N, size, size) float32 Gaussian kernels, torchvision's (softmax of -(x/sigma)^2 on
-    x = linspace(±(size-1)/(2√2)), outer product)."""
-    lim = (size - 1) / (2.0 * math.sqrt(2.0))
-    x = torch.linspace(-lim, lim, steps=size, dtype=torch.float32, device=sigma.device)
-    k1 = torch.softmax(x[None].div(sigma.to(torch.float32)[:, None]).pow(2).neg(), dim=1)
-    return k1[:, :, None] * k1[:, None, :]
-
-
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """x[i] blurred with a BLUR_SIZE² Gaussian of sigma[i], reflect-padded (torchvision's
-    gaussian_blur)."""
-    n, c, h, w = x.shape
-    k = to_device(gaussian_kernels(sigma.cpu()), x.device).repeat_interleave(c, 0)[:, None]
-    pad = BLUR_SIZE // 2
-    padded = nnf.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    return nnf.conv2d(padded, k, groups=n * c).view(n, c, h, w)
-
-
-def sharpen(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's adjust_sharpness(x, SHARPNESS) on every image."""
-    return F.adjust_sharpness(x, SHARPNESS)
-
-
-def erase(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """x with, per image i, the rectangles boxes[i] (K, 4) (top, left, height, width) set to 0."""
-    n, _, h, w = x.shape
-    boxes = to_device(boxes, x.device)
-    top, left, bh, bw = boxes.unbind(-1)  # (N, K)
-    rows = torch.arange(h, device=x.device)
-    cols = torch.arange(w, device=x.device)
-    in_rows = (rows >= top[..., None]) & (rows < (top + bh)[..., None])  # (N, K, H)
-    in_cols = (cols >= left[..., None]) & (cols < (left + bw)[..., None])  # (N, K, W)
-    mask = torch.einsum("nkh,nkw->nhw", in_rows.to(x.dtype), in_cols.to(x.dtype)) > 0
-    return x.masked_fill(mask[:, None], 0.0)
-
+# ---- the whole augmentation ----------------------------------------------------------------
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) -> float32 scaled to [0, 1] and ImageNet-normalised."""
     return F.normalize(F.to_dtype(image, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
 
-
-# ---- the whole augmentation ----------------------------------------------------------------
 
 def _where(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero().squeeze(1)
@@ -208,14 +185,28 @@ def _apply(x: torch.Tensor, rows: torch.Tensor, fn, *args: torch.Tensor) -> None
         x[at] = fn(x[at], *args)
 
 
-def _colour(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
-    """Colour jitter in each image's own op order, then the hue rotation."""
-    ops = (brightness, contrast, saturation)
-    for position in range(3):
-        for op, fn in enumerate(ops):
+def _colour(x: torch.Tensor, order: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """The four colour ops in each image's own order."""
+    steps = (ops.brightness, ops.contrast, ops.saturation, ops.hue_shift)
+    for position in range(len(steps)):
+        for op, fn in enumerate(steps):
             rows = _where(order[:, position] == op)
             _apply(x, rows, fn, factors[rows, op])
-    return hue_rotate(x, hue)
+    return x
+
+
+def _filter(x: torch.Tensor, p: PhotoParams) -> None:
+    """AdvancedBlur and Sharpen in place, one convolution per kernel size (3, 5, 7)."""
+    size = torch.where(p.filter == SHARPEN, 3, p.ksize)
+    for side in BLUR_SIZES:
+        rows = _where((p.filter != NO_FILTER) & (size == side))
+        if not rows.numel():
+            continue
+        blur = ops.blur_kernels(p.ksize[rows], p.sigma[rows], p.angle[rows], p.beta[rows], p.noise[rows])
+        sharp = ops.sharpen_kernels(p.sharpen[rows, 0], p.sharpen[rows, 1])
+        kernels = torch.where((p.filter[rows] == BLUR).view(-1, 1, 1), blur, sharp)
+        cut = (KERNEL - side) // 2
+        _apply(x, rows, ops.filter2d, kernels[:, cut:KERNEL - cut, cut:KERNEL - cut].contiguous())
 
 
 def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torch.device | str | None = None) -> torch.Tensor:
@@ -227,48 +218,101 @@ def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torc
     training loop is not made to wait for the device.
     """
     x = to_device(images, device if device is not None else images.device)
-    if params is not None:
-        rows = _where(params.quality > 0)
-        if rows.numel() and x is images:  # never write into the caller's tensor
-            x = x.clone()
-        _apply(x, rows, jpeg_roundtrip, params.quality[rows])
+    if params is None:
+        return normalise(x).contiguous(memory_format=torch.channels_last)
+    rows = _where(params.quality > 0)
+    if rows.numel() and x is images:  # never write into the caller's tensor
+        x = x.clone()
+    _apply(x, rows, jpeg_roundtrip, params.quality[rows])
     x = F.to_dtype(x, torch.float32, scale=True)
-    if params is not None:
-        rows = _where(params.colour)
-        _apply(x, rows, _colour, params.order[rows], params.factors[rows], params.hue[rows])
-        rows = _where(params.filter == BLUR)
-        _apply(x, rows, gaussian_blur, params.sigma[rows])
-        _apply(x, _where(params.filter == SHARPEN), sharpen)
+    rows = _where(params.colour)
+    _apply(x, rows, _colour, params.order[rows], params.factors[rows])
+    _filter(x, params)
+    rows = _where(params.dropout == GRID)
+    _apply(x, rows, ops.grid_dropout, params.grid[rows])
+    rows = _where(params.dropout == COARSE)
+    _apply(x, rows, ops.coarse_dropout, params.holes[rows])
     x = F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-    if params is not None:
-        rows = _where((params.erase[:, :, 2] > 0).any(1))
-        _apply(x, rows, erase, params.erase[rows])
     return x.contiguous(memory_format=torch.channels_last)
 
 
+# ---- the per-image definition --------------------------------------------------------------
+
+def advanced_blur_kernel(ksize: int, sigma_x: float, sigma_y: float, angle: float, beta: float,
+                         noise: np.ndarray) -> np.ndarray:
+    """One AdvancedBlur kernel, (ksize, ksize) float32, as albumentations 1.3.1 builds it:
+    offsets (column, row) from the centre, Σ = R diag(σx², σy²) Rᵀ inverted, exp(-0.5 q^beta)
+    on the quadratic form q, times noise (ksize, ksize), divided by its sum."""
+    ax = np.arange(-(ksize // 2), ksize // 2 + 1, dtype=np.float64)
+    grid = np.stack(np.meshgrid(ax, ax), axis=-1)
+    turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    inverse = np.linalg.inv(turn @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ turn.T)
+    kernel = np.exp(-0.5 * np.power(np.einsum("hwi,ij,hwj->hw", grid, inverse, grid), beta)) * noise
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def sharpen_kernel(alpha: float, lightness: float) -> np.ndarray:
+    """One Sharpen kernel, (3, 3) float32, as albumentations 1.3.1 builds it."""
+    identity = np.zeros((3, 3))
+    identity[1, 1] = 1
+    effect = np.array([[-1, -1, -1], [-1, 8 + lightness, -1], [-1, -1, -1]])
+    return ((1 - alpha) * identity + alpha * effect).astype(np.float32)
+
+
+def correlate_one(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
+    """One image (3, H, W) correlated with kernel (k, k) over mirrored borders (OpenCV's
+    BORDER_REFLECT_101), as a sum of shifted copies, clamped to [0, 1]."""
+    k = kernel.shape[0]
+    padded = nnf.pad(x[None], (k // 2,) * 4, mode="reflect")[0]
+    h, w = x.shape[-2:]
+    out = torch.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            out += float(kernel[i, j]) * padded[:, i:i + h, j:j + w]
+    return out.clamp(0, 1)
+
+
+def grid_holes(h: int, w: int, grid: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """GridDropout's holes (x1, y1, x2, y2) on an h × w image, listed as albumentations 1.3.1
+    lists them from grid = (unit_h, unit_w, hole_h, hole_w, shift_y, shift_x)."""
+    unit_h, unit_w, hole_h, hole_w, shift_y, shift_x = grid
+    holes = []
+    for i in range(w // unit_w + 1):
+        for j in range(h // unit_h + 1):
+            x1, y1 = min(shift_x + unit_w * i, w), min(shift_y + unit_h * j, h)
+            holes.append((x1, y1, min(x1 + hole_w, w), min(y1 + hole_h, h)))
+    return holes
+
+
 def photometric_reference(image: torch.Tensor, p: PhotoParams) -> torch.Tensor:
-    """The per-image definition: uint8 (3, H, W) -> float32 (3, H, W), torchvision's
-    functional ops in the order of the module docstring with p's values (one image's
-    PhotoParams), libjpeg for the JPEG step. augment_batch is its batched form."""
+    """The per-image definition: uint8 (3, H, W) -> float32 (3, H, W), the module docstring's
+    ops in order with p's values (one image's PhotoParams): libjpeg for the JPEG step,
+    torchvision's colour ops, albumentations' kernels and holes written out. augment_batch is
+    its batched form."""
     if int(p.quality):
         image = F.jpeg(image, int(p.quality))
     x = F.to_dtype(image, torch.float32, scale=True)
     if bool(p.colour):
-        ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation)
+        colour_ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
         for op in p.order.tolist():
-            x = ops[op](x, float(p.factors[op]))
-        x = hue_rotate(x[None], p.hue.view(1))[0]
+            x = colour_ops[op](x, float(p.factors[op]))
     if int(p.filter) == BLUR:
-        x = F.gaussian_blur(x, [BLUR_SIZE, BLUR_SIZE], [float(p.sigma)] * 2)
+        k, cut = int(p.ksize), (KERNEL - int(p.ksize)) // 2
+        noise = p.noise.double().numpy()[cut:KERNEL - cut, cut:KERNEL - cut]
+        x = correlate_one(x, advanced_blur_kernel(k, *p.sigma.tolist(), float(p.angle), float(p.beta), noise))
     elif int(p.filter) == SHARPEN:
-        x = F.adjust_sharpness(x, SHARPNESS)
-    x = F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-    for top, left, h, w in p.erase.tolist():
-        if h:
-            x = F.erase(x, top, left, h, w, torch.tensor(0.0))
-    return x
+        x = correlate_one(x, sharpen_kernel(*p.sharpen.tolist()))
+    if int(p.dropout) == GRID:
+        for x1, y1, x2, y2 in grid_holes(*x.shape[-2:], tuple(p.grid.tolist())):
+            x[:, y1:y2, x1:x2] = 0
+    elif int(p.dropout) == COARSE:
+        for top, left, h, w in p.holes.tolist():
+            if h:
+                x = F.erase(x, top, left, h, w, torch.tensor(0.0))
+    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
 
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PhotoParams", "augment_batch", "brightness", "contrast",
-           "draw_photometric", "erase", "gaussian_blur", "hue_rotate", "no_photometric", "normalise",
-           "photometric_reference", "saturation", "sharpen"]
+__all__ = ["BLUR", "COARSE", "GRID", "GRID_RATIO_PANORAMA", "GRID_RATIO_TILE", "IMAGENET_MEAN", "IMAGENET_STD",
+           "KERNEL", "NO_DROPOUT", "NO_FILTER", "SHARPEN", "PhotoParams", "advanced_blur_kernel", "augment_batch",
+           "correlate_one", "draw_photometric", "grid_geometry", "grid_holes", "hole_sides", "no_photometric",
+           "normalise", "photometric_reference", "sharpen_kernel"]

@@ -28,7 +28,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from s4g.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise  # noqa: F401 (re-exported)
-from s4g.data.augment import PhotoParams, draw_photometric, no_photometric
+from s4g.data.augment import GRID_RATIO_PANORAMA, GRID_RATIO_TILE, PhotoParams, draw_photometric, no_photometric
 from s4g.errors import UserInputError
 
 P_FLIP = 0.5
@@ -149,7 +149,8 @@ class TrainTransform:
     of view is cut at heading_deg when fov_deg is set. query_kind "drone": flip/rotate drawn
     independently for each view (drone photos are not north-aligned). Each view is then
     resized (ground to ground_size (H, W), aerial to aerial_size²) and, when augment, gets
-    photometric parameters drawn from rng (s4g.data.augment.draw_photometric); otherwise
+    photometric parameters drawn from rng (s4g.data.augment.draw_photometric; a panorama's
+    GridDropout has the reference's ratio 0.5, a tile's or a drone photo's 0.4); otherwise
     parameters that only normalise. s4g.data.augment.augment_batch applies them.
     """
 
@@ -202,4 +203,6 @@ class TrainTransform:
         ground, aerial = tile_geometry(ground, False, ground_turns), tile_geometry(aerial, False, aerial_turns)
         if not self.augment:
             return ground, aerial, no_photometric(), no_photometric()
-        return ground, aerial, draw_photometric(rng, self.ground_hw), draw_photometric(rng, self.aerial_hw)
+        ground_ratio = GRID_RATIO_PANORAMA if self.query_kind == "panorama" else GRID_RATIO_TILE
+        return (ground, aerial, draw_photometric(rng, self.ground_hw, ground_ratio),
+                draw_photometric(rng, self.aerial_hw, GRID_RATIO_TILE))
