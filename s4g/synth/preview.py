@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,4 @@ def preview_image(seed: int = 0, aerial: int = 200, pano_hw: tuple[int, int] = (
 
 def save_preview(path: str | os.PathLike, seed: int = 0, **style) -> None:
     """Write preview_image(seed, **style) as a PNG (about 100-200 KB)."""
-    from pathlib import Path
-
     save_image(Path(path), preview_image(seed, **style))
