@@ -57,7 +57,9 @@ def squash(text: str) -> str:
 
 
 def cli_subprocess_args(*args: str, prelude: str = "") -> list[str]:
-    """argv of a fresh `s4g` process, with `prelude` (Python) run before the command."""
+    """argv of a fresh `s4g` process, with `prelude` (Python) run before the command. Run it with
+    `cwd` outside the checkout: `python -c` puts the working directory first on `sys.path`, and the
+    checkout's `s4g/` lacks the compiled `_sampler` of a non-editable install."""
     return [sys.executable, "-c", prelude + "\n" + CLI, *args]
 
 

@@ -119,7 +119,8 @@ loop._prepare = held
 def test_two_trainings_into_one_folder(world, tmp_path):
     out, go = tmp_path / "run", tmp_path / "go"
     args = cli_subprocess_args(str(go), *train_args(world, out), prelude=HOLD)
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env(), cwd=tmp_path)
              for _ in range(2)]
     try:
         end = time.monotonic() + CHILD_TIMEOUT_S
@@ -164,7 +165,7 @@ def test_sigkill_mid_save_resumes_to_the_same_weights(world, tmp_path):
     two = ["--epochs", "2", "--sampling", "dss", "--gps-k", "8", "--neighbour-select", "4", "--neighbour-range", "8"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cli_subprocess_args(*train_args(world, killed), *two, prelude=KILL_MID_SAVE),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=tmp_path)
     _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     assert proc.returncode == -9, err
     left = temporaries(killed)

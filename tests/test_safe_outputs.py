@@ -209,7 +209,7 @@ def test_a_write_the_kernel_refuses_is_one_paragraph(run_dir, tmp_path):
             "try:\n    save_checkpoint(sys.argv[1], build_model('convnext_micro'), {})\n"
             "except OSError as err:\n    print(f'error: {err.filename}: {err.strerror}')\n")
     done = subprocess.run([sys.executable, "-c", code, str(run_dir / "best.pt")], capture_output=True,
-                          text=True, env=child_env(), preexec_fn=_limit_file_size(64 << 10), timeout=600)
+                          text=True, env=child_env(), cwd=tmp_path, preexec_fn=_limit_file_size(64 << 10), timeout=600)
     message = paragraph_of(done.stdout + done.stderr)
     assert str(run_dir / "best.pt") in message and "File too large" in message
     assert_unchanged(before)
@@ -219,8 +219,8 @@ def test_a_write_the_kernel_refuses_is_one_paragraph(run_dir, tmp_path):
     pts.write_text("lat,lon\n" + "".join(f"{i * 1e-3},{i * 2e-3}\n" for i in range(2000)))
     done = subprocess.run(cli_subprocess_args("neighbours", "--coords", str(pts), "--k", "8", "--out",
                                               str(tmp_path / "nb.npz")),
-                          capture_output=True, text=True, env=child_env(), preexec_fn=_limit_file_size(64 << 10),
-                          timeout=600)
+                          capture_output=True, text=True, env=child_env(), cwd=tmp_path,
+                          preexec_fn=_limit_file_size(64 << 10), timeout=600)
     assert done.returncode == 2, done.stderr
     message = paragraph_of(done.stderr)
     assert str(tmp_path / "nb.npz") in message and "File too large" in message
