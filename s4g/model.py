@@ -6,6 +6,7 @@ weights come from is s4g.weights; how trained ones are stored is s4g.checkpoint.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,14 +38,20 @@ def _convnext_micro_ls1(weights: None = None) -> ConvNeXt:
     return _convnext_micro(layer_scale=1.0)
 
 
+def _no_drop_path(builder: Callable[..., ConvNeXt]) -> Callable[..., ConvNeXt]:
+    # torchvision's ConvNeXts default to stochastic depth 0.1-0.5; the published models were
+    # trained with timm's default of none (drop_path_rate 0), and so are s4g's.
+    return functools.partial(builder, stochastic_depth_prob=0.0)
+
+
 # name -> (builder, weights enum or None). Builders take torchvision's keyword-only `weights`.
 BACKBONES: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "convnext_micro": (_convnext_micro, None),
     "convnext_micro_ls1": (_convnext_micro_ls1, None),
-    "convnext_tiny": (tvm.convnext_tiny, tvm.ConvNeXt_Tiny_Weights),
-    "convnext_small": (tvm.convnext_small, tvm.ConvNeXt_Small_Weights),
-    "convnext_base": (tvm.convnext_base, tvm.ConvNeXt_Base_Weights),
-    "convnext_large": (tvm.convnext_large, tvm.ConvNeXt_Large_Weights),
+    "convnext_tiny": (_no_drop_path(tvm.convnext_tiny), tvm.ConvNeXt_Tiny_Weights),
+    "convnext_small": (_no_drop_path(tvm.convnext_small), tvm.ConvNeXt_Small_Weights),
+    "convnext_base": (_no_drop_path(tvm.convnext_base), tvm.ConvNeXt_Base_Weights),
+    "convnext_large": (_no_drop_path(tvm.convnext_large), tvm.ConvNeXt_Large_Weights),
     "resnet18": (tvm.resnet18, tvm.ResNet18_Weights),
     "resnet34": (tvm.resnet34, tvm.ResNet34_Weights),
     "resnet50": (tvm.resnet50, tvm.ResNet50_Weights),

@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import StochasticDepth
 from typer.testing import CliRunner
 
 from s4g.checkpoint import load_checkpoint
 from s4g.cli import app
+from s4g.model import empty_model
 from s4g.weights import load_timm_weights
 
 runner = CliRunner()
@@ -255,3 +257,10 @@ def test_pretrained_without_timm_says_both_ways(monkeypatch):
     assert 's4g[timm]' in message and "--weights FILE" in message and "convnext_base.fb_in22k_ft_in1k_384" in message
     with pytest.raises(UserInputError, match="--pretrained-from torchvision"):
         initial_model("resnet18", pretrained=True)
+
+
+@pytest.mark.parametrize("backbone", ["convnext_tiny", "convnext_small", "convnext_base", "convnext_large"])
+def test_convnexts_have_no_stochastic_depth_as_the_published_models(backbone):
+    # torchvision's builders default to 0.1-0.5; the reference trained timm's ConvNeXt, whose
+    # drop_path_rate defaults to 0
+    assert {m.p for m in empty_model(backbone).modules() if isinstance(m, StochasticDepth)} == {0.0}
