@@ -33,7 +33,7 @@ from s4g.runtime import pick_device
 
 TIMEOUT_ENV = "S4G_DIST_TIMEOUT_MIN"
 _DEFAULT_TIMEOUT_MIN = 30.0
-_GATHER_BYTES = 64 << 20  # rows sent per gather round, per rank: bounds rank 0's buffers
+_GATHER_BYTES = 64 << 20  # bytes of rows sent per gather round, per rank: bounds rank 0's buffers
 T = TypeVar("T")
 
 
@@ -94,15 +94,6 @@ def barrier(env: DistEnv) -> None:
     """Wait for every rank (no-op for a single process)."""
     if env.distributed:
         dist.barrier()
-
-
-def broadcast_from_main(env: DistEnv, obj: Any) -> Any:
-    """Rank 0's `obj` on every rank (pickled; for small things such as neighbour lists)."""
-    if not env.distributed:
-        return obj
-    box = [obj if env.is_main else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def rank_share(batches: np.ndarray, env: DistEnv) -> np.ndarray:
@@ -207,5 +198,5 @@ def _peer_error(rank: int, kind: str, message: str) -> Exception:
     return RuntimeError(f"rank {rank} failed with {message} (its traceback is in its own output)")
 
 
-__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "batch_shares", "broadcast_from_main", "exchange",
+__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "batch_shares", "exchange",
            "gather_rows", "main_result", "rank_share", "setup", "teardown", "timeout"]

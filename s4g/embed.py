@@ -100,6 +100,12 @@ def _embed_rows(model: torch.nn.Module, dataset: ImageDataset, rows: range, devi
             images = normalise(images.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             try:
                 emb = model(images).float().cpu().numpy()
+            except torch.OutOfMemoryError:
+                raise UserInputError(
+                    f"{label}: the GPU ran out of memory embedding {len(index)} images of {h}×{w} at once; "
+                    "embed fewer at a time (--batch-size of s4g eval / mine / index, --eval-batch-size of "
+                    "s4g train)"
+                ) from None
             except RuntimeError as err:  # e.g. images smaller than the backbone's stride
                 raise UserInputError(
                     f"{label}: the model failed on a batch of {len(index)} images of {h}×{w} "

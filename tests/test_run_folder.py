@@ -92,6 +92,21 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint(world, finished, tmp
     assert "no such run folder" in message
 
 
+def test_an_older_checkpoint_is_not_continued_in_its_own_folder(world, finished, tmp_path):
+    """Continuing from best.pt inside its run would replace last.pt and cut metrics.jsonl back;
+    into a new --out it is a branch of the run, and allowed."""
+    run = copy_run(finished, tmp_path / "run")
+    before = snapshot(run)
+    message = error_paragraph(train("train", "--resume", str(run / "best.pt")))
+    assert "newer last.pt" in message and squash(f"--resume {run})") in squash(message)
+    assert_unchanged(before)
+    branch = tmp_path / "branch"
+    result = train("train", "--resume", str(run / "best.pt"), "--out", str(branch), "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert_unchanged(before)
+    assert (branch / "last.pt").is_file()
+
+
 def test_a_missing_out_folder_is_not_left_behind_by_a_refused_run(world, tmp_path):
     out = tmp_path / "new"
     error_paragraph(train(*train_args(world, out, "--batch-size", "100000")))

@@ -125,6 +125,8 @@ def test_resume_gives_the_same_weights(world, tmp_path, sampling, chunk):
     run(dataclasses.replace(cfg, out=str(tmp_path / "b")), stop_after_epoch=1)
     first = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert first["epoch"] == 1 and first["neighbours"] is not None  # mined after epoch 1
+    best = torch.load(tmp_path / "b" / "best.pt", weights_only=True)  # saved after that mining
+    assert best["epoch"] == 1 and torch.equal(best["neighbours"], first["neighbours"])
     resumed = run(cfg, resume=str(tmp_path / "b"))
     assert resumed == (tmp_path / "b").resolve()
     a = torch.load(straight / "last.pt", weights_only=True)

@@ -34,8 +34,10 @@ class ChunkPlan:
 
 
 def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: torch.optim.Optimizer,
-                autocast: Callable[[], contextlib.AbstractContextManager]) -> ChunkPlan:
-    """The chunking of cfg.chunk_size (0, N or "auto") for a model already on env.device.
+                autocast: Callable[[], contextlib.AbstractContextManager], *,
+                ground_hw: tuple[int, int] | None = None) -> ChunkPlan:
+    """The chunking of cfg.chunk_size (0, N or "auto") for a model already on env.device,
+    trained on ground images of ground_hw (H, W) pixels (default cfg.ground_size).
 
     N >= the per-process share means the plain step. "auto" on the CPU: the plain step; on a
     GPU: MARGIN times the largest chunk that fits (probe_largest_chunk; the smallest over all
@@ -49,9 +51,10 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
         return ChunkPlan(None, f"--chunk-size {size}: the whole batch of {share} pairs per process at once")
     if env.device.type != "cuda":
         return ChunkPlan(None, "--chunk-size auto: the whole batch at once (no memory probe on the CPU)")
+    ground_hw = ground_hw or cfg.ground_size
     t0 = time.perf_counter()
     largest = probe_largest_chunk(model, optimizer, autocast, upto=math.ceil(share / MARGIN),
-                                  ground_hw=cfg.ground_size, aerial_hw=(cfg.aerial_size, cfg.aerial_size),
+                                  ground_hw=ground_hw, aerial_hw=(cfg.aerial_size, cfg.aerial_size),
                                   device=env.device)
     if env.distributed:  # every process must take the same path through the step
         agreed = torch.tensor([largest], device=env.device)
@@ -60,8 +63,8 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
     probe = f"probe {time.perf_counter() - t0:.1f} s"
     if largest == 0:
         raise UserInputError(
-            f"--chunk-size auto: not even one pair ({cfg.aerial_size}px aerial, {cfg.ground_size[0]}x"
-            f"{cfg.ground_size[1]} ground, --backbone {cfg.backbone}) fits in GPU memory next to the model "
+            f"--chunk-size auto: not even one pair ({cfg.aerial_size}px aerial, {ground_hw[0]}x"
+            f"{ground_hw[1]} ground, --backbone {cfg.backbone}) fits in GPU memory next to the model "
             f"and its optimizer state; lower the image sizes or use a smaller backbone"
         )
     usable = max(1, math.floor(MARGIN * largest))

@@ -42,11 +42,10 @@ class RunData:
         return self._gps[k]
 
 
-def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, baseline: bool = True,
-                  check_images: bool = False) -> RunData:
-    """Train records + paired dataset (+ eval records, + the colour baseline when `baseline`),
-    with the checks that need the data. cfg.data_root must already be the prepared, absolute root.
-    check_images: read every training image's header first (check_training_images)."""
+def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> RunData:
+    """Train records + paired dataset (+ eval records), with the cheap checks that need the
+    data. cfg.data_root must already be the prepared, absolute root. The slow checks and the
+    colour baseline are `main_process_checks`, which one process runs for all."""
     train = spec.load_train(cfg.data_root, split_dir=cfg.split_dir)
     if cfg.batch_size > train.num_classes:
         raise UserInputError(
@@ -58,19 +57,25 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool, basel
             f"--sampling {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
             f"{cfg.data_root} does not provide; use --sampling random"
         )
-    if check_images:
-        check_training_images(train, skip_bad=cfg.skip_bad_images)
     # a limited view keeps the panorama's scale (H, W * fov / 360), as at evaluation
     ground_hw = fov_size(cfg.ground_size, cfg.fov if train.query_kind == "panorama" else None)
     pairs = PairDataset(train, cfg.aerial_size, ground_hw, augment=cfg.augment, fov=cfg.fov,
                         random_heading=cfg.random_heading, skip_bad_images=cfg.skip_bad_images,
                         seed=cfg.seed)
     ev = spec.load_eval(cfg.data_root, cfg.eval_split, split_dir=cfg.split_dir) if with_eval else None
-    recall = None
-    if ev is not None and baseline and spec.colour_baseline:
-        recall = colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels,
-                                         ev.reference_labels, protocol=spec.protocol)
-    return RunData(train, ev, pairs, recall)
+    return RunData(train, ev, pairs)
+
+
+def main_process_checks(cfg: TrainConfig, spec: DatasetSpec, data: RunData) -> dict[str, float] | None:
+    """The header check of every training image (unless --no-check-images) and the
+    colour-histogram baseline of datasets that report one (its metrics, or None)."""
+    if cfg.check_images:
+        check_training_images(data.train, skip_bad=cfg.skip_bad_images)
+    if data.eval is None or not spec.colour_baseline:
+        return None
+    ev = data.eval
+    return colour_histogram_recall(ev.query_files, ev.reference_files, ev.query_labels, ev.reference_labels,
+                                   protocol=spec.protocol)
 
 
 def check_training_images(train: TrainSet, *, skip_bad: bool) -> None:
@@ -139,4 +144,5 @@ def run_dir_for(cfg: TrainConfig) -> Path:
     raise UserInputError(f"runs/{cfg.dataset}-{stamp}-*: 999 run folders already; give --out")
 
 
-__all__ = ["RunData", "check_training_images", "epoch_batches", "epoch_neighbours", "load_run_data", "run_dir_for"]
+__all__ = ["RunData", "check_training_images", "epoch_batches", "epoch_neighbours", "load_run_data",
+           "main_process_checks", "run_dir_for"]

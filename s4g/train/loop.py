@@ -37,6 +37,7 @@ from s4g.train.data import (
     epoch_batches,
     epoch_neighbours,
     load_run_data,
+    main_process_checks,
     run_dir_for,
 )
 from s4g.train.rundir import claim_run_dir
@@ -55,7 +56,7 @@ class ResumePoint:
     checkpoint: dict[str, Any]
 
     @classmethod
-    def read(cls, resume: str | Path) -> "ResumePoint":
+    def read(cls, resume: str | Path) -> ResumePoint:
         """The checkpoint --resume names: a file, or a run directory's last.pt, verified and
         holding a run's state (UserInputError naming what is missing otherwise)."""
         path = Path(resume)
@@ -129,23 +130,6 @@ def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
         raise UserInputError(f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
 
 
-def _on_main(env: D.DistEnv, fn: Callable[[], Any]) -> Any:
-    """fn() run by rank 0, its value on every rank; a user's error there is raised on every
-    rank (the others would otherwise wait for rank 0 forever)."""
-    if not env.distributed:
-        return fn()
-    result = None
-    if env.is_main:
-        try:
-            result = (fn(), None)
-        except (UserInputError, OSError) as err:
-            result = (None, err)
-    value, err = D.broadcast_from_main(env, result)
-    if err is not None:
-        raise err
-    return value
-
-
 def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None,
              claim: Callable[[Path], Path]) -> TrainConfig:
     """cfg with its run folder claimed and an absolute data root (rank 0 does both), the same
@@ -154,8 +138,9 @@ def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: Resume
         _check_resume(cfg, resume)
         if cfg.out is None:
             cfg = dataclasses.replace(cfg, out=str(resume.path.parent))
-    out = _on_main(env, lambda: str(claim(run_dir_for(cfg))))
-    root = _on_main(env, lambda: str(spec.data_root(cfg.data_root, locations=cfg.synth_locations, seed=cfg.synth_seed)))
+    out = D.main_result(env, lambda: str(claim(run_dir_for(cfg))))
+    root = D.main_result(env, lambda: str(spec.data_root(cfg.data_root, locations=cfg.synth_locations,
+                                                         seed=cfg.synth_seed)))
     return dataclasses.replace(cfg, data_root=root, out=out)
 
 
@@ -163,13 +148,14 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
          console: Console, claim: Callable[[Path], Path]) -> Path:
     cfg = _prepare(cfg, spec, env, resume, claim)
     out = Path(cfg.out)
-    data = load_run_data(cfg, spec, with_eval=True, baseline=env.is_main,
-                         check_images=env.is_main and cfg.check_images)
+    data = load_run_data(cfg, spec, with_eval=True)
+    # one process reads the images' headers for all; a bad image stops every rank
+    data.baseline = D.main_result(env, lambda: main_process_checks(cfg, spec, data))
     # Epoch 1's packing sizes the learning-rate schedule (and proves a batch can be packed).
     first = epoch_batches(cfg, data, epoch_neighbours(cfg, data, None)[0], 1)
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
-    parts, state = build_parts(cfg, env, ckpt)
+    parts, state = build_parts(cfg, env, ckpt, ground_hw=data.pairs.ground_size)
     log = None
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -219,12 +205,11 @@ def _loader(cfg: TrainConfig, data: RunData, batches: np.ndarray, epoch: int, en
 def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.DistEnv, parts: Parts,
                  state: RunState, log: MetricsLog | None, console: Console) -> None:
     """Evaluate, re-mine and checkpoint as the schedule says (every rank embeds its share)."""
+    improved = False
     if schedule.evaluates_after(state.epoch, cfg.epochs, cfg.eval_every):
         r1 = _evaluate(parts, data, cfg, spec, env, log, console, epoch=state.epoch)
-        if r1 > state.best_r1:
-            state.best_r1 = r1
-            if env.is_main:
-                save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
+        improved = r1 > state.best_r1
+        state.best_r1 = max(r1, state.best_r1)
     if cfg.sampling == "dss" and schedule.mines_after(state.epoch, cfg.epochs, cfg.eval_every):
         k = min(cfg.neighbour_range, data.train.num_classes - 1)
         # the same lists on every rank (rank 0's top-k over the gathered embeddings)
@@ -232,6 +217,9 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
                                         ground_size=cfg.ground_size, device=env.device,
                                         batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env)
     if env.is_main:
+        # after the mining: a run continued from best.pt trains on the lists this epoch mined
+        if improved:
+            save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
         save_run_checkpoint(Path(cfg.out) / "last.pt", cfg, parts, state)
     D.barrier(env)
 

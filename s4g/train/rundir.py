@@ -124,12 +124,20 @@ def _move_aside(folder: Path, console: Console) -> None:
     console.print(f"--overwrite: moved the earlier run's {len(entries)} files to {dest}", soft_wrap=True)
 
 
-def _check_contents(folder: Path, resuming_here: bool, overwrite: bool, console: Console) -> None:
+def _check_contents(folder: Path, resume_from: Path | None, overwrite: bool, console: Console) -> None:
     found = [name for name in RUN_FILES if (folder / name).exists()]
-    if resuming_here:
+    if resume_from is not None and resume_from.parent == folder:
         if overwrite:
             raise UserInputError(f"--overwrite would move aside the run that --resume continues ({folder}); "
                                  "give one of the two")
+        last = folder / "last.pt"
+        if last.exists() and not last.samefile(resume_from):
+            # the run would replace last.pt and cut metrics.jsonl back to the older checkpoint's epoch
+            raise UserInputError(
+                f"--resume {resume_from}: its run folder holds a newer last.pt, which continuing here would "
+                f"replace; resume the run itself (--resume {folder}), or continue from {resume_from.name} "
+                "into a new --out"
+            )
         return
     if found and not overwrite:
         raise UserInputError(
@@ -164,8 +172,7 @@ def claim_run_dir(
                       "into it", soft_wrap=True)
     fd = None if fcntl is None else _lock(folder, console)
     try:
-        resuming_here = resume_from is not None and Path(resume_from).resolve().parent == folder
-        _check_contents(folder, resuming_here, overwrite, console)
+        _check_contents(folder, None if resume_from is None else Path(resume_from).resolve(), overwrite, console)
         removed = remove_stale_temporaries(folder)
         if removed:
             console.print(f"removed {len(removed)} temporary file(s) that an interrupted write left in {folder}: "

@@ -107,7 +107,8 @@ def restore_run_checkpoint(ckpt: dict[str, Any], parts) -> RunState:
     load_state_strict(parts.model, ckpt["model"], source="--resume checkpoint")
     parts.loss_fn.load_state_dict(ckpt["loss"])
     parts.optimizer.load_state_dict(ckpt["optimizer"])
-    parts.scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["scaler"]:  # empty when the run had no loss scaling (CPU, bf16): nothing to carry over
+        parts.scaler.load_state_dict(ckpt["scaler"])
     nb = ckpt.get("neighbours")
     return RunState(
         epoch=int(ckpt["epoch"]),

@@ -57,8 +57,11 @@ class Parts:
     chunk_note: str | None = None
 
 
-def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Parts, RunState]:
-    """Fresh (seeded) or resumed model, loss, optimizer and scaler, on the run's device."""
+def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
+                ground_hw: tuple[int, int] | None = None) -> tuple[Parts, RunState]:
+    """Fresh (seeded) or resumed model, loss, optimizer and scaler, on the run's device.
+    ground_hw: (H, W) pixels of the ground images the step gets (a --fov crop is narrower than
+    cfg.ground_size, the default), for --chunk-size auto's memory probe."""
     seed_all(cfg.seed)
     model = initial_model(cfg.backbone, pretrained=cfg.pretrained, pretrained_from=cfg.pretrained_from,
                           weights_file=cfg.weights)
@@ -73,7 +76,7 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None) -> tuple[Part
     model.to(env.device, memory_format=torch.channels_last)
     loss_fn.to(env.device)
     _optimizer_to(optimizer, env.device)
-    plan = plan_chunks(cfg, env, model, optimizer, autocast)
+    plan = plan_chunks(cfg, env, model, optimizer, autocast, ground_hw=ground_hw)
     parts.chunk, parts.chunk_note = plan.size, (plan.note if cfg.chunk_size != 0 else None)
     net: nn.Module = TrainStep(model, loss_fn)
     if env.distributed and parts.chunk is None:
@@ -152,18 +155,17 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
     with bar:  # disabled (prints nothing) on ranks other than 0
         task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(loader), loss="-", speed="-")
         for i, (ground, aerial, _, ground_params, aerial_params) in enumerate(loader):
-            if ground.shape[0] < 2:  # --skip-bad-images emptied the batch: nothing to contrast
-                continue
-            lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # uint8 views to the device; photometric augmentation and normalisation run there
-            ground = augment_batch(ground, ground_params, env.device)
-            aerial = augment_batch(aerial, aerial_params, env.device)
-            running += train_step(parts, ground, aerial, params, cfg.clip_grad, env.device)
-            window += 1
-            step += 1
-            if step % cfg.log_every == 0 or i + 1 == len(loader):
+            if ground.shape[0] >= 2:  # --skip-bad-images may empty a batch: nothing to contrast
+                lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # uint8 views to the device; photometric augmentation and normalisation run there
+                ground = augment_batch(ground, ground_params, env.device)
+                aerial = augment_batch(aerial, aerial_params, env.device)
+                running += train_step(parts, ground, aerial, params, cfg.clip_grad, env.device)
+                window += 1
+                step += 1
+            if window and (step % cfg.log_every == 0 or i + 1 == len(loader)):
                 if env.distributed:
                     torch.distributed.all_reduce(running)
                     running /= env.world_size
