@@ -47,7 +47,6 @@ DATASETS = {
     "vigor": ((1024, 2048), 640, (384, 768), 384, "panorama"),
     "university": ((512, 512), 512, (384, 384), 384, "drone"),
 }
-MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
 def photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -108,7 +107,7 @@ def reference(ts: TrainSet, ground_hw, aerial_side: int):
             alb.OneOf([alb.GridDropout(ratio=ratio, unit_size_range=(unit, unit + 1), random_offset=False, p=1.0),
                        alb.CoarseDropout(num_holes_range=(10, 25), hole_height_range=cut,
                                          hole_width_range=cut, p=1.0)], p=0.3),
-            alb.Normalize(MEAN, STD), ToTensorV2()], seed=0)
+            alb.Normalize(A.IMAGENET_MEAN, A.IMAGENET_STD), ToTensorV2()], seed=0)
 
     ground_tf = compose(ground_hw, ground_hw[0], 0.5)
     sat_tf = compose((aerial_side, aerial_side), aerial_side, 0.4)

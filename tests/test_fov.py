@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from s4g import datasets
 from s4g.checkpoint import load_checkpoint, save_checkpoint
 from s4g.cli import app
+from s4g.data.augment import normalise
 from s4g.data.dataset import ImageDataset
 from s4g.data.images import load_image
-from s4g.data.transforms import crop_fov, fov_size, normalise, resize
+from s4g.data.transforms import crop_fov, fov_size, resize
 from s4g.datasets import load_eval
 from s4g.embed import embed_eval_set
 from s4g.errors import UserInputError

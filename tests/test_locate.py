@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from s4g.checkpoint import load_checkpoint, save_checkpoint
 from s4g.cli import app
+from s4g.data.augment import normalise
 from s4g.data.dataset import ImageDataset
-from s4g.data.transforms import normalise
 from s4g.datasets import load_eval
 from s4g.embed import embed_files
 from s4g.geo import haversine_m

@@ -11,13 +11,12 @@ import torch
 from PIL import Image
 
 from s4g.data.images import load_image
-from s4g.data.augment import IMAGENET_MEAN
+from s4g.data.augment import IMAGENET_MEAN, normalise
 from s4g.data.transforms import (
     TrainTransform,
     crop_fov,
     draw_geometry,
     eval_transform,
-    normalise,
     paired_geometry,
 )
 from s4g.errors import UserInputError

@@ -171,7 +171,15 @@ def _draw_holes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, H, W) -> float32 scaled to [0, 1] and ImageNet-normalised."""
-    return F.normalize(F.to_dtype(image, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)
+    return _normalise_(F.to_dtype(image, torch.float32, scale=True))
+
+
+def _normalise_(x: torch.Tensor) -> torch.Tensor:
+    """float (..., 3, H, W) ImageNet-normalised in place: torchvision's normalize with the
+    constants copied from pinned memory (its own copy from a list waits for the device)."""
+    mean = to_device(torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1), x.device)
+    std = to_device(torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1), x.device)
+    return x.sub_(mean).div_(std)
 
 
 def _where(mask: torch.Tensor) -> torch.Tensor:
@@ -232,8 +240,7 @@ def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torc
     _apply(x, rows, ops.grid_dropout, params.grid[rows])
     rows = _where(params.dropout == COARSE)
     _apply(x, rows, ops.coarse_dropout, params.holes[rows])
-    x = F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-    return x.contiguous(memory_format=torch.channels_last)
+    return _normalise_(x).contiguous(memory_format=torch.channels_last)
 
 
 # ---- the per-image definition --------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from s4g.data.augment import PhotoParams, no_photometric
 from s4g.data.images import load_image
@@ -29,7 +29,7 @@ BAD_CLASS = -1
 
 def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """A numpy generator determined by (seed, epoch, index)."""
-    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(2, dtype=np.uint64)
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, dtype=np.uint64)
     return np.random.default_rng(int(state[0]))
 
 
@@ -132,7 +132,14 @@ def collate_pairs(batch: Sequence[tuple]):
 
 
 def _stack_channels_last(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)
+    h, w = images[0].shape[1:]
+    out = torch.empty((len(images), h, w, 3), dtype=torch.uint8)
+    if get_worker_info() is not None:
+        # stacked straight into shared memory, as default_collate does in a worker: the batch
+        # then reaches the main process without a second copy
+        out.share_memory_()
+    torch.stack([image.permute(1, 2, 0) for image in images], out=out)
+    return out.permute(0, 3, 1, 2)
 
 
 class ImageDataset(Dataset):

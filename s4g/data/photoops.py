@@ -60,7 +60,7 @@ def hue_shift(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     sixths = torch.where(top1 == r, g - b, torch.where(top1 == g, (b - r).add_(chroma1, alpha=2),
                                                        (r - g).add_(chroma1, alpha=4)))
     sixths = sixths.div_(torch.where(chroma1 > 0, chroma1, 1.0)).unsqueeze(-3).add_(6 * _col(turns, x))
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    n = torch.arange(5, 0, -2, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)  # 5, 3, 1: no host copy
     k = torch.remainder(sixths + n, 6)
     return top - chroma * torch.minimum(k, 4 - k).clamp_(0, 1)
 

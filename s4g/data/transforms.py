@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from s4g.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalise  # noqa: F401 (re-exported)
 from s4g.data.augment import GRID_RATIO_PANORAMA, GRID_RATIO_TILE, PhotoParams, draw_photometric, no_photometric
 from s4g.errors import UserInputError
 
