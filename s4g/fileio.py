@@ -359,6 +359,19 @@ def check_output(
     return path
 
 
+def check_distinct_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
+    """UserInputError when two of one command's outputs ((option as spelled, path) pairs; None
+    for one not asked for) are the same file: the later write would replace the earlier one.
+    Called with check_output, before the command's work starts."""
+    given = [(option, Path(path)) for option, path in outputs if path is not None]
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[:i]:
+            if same_file(path, other_path):
+                raise UserInputError(
+                    f"{other} {other_path} and {option} {path} are the same file; give each output its own name"
+                )
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
     """Delete the temporary files an interrupted `atomic_path` left in `folder` (names
     `.<target>.<8 characters>.tmp[.ext]`); returns their names. Only for a folder no other

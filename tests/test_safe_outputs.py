@@ -123,6 +123,34 @@ def test_the_result_files_of_eval_locate_and_plot_are_guarded_too(run_dir, tmp_p
         assert_unchanged(before)
 
 
+def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 8)).save(photo)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "o.csv")  # dangling until something writes o.csv
+    before = snapshot(run_dir, photo)
+    ckpt = ["--checkpoint", run_dir / "best.pt"]
+    default_json = run_dir / "eval-cvusa-test.json"
+    probes = {
+        "eval --per-query X --examples X": (["eval", *ckpt, "--per-query", tmp_path / "o.csv", "--examples",
+                                             tmp_path / "o.csv"], ("--per-query", "--examples")),
+        "eval --json X --per-query X": (["eval", *ckpt, "--json", tmp_path / "o.csv", "--per-query",
+                                         tmp_path / "o.csv"], ("--json", "--per-query")),
+        "eval --per-query X --examples a link to X": (["eval", *ckpt, "--per-query", tmp_path / "o.csv",
+                                                       "--examples", tmp_path / "link.csv"], ("--per-query", "--examples")),
+        "eval --examples onto the default --json": (["eval", *ckpt, "--examples", default_json],
+                                                    ("the default --json", "--examples")),
+        "locate --geojson X --picture X": (["locate", photo, "--index", tmp_path / "none.npz", "--geojson",
+                                            tmp_path / "o.json", "--picture", tmp_path / "o.json"],
+                                           ("--geojson", "--picture")),
+    }
+    for label, (args, options) in probes.items():
+        message = error_paragraph(invoke(*args))
+        assert "same file" in message and all(o in message for o in options), (label, message)
+        assert_unchanged(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "photo.png", "run"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_replacing_an_output_needs_overwrite(tmp_path):
     pts = coords(tmp_path)
     out = tmp_path / "nb.npz"
