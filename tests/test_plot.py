@@ -77,6 +77,27 @@ def test_bad_input_exits_2(tmp_path, args, message):
     assert res.exit_code == 2 and message in res.output, res.output
 
 
+def test_plot_writes_only_the_formats_it_can_replace(tmp_path):
+    """Every suffix plot accepts is a figure that `plot --overwrite` may replace: one it
+    accepted but could not tell again (a JPEG) would be refused on the next run."""
+    pytest.importorskip("matplotlib", reason="the optional extra `plot` is not installed")
+    run = write_run(tmp_path / "run")
+    for suffix in ("png", "pdf", "svg"):
+        out = tmp_path / f"curves.{suffix}"
+        for again in ([], ["--overwrite"]):
+            res = runner.invoke(app, ["plot", str(run), "--out", str(out), *again])
+            assert res.exit_code == 0, (suffix, again, res.output)
+    for suffix in ("jpg", "eps", "tiff"):
+        out = tmp_path / f"curves.{suffix}"
+        res = runner.invoke(app, ["plot", str(run), "--out", str(out)])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"--out {out}" in text and ".png, .pdf, .svg" in text, res.output
+        assert "Traceback" not in res.output and not out.exists()
+    Image.new("RGB", (4, 4)).save(tmp_path / "old.jpg")  # not a figure plot wrote: kept
+    res = runner.invoke(app, ["plot", str(run), "--out", str(tmp_path / "old.jpg"), "--overwrite"])
+    assert res.exit_code == 2 and "not a PNG, PDF or SVG figure" in " ".join(res.output.split()), res.output
+
+
 def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)
