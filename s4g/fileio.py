@@ -39,8 +39,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
     temporary file. `suffix` keeps extensions that writers insist on (np.savez adds ".npz").
     durable: flush the file (and the rename) to the disk before returning, so a power cut
     cannot leave an empty file behind; off only for bulk files that can be made again.
-    An OSError while writing (disk full, I/O error, no permission) is raised again naming
-    `path` rather than the temporary file, and saying that the previous version is kept.
+    An OSError of the system while writing (one with an errno: disk full, I/O error, no
+    permission) is raised again naming `path` rather than the temporary file, and saying that
+    the previous version is kept; other OSErrors pass through unchanged.
     """
     path = Path(path)
     _make_folder(path.parent)
@@ -60,6 +61,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
         if durable:
             _fsync_folder(path.parent)
     except OSError as err:
+        if err.errno is None:
+            # Not the system refusing a write: a writer's own complaint (PIL's "cannot write
+            # mode RGBA as JPEG") is a bug in s4g, and keeps its type, message and traceback.
+            raise
         named = None if err.filename is None else os.fsdecode(err.filename)
         if named not in (None, str(tmp_path), str(path), str(path.parent)):
             raise  # about another file (an input read inside the block): keep it as it is
@@ -81,8 +86,11 @@ def _make_folder(folder: Path) -> None:
 
 
 def write_error(path: str | os.PathLike, err: OSError) -> OSError:
-    """An OSError naming `path` and the cause of `err`, for a write that did not happen."""
-    code = err.errno if err.errno is not None else errno.EIO
+    """An OSError naming `path` and the cause of `err` (an OSError with an errno), for a
+    write that did not happen."""
+    if err.errno is None:
+        raise ValueError(f"write_error takes an OSError of the system (with an errno), not {err!r}") from err
+    code = err.errno
     cause = err.strerror or os.strerror(code)
     name = errno.errorcode.get(code, str(code))
     advice = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",

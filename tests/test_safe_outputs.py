@@ -222,6 +222,27 @@ def test_disk_full_in_a_command_names_the_file(tmp_path, monkeypatch):
     assert temporaries(tmp_path) == []
 
 
+def test_a_writers_own_oserror_is_not_taken_for_a_failed_write(tmp_path):
+    """PIL refuses RGBA as JPEG with an OSError that carries no errno: a bug in the caller,
+    not the disk; it must keep its message (and traceback), not become an I/O-error paragraph."""
+    out = tmp_path / "picture.jpg"
+    Image.new("RGB", (4, 4)).save(out)
+    before = snapshot(tmp_path)
+    with (pytest.raises(OSError, match="cannot write mode RGBA as JPEG") as caught,
+          fileio.atomic_path(out, suffix=".jpg") as tmp):
+        Image.new("RGBA", (4, 4)).save(tmp, format="JPEG")
+    assert caught.value.errno is None and caught.value.filename is None
+    assert "could not be written" not in str(caught.value)
+    assert_unchanged(before)
+    assert temporaries(tmp_path) == []
+    # an OSError of the system is still the one-paragraph write error
+    with (pytest.raises(OSError, match="could not be written: No space left on device") as caught,
+          fileio.atomic_path(out)):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(out)
+    assert_unchanged(before)
+
+
 def _limit_file_size(limit: int):
     def limit_in_child() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write (EFBIG) instead of killing
