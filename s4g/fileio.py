@@ -223,6 +223,8 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     try:
         size = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + size])
+        if not isinstance(header, dict):
+            raise TypeError(f"the header is a JSON {type(header).__name__}, not an object of tensors")
         body = memoryview(data)[8 + size :]
         tensors = {}
         for name, spec in header.items():
