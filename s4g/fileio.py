@@ -241,6 +241,24 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     return tensors
 
 
+def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file such as a run's metrics.jsonl (one JSON object a line;
+    blank lines skipped). UserInputError naming the file and line for a line that is not a
+    JSON object."""
+    records = []
+    for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+            raise UserInputError(f"{path}, line {n}: not JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise UserInputError(f"{path}, line {n}: not a JSON object")
+        records.append(record)
+    return records
+
+
 def load_weights_file(path: str | os.PathLike) -> Any:
     """The content of a weights file: .safetensors by its suffix, else a PyTorch file."""
     if Path(path).suffix == ".safetensors":

@@ -11,7 +11,6 @@ One colour per run; the colour-histogram baseline (synthetic world) as a faint l
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path
+from s4g.fileio import atomic_path, read_json_lines
 from s4g.results import WITHIN_M, within_key
 
 # (panel title, [(metric key, line style)]); a panel is drawn when a run logged one of its keys
@@ -63,17 +62,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserInputError(f"{path}: no such file; give a run directory that s4g train wrote")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserInputError(f"{path}, line {n}: not JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise UserInputError(f"{path}, line {n}: not a JSON object")
-        records.append(record)
+    records = read_json_lines(path)
     if not records:
         raise UserInputError(f"{path}: holds no record yet")
     return records

@@ -66,10 +66,19 @@ def test_plot_one_and_several_runs(tmp_path):
     assert svg.lstrip().startswith("<?xml") and "synthetic-a" in svg and "synthetic-b" in svg
 
 
+def _damaged(run, line: bytes):
+    """`run` with `line` as the second line of its metrics.jsonl."""
+    first, rest = (run / "metrics.jsonl").read_bytes().split(b"\n", 1)
+    (run / "metrics.jsonl").write_bytes(first + b"\n" + line + b"\n" + rest)
+    return run
+
+
 @pytest.mark.parametrize("args, message", [
     (lambda t: [str(write_run(t / "a")), str(write_run(t / "b"))], "--out is needed"),
     (lambda t: [str(t / "nothing")], "metrics.jsonl: no such file"),
     (lambda t: [str(write_run(t / "a")), "--out", str(t / "x.docx")], "--out"),
+    (lambda t: [str(_damaged(write_run(t / "a"), b"\xff{"))], "metrics.jsonl, line 2: not JSON"),
+    (lambda t: [str(_damaged(write_run(t / "a"), b"[1]"))], "metrics.jsonl, line 2: not a JSON object"),
 ])
 def test_bad_input_exits_2(tmp_path, args, message):
     pytest.importorskip("matplotlib", reason="the optional extra `plot` is not installed")

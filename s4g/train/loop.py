@@ -55,7 +55,7 @@ class ResumePoint:
     checkpoint: dict[str, Any]
 
     @classmethod
-    def read(cls, resume: str | Path) -> "ResumePoint":
+    def read(cls, resume: str | Path) -> ResumePoint:
         """The checkpoint --resume names: a file, or a run directory's last.pt, verified and
         holding a run's state (UserInputError naming what is missing otherwise)."""
         path = Path(resume)
@@ -170,11 +170,17 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt)
-    log = None
-    if env.is_main:
+    logs: list[MetricsLog] = []
+
+    def open_log() -> None:
         out.mkdir(parents=True, exist_ok=True)
+        # The log first: a damaged metrics.jsonl refuses the resume before config.json changes.
+        logs.append(MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None))
         save_json(out / "config.json", cfg.to_json())
-        log = MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None)
+
+    _on_main(env, open_log)  # rank 0's refusal is raised on every rank, none waits for it
+    log = logs[0] if logs else None
+    if log is not None:
         if parts.chunk_note is not None:
             console.print(parts.chunk_note)
             log.add({"epoch": state.epoch + 1, "kind": "chunking", "chunk_size": parts.chunk,
