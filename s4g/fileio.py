@@ -174,13 +174,12 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     """The content of a PyTorch file, loaded with weights_only=True onto the CPU.
 
     Files are untrusted input: anything but tensors and plain values is refused. Raises
-    UserInputError naming the file when it is missing, unreadable or refused.
+    UserInputError naming the file when it is missing, a folder, unreadable or refused.
     """
     import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
 
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
+    _check_input_file(path)
     try:
         with open(path, "rb") as fh:
             return torch.load(fh, map_location="cpu", weights_only=True)
@@ -191,6 +190,17 @@ def load_torch_file(path: str | os.PathLike) -> Any:
             f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
             f"plain values (refused for safety: loading such a file could run code): {_refusal(err)}"
         ) from err
+
+
+def _check_input_file(path: Path) -> None:
+    """UserInputError unless `path` is a file; for a folder, say so, and name the checkpoint
+    it holds when it is a run folder (its best.pt, else last.pt)."""
+    if path.is_dir():
+        held = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
+        hint = f"; to use the run's checkpoint, give {held}" if held is not None else "; give the file's path"
+        raise UserInputError(f"{path} is a folder, not a file{hint}")
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
 
 
 def _refusal(err: Exception) -> str:
@@ -262,8 +272,7 @@ def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
 def load_weights_file(path: str | os.PathLike) -> Any:
     """The content of a weights file: .safetensors by its suffix, else a PyTorch file."""
     if Path(path).suffix == ".safetensors":
-        if not Path(path).is_file():
-            raise UserInputError(f"{path}: no such file")
+        _check_input_file(Path(path))
         return load_safetensors(path)
     return load_torch_file(path)
 
