@@ -297,7 +297,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
     """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
-    index"), and how to tell one (`matches(path)` reads headers, never a whole large file)."""
+    index"), and how to tell one (`matches(path)` reads headers; only a JSON kind reads a whole
+    file, and only one that starts as a JSON object)."""
 
     description: str
     matches: Callable[[Path], bool]
@@ -317,11 +318,16 @@ def npz_kind(description: str, *arrays: str) -> OutputKind:
 
 
 def json_kind(description: str, *keys: str) -> OutputKind:
-    """A JSON-object output recognised by its keys."""
+    """A JSON-object output recognised by its keys (s4g's JSON outputs are small: the file is
+    parsed whole, once its first character says it can be a JSON object)."""
 
     def matches(path: Path) -> bool:
         try:
             with open(path, encoding="utf-8-sig") as fh:
+                # A checkpoint or an image given as --json is told apart without reading it all.
+                if fh.read(4096).lstrip()[:1] != "{":
+                    return False
+                fh.seek(0)
                 obj = json.load(fh)
         except (OSError, ValueError):
             return False

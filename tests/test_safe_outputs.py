@@ -151,6 +151,19 @@ def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
 
 
+def test_a_json_output_kind_reads_a_whole_file_only_when_it_starts_as_an_object(tmp_path, monkeypatch):
+    kind = fileio.json_kind("a test file", "checkpoint", "metrics")
+    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}}', encoding="utf-8")
+    (tmp_path / "list.json").write_text('[{"checkpoint": "c", "metrics": {}}]')
+    (tmp_path / "big.bin").write_bytes(b"PK\x03\x04" + bytes(1 << 20))
+    assert kind.matches(tmp_path / "bom.json") and not kind.matches(tmp_path / "list.json")
+    parsed = []
+    real_load = fileio.json.load
+    monkeypatch.setattr(fileio.json, "load", lambda fh: parsed.append(fh.name) or real_load(fh))
+    assert not kind.matches(tmp_path / "big.bin") and not kind.matches(tmp_path / "list.json")
+    assert parsed == []
+
+
 def test_replacing_an_output_needs_overwrite(tmp_path):
     pts = coords(tmp_path)
     out = tmp_path / "nb.npz"
