@@ -53,7 +53,7 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _feed(digest, value: Any) -> None:
+def _feed(digest, value: Any, where: str = "the checkpoint") -> None:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         digest.update(f"T{t.dtype}{tuple(t.shape)};".encode())
@@ -61,18 +61,25 @@ def _feed(digest, value: Any) -> None:
     elif isinstance(value, Mapping):
         digest.update(f"D{len(value)};".encode())
         for key, item in value.items():
-            _feed(digest, key)
-            _feed(digest, item)
+            _feed(digest, key, f"a key of {where}")
+            _feed(digest, item, f"{where}[{key!r}]")
     elif isinstance(value, (list, tuple)):
         digest.update(f"S{len(value)};".encode())
-        for item in value:
-            _feed(digest, item)
-    elif value is None or isinstance(value, (bool, int, float, str)):
+        for i, item in enumerate(value):
+            _feed(digest, item, f"{where}[{i}]")
+    # The exact types: a subclass such as numpy.float64 (a float) passes isinstance, but
+    # torch.load(weights_only=True) refuses it, so the file saved would never load again.
+    elif value is None or type(value) in (bool, int, float, str):
         text = repr(value).encode("utf-8", "surrogatepass")
         digest.update(f"{type(value).__name__}{len(text)};".encode())
         digest.update(text)
     else:
-        raise TypeError(f"a checkpoint holds tensors and plain values, not {type(value).__name__}")
+        kind = type(value)
+        raise TypeError(
+            f"{where} is a {kind.__module__}.{kind.__qualname__}: a checkpoint holds tensors and plain values "
+            "(bool, int, float, str, None, and lists, tuples and dicts of them); convert it first, "
+            "e.g. with float(), int() or .tolist()"
+        )
 
 
 def save_checkpoint(

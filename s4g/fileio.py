@@ -39,8 +39,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
     temporary file. `suffix` keeps extensions that writers insist on (np.savez adds ".npz").
     durable: flush the file (and the rename) to the disk before returning, so a power cut
     cannot leave an empty file behind; off only for bulk files that can be made again.
-    An OSError while writing (disk full, I/O error, no permission) is raised again naming
-    `path` rather than the temporary file, and saying that the previous version is kept.
+    An OSError of the system while writing (one with an errno: disk full, I/O error, no
+    permission) is raised again naming `path` rather than the temporary file, and saying that
+    the previous version is kept; other OSErrors pass through unchanged.
     """
     path = Path(path)
     _make_folder(path.parent)
@@ -60,6 +61,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
         if durable:
             _fsync_folder(path.parent)
     except OSError as err:
+        if err.errno is None:
+            # Not the system refusing a write: a writer's own complaint (PIL's "cannot write
+            # mode RGBA as JPEG") is a bug in s4g, and keeps its type, message and traceback.
+            raise
         named = None if err.filename is None else os.fsdecode(err.filename)
         if named not in (None, str(tmp_path), str(path), str(path.parent)):
             raise  # about another file (an input read inside the block): keep it as it is
@@ -81,8 +86,11 @@ def _make_folder(folder: Path) -> None:
 
 
 def write_error(path: str | os.PathLike, err: OSError) -> OSError:
-    """An OSError naming `path` and the cause of `err`, for a write that did not happen."""
-    code = err.errno if err.errno is not None else errno.EIO
+    """An OSError naming `path` and the cause of `err` (an OSError with an errno), for a
+    write that did not happen."""
+    if err.errno is None:
+        raise ValueError(f"write_error takes an OSError of the system (with an errno), not {err!r}") from err
+    code = err.errno
     cause = err.strerror or os.strerror(code)
     name = errno.errorcode.get(code, str(code))
     advice = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",
@@ -166,13 +174,12 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     """The content of a PyTorch file, loaded with weights_only=True onto the CPU.
 
     Files are untrusted input: anything but tensors and plain values is refused. Raises
-    UserInputError naming the file when it is missing, unreadable or refused.
+    UserInputError naming the file when it is missing, a folder, unreadable or refused.
     """
     import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
 
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
+    _check_input_file(path)
     try:
         with open(path, "rb") as fh:
             return torch.load(fh, map_location="cpu", weights_only=True)
@@ -183,6 +190,17 @@ def load_torch_file(path: str | os.PathLike) -> Any:
             f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
             f"plain values (refused for safety: loading such a file could run code): {_refusal(err)}"
         ) from err
+
+
+def _check_input_file(path: Path) -> None:
+    """UserInputError unless `path` is a file; for a folder, say so, and name the checkpoint
+    it holds when it is a run folder (its best.pt, else last.pt)."""
+    if path.is_dir():
+        held = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
+        hint = f"; to use the run's checkpoint, give {held}" if held is not None else "; give the file's path"
+        raise UserInputError(f"{path} is a folder, not a file{hint}")
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
 
 
 def _refusal(err: Exception) -> str:
@@ -215,6 +233,8 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     try:
         size = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + size])
+        if not isinstance(header, dict):
+            raise TypeError(f"the header is a JSON {type(header).__name__}, not an object of tensors")
         body = memoryview(data)[8 + size :]
         tensors = {}
         for name, spec in header.items():
@@ -231,11 +251,28 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     return tensors
 
 
+def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file such as a run's metrics.jsonl (one JSON object a line;
+    blank lines skipped). UserInputError naming the file and line for a line that is not a
+    JSON object."""
+    records = []
+    for n, line in enumerate(Path(path).read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:  # JSONDecodeError, or bytes that are not UTF-8
+            raise UserInputError(f"{path}, line {n}: not JSON ({err})") from None
+        if not isinstance(record, dict):
+            raise UserInputError(f"{path}, line {n}: not a JSON object")
+        records.append(record)
+    return records
+
+
 def load_weights_file(path: str | os.PathLike) -> Any:
     """The content of a weights file: .safetensors by its suffix, else a PyTorch file."""
     if Path(path).suffix == ".safetensors":
-        if not Path(path).is_file():
-            raise UserInputError(f"{path}: no such file")
+        _check_input_file(Path(path))
         return load_safetensors(path)
     return load_torch_file(path)
 
@@ -260,7 +297,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
     """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
-    index"), and how to tell one (`matches(path)` reads headers, never a whole large file)."""
+    index"), and how to tell one (`matches(path)` reads headers; only a JSON kind reads a whole
+    file, and only one that starts as a JSON object)."""
 
     description: str
     matches: Callable[[Path], bool]
@@ -280,11 +318,16 @@ def npz_kind(description: str, *arrays: str) -> OutputKind:
 
 
 def json_kind(description: str, *keys: str) -> OutputKind:
-    """A JSON-object output recognised by its keys."""
+    """A JSON-object output recognised by its keys (s4g's JSON outputs are small: the file is
+    parsed whole, once its first character says it can be a JSON object)."""
 
     def matches(path: Path) -> bool:
         try:
             with open(path, encoding="utf-8-sig") as fh:
+                # A checkpoint or an image given as --json is told apart without reading it all.
+                if fh.read(4096).lstrip()[:1] != "{":
+                    return False
+                fh.seek(0)
                 obj = json.load(fh)
         except (OSError, ValueError):
             return False
@@ -357,6 +400,19 @@ def check_output(
             "or choose another name"
         )
     return path
+
+
+def check_distinct_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
+    """UserInputError when two of one command's outputs ((option as spelled, path) pairs; None
+    for one not asked for) are the same file: the later write would replace the earlier one.
+    Called with check_output, before the command's work starts."""
+    given = [(option, Path(path)) for option, path in outputs if path is not None]
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[:i]:
+            if same_file(path, other_path):
+                raise UserInputError(
+                    f"{other} {other_path} and {option} {path} are the same file; give each output its own name"
+                )
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:

@@ -122,8 +122,10 @@ def locate_photos(
     fov_deg: the photos' horizontal field of view (None = full panoramas); heading_deg: the
     compass heading of a panorama's centre column (panoramas only). radius_m: tiles closer
     than this count as agreeing (default: twice the index's median tile spacing).
-    -> one dict per photo: {"photo", "results": [{"rank", "file", "path", "lat", "lon",
-       "score"}], "consensus": see s4g.index.consensus, or None}. lat/lon None when unknown.
+    -> one dict per photo: {"photo", "results": [{"rank" (1 = best), "row" (the tile's
+       0-based row in the index: its entry in index.files, lat, lon and the embeddings),
+       "file", "path", "lat", "lon", "score"}], "consensus": what `consensus` (above)
+       returns, or None}. lat/lon None when unknown.
     """
     check_locate_options(k=k, fov_deg=fov_deg, heading_deg=heading_deg, radius_m=radius_m)
     checkpoint = index_checkpoint(index, checkpoint)

@@ -11,7 +11,6 @@ One colour per run; the colour-histogram baseline (synthetic world) as a faint l
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path
+from s4g.fileio import atomic_path, read_json_lines
 from s4g.results import WITHIN_M, within_key
 
 # (panel title, [(metric key, line style)]); a panel is drawn when a run logged one of its keys
@@ -42,14 +41,18 @@ def _figure_class():
     return Figure
 
 
-def check_output(out: str | os.PathLike) -> str:
-    """The image format `out`'s suffix names (png, pdf, svg, ...); UserInputError for one
-    matplotlib cannot write, or when matplotlib is missing."""
+# Only the formats fileio.FIGURE recognises: a figure in any other format could not be
+# replaced by the next `s4g plot --overwrite` (check_output keeps files it cannot tell).
+FIGURE_FORMATS = ("png", "pdf", "svg")
+
+
+def figure_format(out: str | os.PathLike) -> str:
+    """The figure format `out`'s suffix names (one of FIGURE_FORMATS); UserInputError naming
+    --out for another suffix."""
     fmt = Path(out).suffix.lstrip(".").lower()
-    supported = _figure_class()().canvas.get_supported_filetypes()
-    if fmt not in supported:
-        raise UserInputError(f"--out {out}: the suffix must name an image format matplotlib writes "
-                             f"({', '.join(sorted(supported))})")
+    if fmt not in FIGURE_FORMATS:
+        raise UserInputError(f"--out {out}: the suffix must be one of "
+                             f"{', '.join('.' + f for f in FIGURE_FORMATS)} (the figure formats s4g plot writes)")
     return fmt
 
 
@@ -59,17 +62,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise UserInputError(f"{path}: no such file; give a run directory that s4g train wrote")
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserInputError(f"{path}, line {n}: not JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise UserInputError(f"{path}, line {n}: not a JSON object")
-        records.append(record)
+    records = read_json_lines(path)
     if not records:
         raise UserInputError(f"{path}: holds no record yet")
     return records
@@ -100,7 +93,7 @@ def _eval_records(records):
 def draw_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[str]:
     """Draw the curves of `run_dirs` into one figure at `out` (format from its suffix),
     written atomically. -> the panel titles drawn."""
-    fmt = check_output(out)
+    fmt = figure_format(out)
     runs = [(Path(d).resolve().name, read_metrics(d)) for d in run_dirs]
     evals = [_eval_records(recs) for _, recs in runs]
     panels = ["training loss", "learning rate", "temperature τ"]
@@ -161,4 +154,5 @@ def _decorate(fig, axes, runs, evals) -> None:
                labels=[name for name, _ in runs], loc="outside lower center", ncols=min(len(runs), 4), fontsize=8)
 
 
-__all__ = ["EVAL_PANELS", "MISSING_EXTRA", "check_output", "draw_runs", "read_metrics", "training_curve"]
+__all__ = ["EVAL_PANELS", "FIGURE_FORMATS", "MISSING_EXTRA", "draw_runs", "figure_format", "read_metrics",
+           "training_curve"]

@@ -209,3 +209,22 @@ def test_bad_input_exits_2_with_a_message(checkpoint, tmp_path, make_args, messa
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_folder_given_as_checkpoint_is_named_a_folder(checkpoint, tmp_path):
+    run = checkpoint.parent  # holds best.pt
+    last_only = tmp_path / "run"
+    last_only.mkdir()
+    (last_only / "last.pt").write_bytes(checkpoint.read_bytes())
+    for args, said in (
+        (["eval", "--checkpoint", run],
+         f"{run} is a folder, not a file; to use the run's checkpoint, give {run / 'best.pt'}"),
+        (["mine", "--checkpoint", last_only, "--out", tmp_path / "x.npz"],
+         f"{last_only} is a folder, not a file; to use the run's checkpoint, give {last_only / 'last.pt'}"),
+        (["eval", "--checkpoint", tmp_path / "x.npz"], "no such file"),
+        (["eval", "--checkpoint", tmp_path], f"{tmp_path} is a folder, not a file; give the file's path"),
+    ):
+        res = invoke(*args)
+        assert res.exit_code == 2, res.output
+        assert said in " ".join(res.output.split()) and "Traceback" not in res.output
+    assert not (tmp_path / "x.npz").exists()

@@ -66,15 +66,45 @@ def test_plot_one_and_several_runs(tmp_path):
     assert svg.lstrip().startswith("<?xml") and "synthetic-a" in svg and "synthetic-b" in svg
 
 
+def _damaged(run, line: bytes):
+    """`run` with `line` as the second line of its metrics.jsonl."""
+    first, rest = (run / "metrics.jsonl").read_bytes().split(b"\n", 1)
+    (run / "metrics.jsonl").write_bytes(first + b"\n" + line + b"\n" + rest)
+    return run
+
+
 @pytest.mark.parametrize("args, message", [
     (lambda t: [str(write_run(t / "a")), str(write_run(t / "b"))], "--out is needed"),
     (lambda t: [str(t / "nothing")], "metrics.jsonl: no such file"),
     (lambda t: [str(write_run(t / "a")), "--out", str(t / "x.docx")], "--out"),
+    (lambda t: [str(_damaged(write_run(t / "a"), b"\xff{"))], "metrics.jsonl, line 2: not JSON"),
+    (lambda t: [str(_damaged(write_run(t / "a"), b"[1]"))], "metrics.jsonl, line 2: not a JSON object"),
 ])
 def test_bad_input_exits_2(tmp_path, args, message):
     pytest.importorskip("matplotlib", reason="the optional extra `plot` is not installed")
     res = runner.invoke(app, ["plot", *args(tmp_path)])
     assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_plot_writes_only_the_formats_it_can_replace(tmp_path):
+    """Every suffix plot accepts is a figure that `plot --overwrite` may replace: one it
+    accepted but could not tell again (a JPEG) would be refused on the next run."""
+    pytest.importorskip("matplotlib", reason="the optional extra `plot` is not installed")
+    run = write_run(tmp_path / "run")
+    for suffix in ("png", "pdf", "svg"):
+        out = tmp_path / f"curves.{suffix}"
+        for again in ([], ["--overwrite"]):
+            res = runner.invoke(app, ["plot", str(run), "--out", str(out), *again])
+            assert res.exit_code == 0, (suffix, again, res.output)
+    for suffix in ("jpg", "eps", "tiff"):
+        out = tmp_path / f"curves.{suffix}"
+        res = runner.invoke(app, ["plot", str(run), "--out", str(out)])
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"--out {out}" in text and ".png, .pdf, .svg" in text, res.output
+        assert "Traceback" not in res.output and not out.exists()
+    Image.new("RGB", (4, 4)).save(tmp_path / "old.jpg")  # not a figure plot wrote: kept
+    res = runner.invoke(app, ["plot", str(run), "--out", str(tmp_path / "old.jpg"), "--overwrite"])
+    assert res.exit_code == 2 and "not a PNG, PDF or SVG figure" in " ".join(res.output.split()), res.output
 
 
 def test_missing_matplotlib_names_the_extra(tmp_path, monkeypatch):

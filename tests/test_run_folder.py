@@ -107,6 +107,19 @@ def test_an_older_checkpoint_is_not_continued_in_its_own_folder(world, finished,
     assert (branch / "last.pt").is_file()
 
 
+@pytest.mark.parametrize("damage, said", [(b'{"epoch": 1, "kind": "eval", "R@1"', "not JSON"),
+                                           (b"[1, 2]", "not a JSON object"), (b"\xff\xfe\x00", "not JSON")])
+def test_resume_of_a_run_with_a_damaged_metrics_log_names_the_line(world, finished, tmp_path, damage, said):
+    run = copy_run(finished, tmp_path / "run")
+    lines = (run / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_bytes(b"".join(lines[:2]) + damage + b"\n" + b"".join(lines[2:]))
+    before = snapshot(run)
+    message = error_paragraph(train("train", "--resume", str(run), "--epochs", "2"))
+    assert f"{run / 'metrics.jsonl'}, line 3: {said}" in message
+    assert_unchanged(before)  # config.json too: the log is read before anything is written
+    assert sorted(p.name for p in run.iterdir()) == sorted(Path(p).name for p in before)
+
+
 def test_a_missing_out_folder_is_not_left_behind_by_a_refused_run(world, tmp_path):
     out = tmp_path / "new"
     error_paragraph(train(*train_args(world, out, "--batch-size", "100000")))

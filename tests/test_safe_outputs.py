@@ -123,6 +123,47 @@ def test_the_result_files_of_eval_locate_and_plot_are_guarded_too(run_dir, tmp_p
         assert_unchanged(before)
 
 
+def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (16, 8)).save(photo)
+    (tmp_path / "link.csv").symlink_to(tmp_path / "o.csv")  # dangling until something writes o.csv
+    before = snapshot(run_dir, photo)
+    ckpt = ["--checkpoint", run_dir / "best.pt"]
+    default_json = run_dir / "eval-cvusa-test.json"
+    probes = {
+        "eval --per-query X --examples X": (["eval", *ckpt, "--per-query", tmp_path / "o.csv", "--examples",
+                                             tmp_path / "o.csv"], ("--per-query", "--examples")),
+        "eval --json X --per-query X": (["eval", *ckpt, "--json", tmp_path / "o.csv", "--per-query",
+                                         tmp_path / "o.csv"], ("--json", "--per-query")),
+        "eval --per-query X --examples a link to X": (["eval", *ckpt, "--per-query", tmp_path / "o.csv",
+                                                       "--examples", tmp_path / "link.csv"], ("--per-query", "--examples")),
+        "eval --examples onto the default --json": (["eval", *ckpt, "--examples", default_json],
+                                                    ("the default --json", "--examples")),
+        "locate --geojson X --picture X": (["locate", photo, "--index", tmp_path / "none.npz", "--geojson",
+                                            tmp_path / "o.json", "--picture", tmp_path / "o.json"],
+                                           ("--geojson", "--picture")),
+    }
+    for label, (args, options) in probes.items():
+        message = error_paragraph(invoke(*args))
+        assert "same file" in message and all(o in message for o in options), (label, message)
+        assert_unchanged(before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "photo.png", "run"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_a_json_output_kind_reads_a_whole_file_only_when_it_starts_as_an_object(tmp_path, monkeypatch):
+    kind = fileio.json_kind("a test file", "checkpoint", "metrics")
+    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}}', encoding="utf-8")
+    (tmp_path / "list.json").write_text('[{"checkpoint": "c", "metrics": {}}]')
+    (tmp_path / "big.bin").write_bytes(b"PK\x03\x04" + bytes(1 << 20))
+    assert kind.matches(tmp_path / "bom.json") and not kind.matches(tmp_path / "list.json")
+    parsed = []
+    real_load = fileio.json.load
+    monkeypatch.setattr(fileio.json, "load", lambda fh: parsed.append(fh.name) or real_load(fh))
+    assert not kind.matches(tmp_path / "big.bin") and not kind.matches(tmp_path / "list.json")
+    assert parsed == []
+
+
 def test_replacing_an_output_needs_overwrite(tmp_path):
     pts = coords(tmp_path)
     out = tmp_path / "nb.npz"
@@ -192,6 +233,27 @@ def test_disk_full_in_a_command_names_the_file(tmp_path, monkeypatch):
     assert str(out) in message and "No space left on device" in message and "Errno" not in message
     assert_unchanged(before)
     assert temporaries(tmp_path) == []
+
+
+def test_a_writers_own_oserror_is_not_taken_for_a_failed_write(tmp_path):
+    """PIL refuses RGBA as JPEG with an OSError that carries no errno: a bug in the caller,
+    not the disk; it must keep its message (and traceback), not become an I/O-error paragraph."""
+    out = tmp_path / "picture.jpg"
+    Image.new("RGB", (4, 4)).save(out)
+    before = snapshot(tmp_path)
+    with (pytest.raises(OSError, match="cannot write mode RGBA as JPEG") as caught,
+          fileio.atomic_path(out, suffix=".jpg") as tmp):
+        Image.new("RGBA", (4, 4)).save(tmp, format="JPEG")
+    assert caught.value.errno is None and caught.value.filename is None
+    assert "could not be written" not in str(caught.value)
+    assert_unchanged(before)
+    assert temporaries(tmp_path) == []
+    # an OSError of the system is still the one-paragraph write error
+    with (pytest.raises(OSError, match="could not be written: No space left on device") as caught,
+          fileio.atomic_path(out)):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == str(out)
+    assert_unchanged(before)
 
 
 def _limit_file_size(limit: int):

@@ -10,6 +10,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from probes import assert_unchanged, error_paragraph, snapshot
@@ -157,3 +158,15 @@ def test_save_and_load_at_a_path_that_is_not_utf8(tmp_path):
         pytest.skip("this file system takes UTF-8 names only")
     save_checkpoint(path, build_model("convnext_micro"), CONFIG)
     assert load_checkpoint(path)[1] == CONFIG
+
+
+@pytest.mark.parametrize("value, named", [(np.float64(0.5), "numpy.float64"), (np.int64(3), "numpy.int64"),
+                                          (np.bool_(True), "numpy.bool"), (np.str_("a"), "numpy.str_")])
+def test_a_value_that_would_not_load_again_is_refused_at_save_time(tmp_path, value, named):
+    """numpy.float64 and numpy.str_ subclass float and str, yet torch.load(weights_only=True)
+    refuses them: saving one must fail then, naming the entry, not leave a file that never loads."""
+    path = tmp_path / "best.pt"
+    with pytest.raises(TypeError, match=rf"the checkpoint\['config'\]\['lr'\]\[1\] is a {named}") as caught:
+        save_checkpoint(path, build_model("convnext_micro"), {**CONFIG, "lr": [0.1, value]})
+    assert not isinstance(caught.value, UserInputError)  # a bug in the caller, with its traceback
+    assert not path.exists() and list(tmp_path.iterdir()) == []

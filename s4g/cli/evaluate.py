@@ -13,7 +13,13 @@ import typer
 
 from s4g.cli.app import DatasetName, command, console, dataset_name
 from s4g.errors import UserInputError
-from s4g.fileio import PNG_IMAGE, check_output, json_kind, npz_kind
+from s4g.fileio import (
+    PNG_IMAGE,
+    check_distinct_outputs,
+    check_output,
+    json_kind,
+    npz_kind,
+)
 
 _CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
@@ -101,8 +107,10 @@ def eval_command(
         random_heading=random_heading,
     )
     out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
-    for path, kind, option in ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
-                               (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples")):
+    outputs = ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
+               (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples"))
+    check_distinct_outputs((option, path) for path, _, option in outputs)
+    for path, kind, option in outputs:
         if path is not None:
             check_output(path, kind, option=option, overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
     spec = datasets.get(cfg.dataset)

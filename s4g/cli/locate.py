@@ -92,14 +92,16 @@ def locate_cmd(
     """Locate ground photos: their most similar aerial tiles and a consensus position."""
     import json
 
-    from s4g.fileio import PNG_IMAGE, check_output
+    from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output
     from s4g.index import open_index
     from s4g.locate import GEOJSON_FILE, check_locate_options, locate_photos
     from s4g.runtime import pick_device
 
     check_locate_options(k=k, fov_deg=fov, heading_deg=heading, radius_m=radius)
     inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
-    for path, kind, option in ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture")):
+    outputs = ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture"))
+    check_distinct_outputs((option, path) for path, _, option in outputs)
+    for path, kind, option in outputs:
         if path is not None:
             check_output(path, kind, option=option, overwrite=overwrite, inputs=inputs)
     tiles = open_index(index)

@@ -156,11 +156,17 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt, ground_hw=data.pairs.ground_size)
-    log = None
-    if env.is_main:
+    logs: list[MetricsLog] = []
+
+    def open_log() -> None:
         out.mkdir(parents=True, exist_ok=True)
+        # The log first: a damaged metrics.jsonl refuses the resume before config.json changes.
+        logs.append(MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None))
         save_json(out / "config.json", cfg.to_json())
-        log = MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None)
+
+    D.main_result(env, open_log)  # rank 0's refusal is raised on every rank, none waits for it
+    log = logs[0] if logs else None
+    if log is not None:
         if parts.chunk_note is not None:
             console.print(parts.chunk_note)
             log.add({"epoch": state.epoch + 1, "kind": "chunking", "chunk_size": parts.chunk,

@@ -14,7 +14,7 @@ import torch
 
 from s4g.checkpoint import save_checkpoint
 from s4g.config import TrainConfig
-from s4g.fileio import atomic_path
+from s4g.fileio import atomic_path, read_json_lines
 from s4g.model import load_state_strict
 
 
@@ -36,7 +36,7 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
         if keep_upto_epoch is not None and path.is_file():
             # Resuming: drop lines of epochs the interrupted run had not checkpointed.
-            lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+            lines = read_json_lines(path)
             self.records = [r for r in lines if r.get("epoch", 0) <= keep_upto_epoch]
 
     def add(self, record: dict[str, Any]) -> None:
