@@ -142,6 +142,8 @@ def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
         "locate --geojson X --picture X": (["locate", photo, "--index", tmp_path / "none.npz", "--geojson",
                                             tmp_path / "o.json", "--picture", tmp_path / "o.json"],
                                            ("--geojson", "--picture")),
+        "synth --out X --preview X": (["synth", "--layout", "cvusa", "--locations", "2", "--out", tmp_path / "x",
+                                       "--preview", tmp_path / "x"], ("--out", "--preview")),
     }
     for label, (args, options) in probes.items():
         message = error_paragraph(invoke(*args))

@@ -11,7 +11,7 @@ import typer
 from s4g import datasets
 from s4g.cli.app import DatasetName, command, console, dataset_name, err_console
 from s4g.errors import UserInputError
-from s4g.fileio import PNG_IMAGE, check_output, npz_kind
+from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, npz_kind
 
 NEIGHBOURS_FILE = npz_kind("an s4g neighbours file", "idx", "dist_m")
 
@@ -40,6 +40,7 @@ def synth_cmd(
     from s4g.synth.writer import write_layout
 
     if preview is not None:
+        check_distinct_outputs([("--out", out), ("--preview", preview)])
         check_output(preview, PNG_IMAGE, option="--preview", overwrite=overwrite)
     with progress(console=err_console) as bar:
         task = bar.add_task(f"synth {layout}", total=None)
