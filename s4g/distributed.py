@@ -65,9 +65,27 @@ def setup(device_option: str) -> DistEnv:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        store = _attempt_store(rank, world)
+        if store is not None:
+            kwargs["store"] = store
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout(), **kwargs)
     return DistEnv(rank, world, local_rank, device)
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store | None:
+    """torchrun's store (MASTER_ADDR:MASTER_PORT) with its keys prefixed by the restart count;
+    None outside torchrun. torchrun keeps one store for every attempt of a job, so a group it
+    restarts would find the keys its killed predecessor left there and connect to the dead
+    workers' addresses ("connectFullMesh failed ... Connection refused", pytorch/pytorch#167288)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return None
+    # the agent serves the store itself when it says so; otherwise rank 0 does, as with env://
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_serves and rank == 0, timeout=timeout(), multi_tenant=True)
+    return dist.PrefixStore(f"s4g/attempt-{attempt}", store)
 
 
 def timeout() -> datetime.timedelta:
@@ -136,6 +154,43 @@ def exchange(env: DistEnv, info: Any, failure: Exception | None = None) -> list[
     return [report[1] for report in reports]
 
 
+def node_first(env: DistEnv, fn: Callable[[], T]) -> T:
+    """fn() on every rank, local rank 0 of each node before the node's other ranks: what it
+    prepares in a node-local place (the synthetic world in the node's cache folder) the others
+    then find ready. A failure on any rank is raised on every rank, none waits for it."""
+    if not env.distributed:
+        return fn()
+    result: Any = None
+    for turn in (True, False):
+        failure = None
+        if (env.local_rank == 0) == turn:
+            try:
+                result = fn()
+            except Exception as err:  # every rank must hear of it before this one stops
+                failure = err
+        exchange(env, None, failure)
+    return result
+
+
+@dataclass(frozen=True)
+class Elastic:
+    """torchrun's restart settings for this worker: its run id (--rdzv-id; a fresh one per
+    --standalone job), how many times the group was restarted, and --max-restarts."""
+
+    run_id: str
+    restarts: int
+    max_restarts: int
+
+
+def elastic() -> Elastic | None:
+    """This worker's Elastic when torchrun may restart its group (--max-restarts > 0), else None."""
+    max_restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS") or 0)
+    if max_restarts <= 0:
+        return None
+    return Elastic(os.environ.get("TORCHELASTIC_RUN_ID", ""), int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0),
+                   max_restarts)
+
+
 def main_result(env: DistEnv | None, fn: Callable[[], T]) -> T:
     """fn() computed by rank 0 alone, returned on every rank (pickled: metrics, neighbour
     lists). An exception in fn is raised on every rank. Without a process group: fn()."""
@@ -198,5 +253,5 @@ def _peer_error(rank: int, kind: str, message: str) -> Exception:
     return RuntimeError(f"rank {rank} failed with {message} (its traceback is in its own output)")
 
 
-__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "batch_shares", "exchange",
-           "gather_rows", "main_result", "rank_share", "setup", "teardown", "timeout"]
+__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "Elastic", "batch_shares", "elastic", "exchange",
+           "gather_rows", "main_result", "node_first", "rank_share", "setup", "teardown", "timeout"]
