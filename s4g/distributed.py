@@ -17,10 +17,13 @@ scale), and preparing a synthetic world before the first step; raise it for a ve
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import math
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +37,8 @@ from s4g.runtime import pick_device
 TIMEOUT_ENV = "S4G_DIST_TIMEOUT_MIN"
 _DEFAULT_TIMEOUT_MIN = 30.0
 _GATHER_BYTES = 64 << 20  # bytes of rows sent per gather round, per rank: bounds rank 0's buffers
+_PEER_REPORT_WAIT_S = 5.0
+_store: dist.Store | None = None  # torchrun's store, once setup() joined through it
 T = TypeVar("T")
 
 
@@ -85,7 +90,39 @@ def _attempt_store(rank: int, world: int) -> dist.Store | None:
     agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=not agent_serves and rank == 0, timeout=timeout(), multi_tenant=True)
-    return dist.PrefixStore(f"s4g/attempt-{attempt}", store)
+    global _store
+    _store = dist.PrefixStore(f"s4g/attempt-{attempt}", store)
+    return _store
+
+
+@contextlib.contextmanager
+def failures_named(env: DistEnv) -> Iterator[None]:
+    """Under torchrun: an exception on this rank is written to the job's store before it
+    propagates, and a rank whose collective breaks because another rank stopped (gloo:
+    "Connection reset by peer") raises that rank's error instead, so every node's output
+    names the cause. Elsewhere, and for a rank that fails alone, exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        if _store is None or not env.distributed:
+            raise
+        store = _store
+        if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError):
+            # the failing rank writes its key before its sockets close: wait briefly for it
+            deadline = time.monotonic() + _PEER_REPORT_WAIT_S
+            while True:
+                keys = [f"failed/{r}" for r in range(env.world_size) if r != env.rank]
+                found = [k for k in keys if store.check([k])]
+                if found:
+                    rank = int(found[0].rsplit("/", 1)[1])
+                    kind, message = json.loads(store.get(found[0]).decode())
+                    raise _peer_error(rank, kind, message) from None
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        with contextlib.suppress(Exception):  # the store may be gone with the agent
+            store.set(f"failed/{env.rank}", json.dumps(_describe(err)))
+        raise
 
 
 def timeout() -> datetime.timedelta:
@@ -253,5 +290,5 @@ def _peer_error(rank: int, kind: str, message: str) -> Exception:
     return RuntimeError(f"rank {rank} failed with {message} (its traceback is in its own output)")
 
 
-__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "Elastic", "batch_shares", "elastic", "exchange",
+__all__ = ["TIMEOUT_ENV", "DistEnv", "Elastic", "barrier", "batch_shares", "elastic", "exchange", "failures_named",
            "gather_rows", "main_result", "node_first", "rank_share", "setup", "teardown", "timeout"]

@@ -108,7 +108,8 @@ def run(
                 return held.enter_context(claim_run_dir(
                     out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console))
 
-            return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
+            with D.failures_named(env):
+                return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
         if cfg.chunk_size == 0:
             fix = "train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients)"
