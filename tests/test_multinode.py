@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from s4g import distributed as D
 from s4g.cli import app
+from s4g.errors import UserInputError
+from s4g.runtime import pick_device
 from s4g.synth.cache import ensure_world
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
@@ -221,3 +224,32 @@ def test_a_node_that_cannot_read_its_images_stops_both_nodes_with_the_file_named
         assert f"{world / 'streetview' / 'panos'}" in out, out[-3000:]
     # node 0's worker names node 1's file instead of its own broken connection
     assert "[rank0]: Traceback" not in out0 and "Connection reset" not in out0, out0[-3000:]
+
+
+def _prepare_world(root: str, start) -> None:
+    start.wait()  # every process past its checks before any has written: all of them write
+    assert ensure_world(root, locations=12, seed=3) == Path(root)
+
+
+def test_nodes_that_write_one_shared_world_at_once_all_get_it(tmp_path):
+    ctx = mp.get_context("spawn")
+    root = tmp_path / "shared-cache" / "world"
+    start = ctx.Barrier(3)
+    # not a Pool: the world's writer starts processes of its own
+    procs = [ctx.Process(target=_prepare_world, args=(str(root), start)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=RUN_TIMEOUT_S)
+    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    assert ensure_world(root, locations=12, seed=3) == root  # complete, the same parameters
+    assert [p.name for p in root.parent.iterdir()] == ["world"]  # the other copies are gone
+
+
+def test_each_local_rank_takes_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert pick_device("auto", local_rank=1) == torch.device("cuda:1")
+    assert pick_device("cuda", local_rank=0) == torch.device("cuda:0")
+    with pytest.raises(UserInputError, match="--nproc-per-node at most"):
+        pick_device("auto", local_rank=2)
