@@ -9,6 +9,7 @@ file named on each. Every subprocess runs under a timeout; rendezvous ports are 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -253,3 +254,32 @@ def test_each_local_rank_takes_its_own_gpu(monkeypatch):
     assert pick_device("cuda", local_rank=0) == torch.device("cuda:0")
     with pytest.raises(UserInputError, match="--nproc-per-node at most"):
         pick_device("auto", local_rank=2)
+
+
+def test_a_restart_continues_only_the_run_its_own_job_wrote(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from s4g import datasets
+    from s4g.train.loop import ELASTIC_MARK, _elastic_restart
+
+    env = D.DistEnv(0, 1, 0, torch.device("cpu"))
+    console = Console(file=io.StringIO())
+    cfg = datasets.train_config("synthetic", out=str(tmp_path))
+    assert _elastic_restart(cfg, env, None, False, console) == (None, False)  # not under torchrun
+
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-7")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "0")
+    with pytest.raises(UserInputError, match="--max-restarts 2: give --out"):
+        _elastic_restart(datasets.train_config("synthetic"), env, None, False, console)
+    assert _elastic_restart(cfg, env, None, False, console) == (None, False)  # the first attempt
+
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    (tmp_path / "config.json").write_text("{}")
+    assert _elastic_restart(cfg, env, None, False, console) == (None, False)  # no mark: not its run
+    (tmp_path / ELASTIC_MARK).write_text(json.dumps({"run_id": "job-6"}))
+    assert _elastic_restart(cfg, env, None, False, console) == (None, False)  # another job's run
+    (tmp_path / ELASTIC_MARK).write_text(json.dumps({"run_id": "job-7"}))
+    assert _elastic_restart(cfg, env, None, False, console) == (None, True)  # its run, no last.pt yet
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's default: every job's id
+    assert _elastic_restart(cfg, env, None, False, console) == (None, False)
