@@ -7,12 +7,17 @@ Sharded inference (s4g.embed with an env): every rank embeds a contiguous run of
 batches (`batch_shares`), the rows are gathered on rank 0 only (`gather_rows`; the others
 would hold a copy they never read: 0.6 GB for VIGOR's test set in float32), rank 0 alone
 scores them (`main_result`) and every rank receives the result. A failure on one rank is
-raised on every rank (`exchange`, `main_result`), so no rank waits for one that has stopped.
+raised on every rank (`exchange`, `main_result`), so no rank waits for one that has stopped;
+under torchrun a failure anywhere else is named on every rank too (`failures_named`).
+
+Several nodes: LOCAL_RANK picks the GPU, global rank 0 writes; what lives in node-local
+folders is prepared once per node (`node_first`). torchrun --max-restarts: `elastic` tells a
+restarted group from a first start (s4g.train.loop continues the run from its last.pt).
 
 Timeout: a collective waits at most S4G_DIST_TIMEOUT_MIN minutes (default 30) for the other
-ranks. The work that one rank does alone while the others wait is now small: scoring the
-gathered embeddings and writing checkpoints (seconds on a GPU, a few minutes on a CPU at VIGOR
-scale), and preparing a synthetic world before the first step; raise it for a very large one.
+ranks. The work that one rank does alone while the others wait is small: scoring the gathered
+embeddings and writing checkpoints (seconds on a GPU, a few minutes on a CPU at VIGOR scale),
+and preparing a synthetic world before the first step; raise it for a very large one.
 """
 
 from __future__ import annotations
@@ -71,9 +76,10 @@ def setup(device_option: str) -> DistEnv:
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
-        store = _attempt_store(rank, world)
-        if store is not None:
-            kwargs["store"] = store
+        global _store
+        _store = _attempt_store(rank, world)
+        if _store is not None:
+            kwargs["store"] = _store
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout(), **kwargs)
     return DistEnv(rank, world, local_rank, device)
 
@@ -90,9 +96,7 @@ def _attempt_store(rank: int, world: int) -> dist.Store | None:
     agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           is_master=not agent_serves and rank == 0, timeout=timeout(), multi_tenant=True)
-    global _store
-    _store = dist.PrefixStore(f"s4g/attempt-{attempt}", store)
-    return _store
+    return dist.PrefixStore(f"s4g/attempt-{attempt}", store)
 
 
 @contextlib.contextmanager

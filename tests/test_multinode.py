@@ -67,18 +67,20 @@ def _launch(node: Path, torchrun: list[str], args: list) -> tuple[subprocess.Pop
 
 
 def _finish(launched: list[tuple[subprocess.Popen, Path]]) -> list[tuple[int, str]]:
-    """Each agent's (exit code, output); all of them ended when the time runs out."""
+    """Each agent's (exit code, output); all of them ended when the time runs out, and the
+    others as soon as one could not take its rendezvous port (they would wait for it)."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
-    try:
-        for proc, _ in launched:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        for proc, _ in launched:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        outputs = "\n".join(log.read_text()[-3000:] for _, log in launched)
-        pytest.fail(f"torchrun did not end within {RUN_TIMEOUT_S} s:\n{outputs}")
+    while any(proc.poll() is None for proc, _ in launched):
+        lost_port = any(proc.poll() not in (None, 0) and _port_taken(log.read_text()) for proc, log in launched)
+        if lost_port or time.monotonic() > deadline:
+            for proc, _ in launched:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if not lost_port:
+                outputs = "\n".join(log.read_text()[-3000:] for _, log in launched)
+                pytest.fail(f"torchrun did not end within {RUN_TIMEOUT_S} s:\n{outputs}")
+        time.sleep(0.2)
     return [(proc.returncode, log.read_text()) for proc, log in launched]
 
 

@@ -93,6 +93,8 @@ def run(
     overwrite: start a new run in an --out that holds one, moving its files aside
       (s4g.train.rundir); the run folder is locked against other processes either way.
     stop_after_epoch: end after that epoch as if interrupted (resume tests, time limits).
+    Under `torchrun --max-restarts N` (which needs --out), a group torchrun restarts after a
+    failure continues its own run from the folder's last.pt without `resume`.
     Raises UserInputError for anything the user can fix, including a GPU out of memory.
     """
     spec = datasets.get(cfg.dataset)
