@@ -237,14 +237,14 @@ def _prepare_world(root: str, start) -> None:
 def test_nodes_that_write_one_shared_world_at_once_all_get_it(tmp_path):
     ctx = mp.get_context("spawn")
     root = tmp_path / "shared-cache" / "world"
-    start = ctx.Barrier(3)
+    start = ctx.Barrier(2)
     # not a Pool: the world's writer starts processes of its own
-    procs = [ctx.Process(target=_prepare_world, args=(str(root), start)) for _ in range(3)]
+    procs = [ctx.Process(target=_prepare_world, args=(str(root), start)) for _ in range(2)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=RUN_TIMEOUT_S)
-    assert [proc.exitcode for proc in procs] == [0, 0, 0]
+    assert [proc.exitcode for proc in procs] == [0, 0]
     assert ensure_world(root, locations=12, seed=3) == root  # complete, the same parameters
     assert [p.name for p in root.parent.iterdir()] == ["world"]  # the other copies are gone
 
