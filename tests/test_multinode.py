@@ -34,7 +34,7 @@ from s4g.synth.cache import ensure_world
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 
 S4G = Path(sys.executable).with_name("s4g")  # what `$(which s4g)` names in this environment
-# 15 steps an epoch: room to kill a worker inside epoch 2; DSS mines after epochs 1 and 2.
+# 12 steps an epoch: room to kill a worker inside epoch 2; DSS mines after epochs 1 and 2.
 TRAIN = ["train", "--dataset", "synthetic", "--locations", "120", "--aerial-size", "32", "--ground-size", "32", "64",
          "--batch-size", "8", "--eval-batch-size", "32", "--epochs", "3", "--eval-every", "1", "--sampling", "dss",
          "--gps-k", "8", "--neighbour-select", "4", "--neighbour-range", "8", "--log-every", "1", "--device", "cpu"]
@@ -199,7 +199,7 @@ def test_a_worker_killed_mid_epoch_is_restarted_and_the_run_ends_as_if_uninterru
             records = _untimed(run / "metrics.jsonl")
         except (OSError, ValueError):
             records = []
-        # the first logged step of epoch 2: 14 of its 15 steps still to go
+        # the first logged step of epoch 2: 11 of its 12 steps still to go
         if any(r.get("epoch") == 2 and "loss" in r for r in records):
             rank0 = _workers(agent.pid)[0]  # it holds the run folder's lock
             os.kill(rank0, signal.SIGKILL)
