@@ -146,7 +146,8 @@ def main() -> None:
     write_result("bench_dist_eval", {
         "images": images, "backbone": args.backbone, "aerial_size": args.aerial_size,
         "ground_size": args.ground_size, "batch_size": args.batch_size, "repeats": args.repeats,
-        "rounds": args.rounds, "modes": results, "every_round": rounds, "metrics_equal": len(same) == 1, "neighbours_equal": len(lists) == 1,
+        "rounds": args.rounds, "modes": results, "every_round": rounds,
+        "metrics_equal": len(same) == 1, "neighbours_equal": len(lists) == 1,
     }, args.out)
 
 

@@ -5,10 +5,10 @@ CVUSA 1232×224 panorama + 750² tile -> 140×768 + 384²; VIGOR 2048×1024 + 64
 University-1652 512² drone photo + 512² tile -> 384² + 384². Timed on one thread, as one
 DataLoader worker runs, in CPU time per pair (best of --repeats passes over --items items, which
 cycle over --pairs distinct files; each item draws its own augmentation, whose cost varies):
-- "today": full-size decode, paired geometry, resize, then the photometric ops per image on
-  the host (photometric_reference: the torchvision ops of the path this issue replaced);
+- "per image": full-size decode, paired geometry, resize, then the photometric ops per image on
+  the host (tests/augment_reference.py, the per-image definition in torchvision ops);
 - "s4g host": PairDataset's item (DCT-scaled decode where it applies, geometry, resize to
-  uint8, parameter draw): what each worker does now;
+  uint8, parameter draw): what each worker does;
 - "reference": cv2.imread + the reference implementation's albumentations list per view
   (ImageCompression, Resize INTER_LINEAR_EXACT, ColorJitter, AdvancedBlur/Sharpen,
   GridDropout/CoarseDropout, Normalize) and its flip/rot90/roll, when albumentations and
@@ -25,9 +25,13 @@ Writes benches/results/bench_loader.json (or --out).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the per-image oracle lives there
+
+import augment_reference as R
 import numpy as np
 import torch
 from harness import banner, table, timed, write_result
@@ -83,8 +87,8 @@ def today(ts: TrainSet, ground_hw, aerial_side: int):
         else:
             g, a = tile_geometry(g, *draw_geometry(rng)), tile_geometry(a, *draw_geometry(rng))
         g, a = resize(g, ground_hw), resize(a, (aerial_side, aerial_side))
-        return (A.photometric_reference(g, A.draw_photometric(rng, ground_hw, _ground_ratio(ts.query_kind))),
-                A.photometric_reference(a, A.draw_photometric(rng, (aerial_side, aerial_side))))
+        return (R.photometric_reference(g, A.draw_photometric(rng, ground_hw, _ground_ratio(ts.query_kind))),
+                R.photometric_reference(a, A.draw_photometric(rng, (aerial_side, aerial_side))))
     return item
 
 

@@ -97,7 +97,8 @@ def mining_figures(tmp: Path, locations: int, epochs: int, k: int) -> dict:
     theirs = similar_references(last, r, k, exclude, device="cpu")
     two = np.flatnonzero(np.bincount(pair_class, minlength=train.num_classes) == 2)
     same, overlap = set_agreement(ours[two], theirs[two])
-    return {"panoramas": int(train.num_pairs), "tiles": int(train.num_classes), "tiles_with_two_panoramas": int(two.size),
+    return {"panoramas": int(train.num_pairs), "tiles": int(train.num_classes),
+            "tiles_with_two_panoramas": int(two.size),
             "k": int(k), "epochs_trained": epochs, "identical_lists_share": same, "mean_overlap": overlap}
 
 

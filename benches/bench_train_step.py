@@ -8,8 +8,8 @@ Random tensors stand in for images, so the figure is the model step alone.
 
     python benches/bench_train_step.py [--backbone convnext_base] [--batch-size 32]
         [--aerial-size 384] [--ground-size 140 768] [--steps 20] [--peak-tflops 989]
-Each recipe is timed in --rounds alternating rounds, best round kept. Prints images/s, model TFLOP/s and (with --peak-tflops, the GPU's dense bf16 peak) the
-share of peak; writes benches/results/bench_train_step.json.
+Each recipe is timed in --rounds alternating rounds, best round kept. Prints images/s, model
+TFLOP/s and (with --peak-tflops, the GPU's dense bf16 peak) the share of peak; writes benches/results/bench_train_step.json.
 """
 
 from __future__ import annotations

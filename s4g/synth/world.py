@@ -307,7 +307,7 @@ def road_core(seed: np.random.SeedSequence | int, shape: tuple[int, int]) -> np.
     so they equal the tree-free road cells of make_world(shape, seed) there."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     ly, lx = road_layout(ss, shape)
-    core = lambda l: l["road"] & (l["road_off"] >= 3.5) & (l["road_off"] <= l["road_w"] - 3.5)  # noqa: E731
+    core = lambda lay: lay["road"] & (lay["road_off"] >= 3.5) & (lay["road_off"] <= lay["road_w"] - 3.5)  # noqa: E731
     return core(ly)[:, None] | core(lx)[None, :]
 
 
