@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 
 from s4g import evaluate, mining
 from s4g.evaluate import retrieval_metrics
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-only", action="store_true",
                     help="only mining: skip retrieval_metrics and the dense comparisons")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_eval.json)")
-    args = ap.parse_args(argv)
+    args = parse(ap, smoke={"scale": 0.01, "dense_scale": 0.01, "dim": 32, "k": 8, "repeat": 1}, argv=argv)
     dim = 32 if args.quick else args.dim
     n_q, n_r = max(1, round(VIGOR_Q * args.scale)), max(2, round(VIGOR_R * args.scale))
     device = pick_device("auto")

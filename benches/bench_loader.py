@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the pe
 import augment_reference as R
 import numpy as np
 import torch
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 from PIL import Image
 from torch.nn import functional as nnf
 from torch.utils.data import default_collate
@@ -209,7 +209,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["host", "augment"], choices=["host", "augment"],
                     help="host: per-pair host work; augment: augment_batch on --batch pairs")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = parse(ap, smoke={"pairs": 1, "items": 2, "batch": 4, "repeats": 1})
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     banner(datasets=",".join(args.datasets), pairs=args.pairs, items=args.items, batch=args.batch, device=device,

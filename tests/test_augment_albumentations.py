@@ -1,9 +1,9 @@
 """The batched photometric ops against OpenCV and albumentations themselves, where they are
-installed (`pip install ".[bench]"`; skipped otherwise): the filter and the hue shift on fixed
+installed (the test extra brings both; skipped without them): the filter and the hue shift on fixed
 values, the blur and sharpen kernels on fixed parameters, and the dropouts' mean dropped area
 over many draws (fixed seeds).
 
-albumentations 2.x is what the bench extra installs; the reference trained with 1.3.x, whose
+albumentations 2.x is what the test extra installs; the reference trained with 1.3.x, whose
 AdvancedBlur, Sharpen and CoarseDropout draw the same way, while 2.x's GridDropout splits the
 image into whole cells where 1.3.x steps a fixed unit from the corner (see the dropout test).
 """
