@@ -50,7 +50,8 @@ def _provenance(d: dict[str, Any]) -> str:
     m = d["machine"]
     src = d.get("source") or {}
     commit = src.get("commit")
-    where = f"commit {commit[:10]}{'' if src.get('clean') else ' (uncommitted changes)'}" if commit else "commit not recorded"
+    dirty = "" if src.get("clean") else " (uncommitted changes)"
+    where = f"commit {commit[:10]}{dirty}" if commit else "commit not recorded"
     gpu = f", {m['gpu']}" if "gpu" in m else ""
     return (f"`{d['command']}` — {m['cpus']} CPUs{gpu}, load {m['load_avg_1min']}, "
             f"{d['finished'][:10]}, {where} ([JSON](../benches/results/{d['bench']}.json))")
@@ -123,7 +124,8 @@ def chunked(d: dict[str, Any]) -> list[str]:
     rows = []
     for r in d["results"]:
         backbone, aerial, ground = d["configs"][r["config"]]
-        label = f"{r['config']} ({backbone}, {aerial}² / {ground[0]}×{ground[1]}), {r['batch']} pairs, chunk {r['chunk']}"
+        sizes = f"{aerial}² / {ground[0]}×{ground[1]}"
+        label = f"{r['config']} ({backbone}, {sizes}), {r['batch']} pairs, chunk {r['chunk']}"
         if r.get("out_of_memory"):
             rows.append([label, "out of memory", "", ""])
         else:
@@ -154,7 +156,8 @@ def dist_eval(d: dict[str, Any]) -> list[str]:
     im = d["images"]
     title = (f"Sharded evaluation of a synthetic VIGOR world ({im['eval_queries']} queries, "
              f"{im['eval_references']} references, {d['backbone']}); metrics equal across modes: "
-             f"{'yes' if d['metrics_equal'] else 'NO'}, neighbour lists equal: {'yes' if d['neighbours_equal'] else 'NO'}")
+             f"{'yes' if d['metrics_equal'] else 'NO'}, "
+             f"neighbour lists equal: {'yes' if d['neighbours_equal'] else 'NO'}")
     return [title, "", *_rows(["mode", "threads a process", "evaluation", "mining"], rows)]
 
 
