@@ -77,8 +77,8 @@ def write_pairs(root: Path, name: str, n: int, items: int) -> TrainSet:
     return TrainSet(name, ground, aerial, np.arange(items, dtype=np.int64), lat, lat, query_kind=kind)
 
 
-def today(ts: TrainSet, ground_hw, aerial_side: int):
-    """The replaced path: full decode, geometry, resize, photometric ops per image (float)."""
+def per_image(ts: TrainSet, ground_hw, aerial_side: int):
+    """Per image on the host: full decode, geometry, resize, photometric ops (float)."""
     def item(i: int):
         rng = np.random.default_rng(i)
         g, a = load_image(ts.query_files[i]), load_image(ts.reference_files[i])
@@ -146,7 +146,7 @@ def host_figures(name: str, root: Path, args) -> dict:
     ts = write_pairs(root, name, args.pairs, args.items)
     _, _, ground_hw, side, _ = DATASETS[name]
     ds = PairDataset(ts, side, ground_hw, augment=True, seed=0)
-    paths = {"today": today(ts, ground_hw, side), "s4g host": ds.__getitem__}
+    paths = {"per image": per_image(ts, ground_hw, side), "s4g host": ds.__getitem__}
     try:
         paths["reference"] = reference(ts, ground_hw, side)
     except ImportError as err:

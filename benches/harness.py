@@ -52,7 +52,7 @@ def parse(parser: argparse.ArgumentParser, smoke: dict[str, Any], argv: Sequence
 
 def source() -> dict[str, Any]:
     """What produced the figures: the checkout's commit, whether its tracked files differed
-    from it, and the version of the s4g that was imported."""
+    from it, the version of the s4g that was imported and whether it was this checkout's."""
     def git(*cmd: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(CHECKOUT), *cmd], capture_output=True, text=True, timeout=30)
@@ -64,11 +64,10 @@ def source() -> dict[str, Any]:
     status = git("status", "--porcelain", "--untracked-files=no") if commit else None
     try:
         import s4g
-
-        version = s4g.__version__
     except ImportError:
-        version = None
-    return {"commit": commit, "clean": None if status is None else status == "", "s4g_version": version}
+        return {"commit": commit, "clean": None if status is None else status == "", "s4g_version": None}
+    return {"commit": commit, "clean": None if status is None else status == "", "s4g_version": s4g.__version__,
+            "s4g_from_checkout": Path(s4g.__file__).resolve().is_relative_to(CHECKOUT)}
 
 
 @dataclass(frozen=True)

@@ -102,8 +102,9 @@ def loader_host(d: dict[str, Any]) -> list[str]:
     rows = []
     for name, r in d["host"].items():
         cells = [name]
-        for key in ("today", "s4g host", "reference"):
-            x = r.get(key)
+        for key in ("per image", "s4g host", "reference"):
+            # "today" names the per-image path in JSON of earlier bench versions
+            x = r.get(key, r.get("today")) if key == "per image" else r.get(key)
             cells.append("—" if x is None else f"{x['ms_per_pair']:.3g} ms ({x['pairs_per_s_per_core']:.0f}/s)")
         rows.append(cells)
     title = "Host work per pair on one core (CPU time; pairs a second a core in brackets)"
