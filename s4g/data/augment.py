@@ -31,8 +31,8 @@ in OpenCV's 2° steps).
 generator, so they are a pure function of (seed, epoch, index); a DataLoader stacks them.
 `augment_batch` copies a uint8 batch to the device and applies every op to the images whose
 parameters ask for it, each with its own values (s4g.data.photoops): the same code on a GPU and
-on the CPU. The per-image definition that tests/test_augment.py checks each batched op against lives in
-tests/augment_reference.py.
+on the CPU. tests/augment_reference.py holds the per-image definition that the tests check
+each batched op against.
 """
 
 from __future__ import annotations
