@@ -29,7 +29,9 @@ def _all_gather(t: torch.Tensor) -> torch.Tensor:
 
     # newer torch names it all_gather_single_autograd and deprecates the older name
     gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
-    return gather(t.contiguous(), 0, dist.group.WORLD)
+    group = dist.group.WORLD
+    assert group is not None, "world_size > 1 without a process group"
+    return gather(t.contiguous(), 0, group)
 
 
 def gather_features(
