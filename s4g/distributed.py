@@ -7,20 +7,28 @@ Sharded inference (s4g.embed with an env): every rank embeds a contiguous run of
 batches (`batch_shares`), the rows are gathered on rank 0 only (`gather_rows`; the others
 would hold a copy they never read: 0.6 GB for VIGOR's test set in float32), rank 0 alone
 scores them (`main_result`) and every rank receives the result. A failure on one rank is
-raised on every rank (`exchange`, `main_result`), so no rank waits for one that has stopped.
+raised on every rank (`exchange`, `main_result`), so no rank waits for one that has stopped;
+under torchrun a failure anywhere else is named on every rank too (`failures_named`).
+
+Several nodes: LOCAL_RANK picks the GPU, global rank 0 writes; what lives in node-local
+folders is prepared once per node (`node_first`). torchrun --max-restarts: `elastic` tells a
+restarted group from a first start (s4g.train.loop continues the run from its last.pt).
 
 Timeout: a collective waits at most S4G_DIST_TIMEOUT_MIN minutes (default 30) for the other
-ranks. The work that one rank does alone while the others wait is now small: scoring the
-gathered embeddings and writing checkpoints (seconds on a GPU, a few minutes on a CPU at VIGOR
-scale), and preparing a synthetic world before the first step; raise it for a very large one.
+ranks. The work that one rank does alone while the others wait is small: scoring the gathered
+embeddings and writing checkpoints (seconds on a GPU, a few minutes on a CPU at VIGOR scale),
+and preparing a synthetic world before the first step; raise it for a very large one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import math
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +42,8 @@ from s4g.runtime import pick_device
 TIMEOUT_ENV = "S4G_DIST_TIMEOUT_MIN"
 _DEFAULT_TIMEOUT_MIN = 30.0
 _GATHER_BYTES = 64 << 20  # bytes of rows sent per gather round, per rank: bounds rank 0's buffers
+_PEER_REPORT_WAIT_S = 5.0
+_store: dist.Store | None = None  # torchrun's store, once setup() joined through it
 T = TypeVar("T")
 
 
@@ -65,9 +75,58 @@ def setup(device_option: str) -> DistEnv:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        kwargs: dict[str, Any] = {"device_id": device} if device.type == "cuda" else {}
+        global _store
+        _store = _attempt_store(rank, world)
+        if _store is not None:
+            kwargs["store"] = _store
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout(), **kwargs)
     return DistEnv(rank, world, local_rank, device)
+
+
+def _attempt_store(rank: int, world: int) -> dist.Store | None:
+    """torchrun's store (MASTER_ADDR:MASTER_PORT) with its keys prefixed by the restart count;
+    None outside torchrun. torchrun keeps one store for every attempt of a job, so a group it
+    restarts would find the keys its killed predecessor left there and connect to the dead
+    workers' addresses ("connectFullMesh failed ... Connection refused", pytorch/pytorch#167288)."""
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None or "MASTER_ADDR" not in os.environ:
+        return None
+    # the agent serves the store itself when it says so; otherwise rank 0 does, as with env://
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent_serves and rank == 0, timeout=timeout(), multi_tenant=True)
+    return dist.PrefixStore(f"s4g/attempt-{attempt}", store)
+
+
+@contextlib.contextmanager
+def failures_named(env: DistEnv) -> Iterator[None]:
+    """Under torchrun: an exception on this rank is written to the job's store before it
+    propagates, and a rank whose collective breaks because another rank stopped (gloo:
+    "Connection reset by peer") raises that rank's error instead, so every node's output
+    names the cause. Elsewhere, and for a rank that fails alone, exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        if _store is None or not env.distributed:
+            raise
+        store = _store
+        if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError):
+            # the failing rank writes its key before its sockets close: wait briefly for it
+            deadline = time.monotonic() + _PEER_REPORT_WAIT_S
+            while True:
+                keys = [f"failed/{r}" for r in range(env.world_size) if r != env.rank]
+                found = [k for k in keys if store.check([k])]
+                if found:
+                    rank = int(found[0].rsplit("/", 1)[1])
+                    kind, message = json.loads(store.get(found[0]).decode())
+                    raise _peer_error(rank, kind, message) from None
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+        with contextlib.suppress(Exception):  # the store may be gone with the agent
+            store.set(f"failed/{env.rank}", json.dumps(_describe(err)))
+        raise
 
 
 def timeout() -> datetime.timedelta:
@@ -136,6 +195,43 @@ def exchange(env: DistEnv, info: Any, failure: Exception | None = None) -> list[
     return [report[1] for report in reports]
 
 
+def node_first(env: DistEnv, fn: Callable[[], T]) -> T:
+    """fn() on every rank, local rank 0 of each node before the node's other ranks: what it
+    prepares in a node-local place (the synthetic world in the node's cache folder) the others
+    then find ready. A failure on any rank is raised on every rank, none waits for it."""
+    if not env.distributed:
+        return fn()
+    result: Any = None
+    for turn in (True, False):
+        failure = None
+        if (env.local_rank == 0) == turn:
+            try:
+                result = fn()
+            except Exception as err:  # every rank must hear of it before this one stops
+                failure = err
+        exchange(env, None, failure)
+    return result
+
+
+@dataclass(frozen=True)
+class Elastic:
+    """torchrun's restart settings for this worker: its run id (--rdzv-id; a fresh one per
+    --standalone job), how many times the group was restarted, and --max-restarts."""
+
+    run_id: str
+    restarts: int
+    max_restarts: int
+
+
+def elastic() -> Elastic | None:
+    """This worker's Elastic when torchrun may restart its group (--max-restarts > 0), else None."""
+    max_restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS") or 0)
+    if max_restarts <= 0:
+        return None
+    return Elastic(os.environ.get("TORCHELASTIC_RUN_ID", ""), int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0),
+                   max_restarts)
+
+
 def main_result(env: DistEnv | None, fn: Callable[[], T]) -> T:
     """fn() computed by rank 0 alone, returned on every rank (pickled: metrics, neighbour
     lists). An exception in fn is raised on every rank. Without a process group: fn()."""
@@ -198,5 +294,5 @@ def _peer_error(rank: int, kind: str, message: str) -> Exception:
     return RuntimeError(f"rank {rank} failed with {message} (its traceback is in its own output)")
 
 
-__all__ = ["TIMEOUT_ENV", "DistEnv", "barrier", "batch_shares", "exchange",
-           "gather_rows", "main_result", "rank_share", "setup", "teardown", "timeout"]
+__all__ = ["TIMEOUT_ENV", "DistEnv", "Elastic", "barrier", "batch_shares", "elastic", "exchange", "failures_named",
+           "gather_rows", "main_result", "node_first", "rank_share", "setup", "teardown", "timeout"]

@@ -13,13 +13,25 @@ No extra 1/world_size factor is needed.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 INIT_LOGIT_SCALE = math.log(1.0 / 0.07)
+
+
+def _all_gather(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's (B, D) `t` stacked in rank order, (world_size·B, D), differentiable: the
+    backward is a reduce-scatter that sums every rank's gradient for each rank's rows."""
+    from torch.distributed import _functional_collectives as fc
+
+    # newer torch names it all_gather_single_autograd and deprecates the older name
+    gather = getattr(fc, "all_gather_single_autograd", None) or fc.all_gather_tensor_autograd
+    group = dist.group.WORLD
+    assert group is not None, "world_size > 1 without a process group"
+    return gather(t.contiguous(), 0, group)
 
 
 def gather_features(
@@ -33,14 +45,8 @@ def gather_features(
     """
     if world_size == 1:
         return query, reference
-    from torch.distributed.nn import functional as dist_fn
-
-    with warnings.catch_warnings():
-        # Deprecated in favour of a private functional API; it remains the public autograd
-        # all-gather whose backward sums every rank's gradient (reduce-scatter).
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*all_gather is deprecated")
-        all_q = list(dist_fn.all_gather(query))
-        all_r = list(dist_fn.all_gather(reference))
+    all_q = list(_all_gather(query).chunk(world_size))
+    all_r = list(_all_gather(reference).chunk(world_size))
     all_q[rank] = query
     all_r[rank] = reference
     return torch.cat(all_q, dim=0), torch.cat(all_r, dim=0)

@@ -36,6 +36,10 @@ def pick_device(option: str | None = "auto", local_rank: int = 0) -> torch.devic
         raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {option}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserInputError(
+            f"--device {option}: this node has {torch.cuda.device_count()} GPU(s); under torchrun each process "
+            f"takes the GPU of its local rank, so give --nproc-per-node at most the node's GPUs")
     return device
 
 

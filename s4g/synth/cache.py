@@ -3,10 +3,14 @@
 The world lives under $XDG_CACHE_HOME/s4g/synthetic-<hash of its parameters> (~/.cache if
 unset) unless the user names a folder. It is written beside its final place and renamed, and
 a marker file records its parameters, so an interrupted write is never mistaken for a world.
+Processes that prepare the same world at once each write their own copy and rename it into
+place; the first rename wins, the others find the same world there and drop their copy, so
+no lock is needed (none that holds on every shared file system exists).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,13 +53,7 @@ def ensure_world(root: str | os.PathLike | None, *, locations: int, seed: int) -
     """
     root = Path(root).expanduser().resolve() if root is not None else default_root(locations, seed)
     params = world_params(locations, seed)
-    marker = root / _COMPLETE
-    if marker.is_file():
-        if json.loads(marker.read_text()) != params:
-            raise UserInputError(
-                f"--data-root {root}: holds a synthetic world made with other parameters "
-                f"({marker.read_text().strip()}); choose another folder"
-            )
+    if _complete(root, params):
         return root
     if root.exists() and any(root.iterdir()):
         raise UserInputError(
@@ -67,10 +65,30 @@ def ensure_world(root: str | os.PathLike | None, *, locations: int, seed: int) -
     try:
         write_layout(LAYOUT, tmp, locations=locations, seed=seed, **KNOBS)
         (tmp / _COMPLETE).write_text(json.dumps(params, sort_keys=True) + "\n")
-        if root.exists():
-            root.rmdir()
-        os.replace(tmp, root)
+        with contextlib.suppress(OSError):
+            root.rmdir()  # an empty folder the user named (Windows cannot rename onto one)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # Several processes (the nodes of one job sharing a cache folder, say) may write
+            # the same world at once: the first rename wins and the others use its world,
+            # which is the same files, generated from the same parameters.
+            if not _complete(root, params):
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def _complete(root: Path, params: dict[str, Any]) -> bool:
+    """Whether `root` holds a finished world of `params` (UserInputError for another world's)."""
+    marker = root / _COMPLETE
+    if not marker.is_file():
+        return False
+    if json.loads(marker.read_text()) != params:
+        raise UserInputError(
+            f"--data-root {root}: holds a synthetic world made with other parameters "
+            f"({marker.read_text().strip()}); choose another folder"
+        )
+    return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,8 @@ from s4g.train.step import Parts, build_parts, train_one_epoch
 
 # Keys that must agree between a checkpoint and the run resuming from it.
 RESUME_KEYS = ("dataset", "backbone", "batch_size", "aerial_size", "ground_size")
+# In a run folder that torchrun may restart: the run id of the torchrun job writing the run.
+ELASTIC_MARK = ".s4g-torchrun.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,8 @@ def run(
     overwrite: start a new run in an --out that holds one, moving its files aside
       (s4g.train.rundir); the run folder is locked against other processes either way.
     stop_after_epoch: end after that epoch as if interrupted (resume tests, time limits).
+    Under `torchrun --max-restarts N` (which needs --out), a group torchrun restarts after a
+    failure continues its own run from the folder's last.pt without `resume`.
     Raises UserInputError for anything the user can fix, including a GPU out of memory.
     """
     spec = datasets.get(cfg.dataset)
@@ -99,12 +104,14 @@ def run(
         if resume is not None and not isinstance(resume, ResumePoint):
             resume = ResumePoint.read(resume)
         console = console or Console()
+        resume, overwrite = _elastic_restart(cfg, env, resume, overwrite, console)
         with contextlib.ExitStack() as held:
             def claim(out: Path) -> Path:  # the run folder stays locked until the run ends
                 return held.enter_context(claim_run_dir(
                     out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console))
 
-            return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
+            with D.failures_named(env):
+                return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
         if cfg.chunk_size == 0:
             fix = "train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients)"
@@ -120,6 +127,56 @@ def run(
         ) from None
     finally:
         D.teardown(env)
+
+
+def _elastic_restart(cfg: TrainConfig, env: D.DistEnv, resume: ResumePoint | None, overwrite: bool,
+                     console: Console) -> tuple[ResumePoint | None, bool]:
+    """(resume, overwrite) for this attempt of a run that torchrun may restart (--max-restarts).
+
+    A restarted group continues its own run: from the run folder's last.pt, or from the start
+    when the run had not written one yet. "Its own" = the folder's ELASTIC_MARK names this
+    torchrun job's run id, so a restart never continues another job's run in the same --out.
+    """
+    job = D.elastic()
+    if job is None:
+        return resume, overwrite
+    folder = cfg.out if cfg.out is not None else (None if resume is None else resume.path.parent)
+    if folder is None:
+        raise UserInputError(
+            f"torchrun --max-restarts {job.max_restarts}: give --out, the run folder a restarted group "
+            "continues in")
+    if job.run_id in ("", "none"):
+        if env.is_main and job.restarts == 0:
+            console.print("[yellow]note:[/] torchrun --max-restarts without --rdzv-id: a restarted group could "
+                          "not tell this run from another in the same --out, so it will start over instead of "
+                          "continuing; give --rdzv-id (e.g. the Slurm job id)", soft_wrap=True)
+        return resume, overwrite
+    if job.restarts == 0:
+        return resume, overwrite
+    folder = Path(folder).expanduser().resolve()
+
+    def own_run() -> str | None:
+        try:
+            mark = json.loads((folder / ELASTIC_MARK).read_text()).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if mark != job.run_id:
+            return None
+        return "continue" if (folder / "last.pt").is_file() else "start over"
+
+    found = D.main_result(env, own_run)
+    if found == "continue":
+        point = ResumePoint.read(folder)
+        if env.is_main:
+            console.print(f"torchrun restart {job.restarts}: continuing from {point.path} "
+                          f"(epoch {point.checkpoint['epoch']})", soft_wrap=True)
+        return point, False
+    if found == "start over":
+        if env.is_main:
+            console.print(f"torchrun restart {job.restarts}: no checkpoint yet in {folder}; starting the run again",
+                          soft_wrap=True)
+        return resume, True
+    return resume, overwrite
 
 
 def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
@@ -139,8 +196,11 @@ def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: Resume
         if cfg.out is None:
             cfg = dataclasses.replace(cfg, out=str(resume.path.parent))
     out = D.main_result(env, lambda: str(claim(run_dir_for(cfg))))
-    root = D.main_result(env, lambda: str(spec.data_root(cfg.data_root, locations=cfg.synth_locations,
-                                                         seed=cfg.synth_seed)))
+    # Per node, not once for all: each node may have its own cache folder (and /tmp), where
+    # the synthetic world is written; a world in a shared folder is written safely by several
+    # nodes at once (s4g.synth.cache).
+    root = D.node_first(env, lambda: str(spec.data_root(cfg.data_root, locations=cfg.synth_locations,
+                                                        seed=cfg.synth_seed)))
     return dataclasses.replace(cfg, data_root=root, out=out)
 
 
@@ -163,6 +223,9 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
         # The log first: a damaged metrics.jsonl refuses the resume before config.json changes.
         logs.append(MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None))
         save_json(out / "config.json", cfg.to_json())
+        job = D.elastic()
+        if job is not None:
+            save_json(out / ELASTIC_MARK, {"run_id": job.run_id})
 
     D.main_result(env, open_log)  # rank 0's refusal is raised on every rank, none waits for it
     log = logs[0] if logs else None
@@ -256,4 +319,4 @@ def _baseline(data: RunData, log: MetricsLog, console: Console) -> None:
     console.print(f"colour-histogram baseline (no training): R@1 {data.baseline['R@1']:.2f}")
 
 
-__all__ = ["RESUME_KEYS", "ResumePoint", "run"]
+__all__ = ["ELASTIC_MARK", "RESUME_KEYS", "ResumePoint", "run"]
