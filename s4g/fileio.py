@@ -122,10 +122,36 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+#: The mark of a file s4g wrote: a member of an .npz, a key of a JSON object, a PNG text
+#: chunk, the creator of a PDF or SVG figure. `--overwrite` replaces only a file that carries
+#: it, so an image, table or document of the same format that s4g did not write is never lost.
+MARK = "s4g_output"
+_MARK_TEXT = "written by s4g"
+
+
+def marked(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with s4g's mark (for a JSON output that check_output may later replace)."""
+    return {**obj, MARK: _MARK_TEXT}
+
+
+def png_mark() -> Any:
+    """Pillow's PngInfo carrying s4g's mark (image.save(..., pnginfo=png_mark()))."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(MARK, _MARK_TEXT)
+    return info
+
+
+def figure_mark(fmt: str) -> dict[str, str]:
+    """matplotlib's savefig(metadata=...) carrying s4g's mark in format `fmt` (png, pdf, svg)."""
+    return {MARK: _MARK_TEXT} if fmt == "png" else {"Creator": f"{MARK}: {_MARK_TEXT}"}
+
+
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """np.savez to `path` atomically."""
+    """np.savez to `path` atomically, with s4g's mark as one more member."""
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays, **{MARK: np.array(_MARK_TEXT)})
 
 
 def save_json(path: str | os.PathLike, obj: object) -> None:
@@ -297,8 +323,8 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
     """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
-    index"), and how to tell one (`matches(path)` reads headers; only a JSON kind reads a whole
-    file, and only one that starts as a JSON object)."""
+    index"), and how to tell one that s4g wrote (`matches(path)` reads headers and s4g's mark;
+    only a JSON kind reads a whole file, and only one that starts as a JSON object)."""
 
     description: str
     matches: Callable[[Path], bool]
@@ -313,13 +339,13 @@ def _zip_members(path: Path) -> set[str]:
 
 
 def npz_kind(description: str, *arrays: str) -> OutputKind:
-    """An .npz output recognised by the names of its arrays."""
-    return OutputKind(description, lambda p: {f"{a}.npy" for a in arrays} <= _zip_members(p))
+    """An .npz output recognised by the names of its arrays and s4g's mark (save_npz)."""
+    return OutputKind(description, lambda p: {f"{a}.npy" for a in (*arrays, MARK)} <= _zip_members(p))
 
 
 def json_kind(description: str, *keys: str) -> OutputKind:
-    """A JSON-object output recognised by its keys (s4g's JSON outputs are small: the file is
-    parsed whole, once its first character says it can be a JSON object)."""
+    """A JSON-object output recognised by its keys and s4g's mark (`marked`); s4g's JSON outputs
+    are small: the file is parsed whole, once its first character says it can be an object."""
 
     def matches(path: Path) -> bool:
         try:
@@ -331,13 +357,15 @@ def json_kind(description: str, *keys: str) -> OutputKind:
                 obj = json.load(fh)
         except (OSError, ValueError):
             return False
-        return isinstance(obj, dict) and set(keys) <= obj.keys()
+        return isinstance(obj, dict) and {*keys, MARK} <= obj.keys()
 
     return OutputKind(description, matches)
 
 
-def csv_kind(description: str, *columns: str) -> OutputKind:
-    """A CSV output recognised by the names in its header line."""
+def csv_kind(description: str, is_header: Callable[[list[str]], bool]) -> OutputKind:
+    """A CSV output recognised by its header line, which is s4g's mark: `is_header(names)` is
+    true only for the exact header s4g writes (a CSV has no place for another mark that every
+    reader skips)."""
 
     def matches(path: Path) -> bool:
         try:
@@ -345,22 +373,33 @@ def csv_kind(description: str, *columns: str) -> OutputKind:
                 header = next(csv.reader(fh), [])
         except (OSError, UnicodeDecodeError, csv.Error):
             return False
-        return set(columns) <= {h.strip() for h in header}
+        return is_header(header)
 
     return OutputKind(description, matches)
 
 
-def _starts_with(*signatures: bytes) -> Callable[[Path], bool]:
+def _marked_file(*signatures: bytes) -> Callable[[Path], bool]:
+    """A binary file starting with one of `signatures` and holding s4g's mark near its start
+    (PNG text chunks, SVG metadata) or its end (a PDF's document information)."""
+
     def matches(path: Path) -> bool:
         with open(path, "rb") as fh:
-            head = fh.read(256).lstrip()
-        return head.startswith(signatures)
+            head = fh.read(1 << 16)
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - (1 << 16)))
+            tail = fh.read()
+        return head.lstrip().startswith(signatures) and (MARK.encode() in head or MARK.encode() in tail)
+
     return matches
 
 
-PNG_IMAGE = OutputKind("a PNG image", _starts_with(b"\x89PNG\r\n\x1a\n"))
+PNG_IMAGE = OutputKind("a PNG image written by s4g", _marked_file(b"\x89PNG\r\n\x1a\n"))
 #: What matplotlib writes for s4g plot: PNG, PDF or SVG (an XML text).
-FIGURE = OutputKind("a PNG, PDF or SVG figure", _starts_with(b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"))
+FIGURE = OutputKind("a PNG, PDF or SVG figure written by s4g",
+                    _marked_file(b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return folder.is_dir() and (path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents)
 
 
 def check_output(
@@ -373,14 +412,20 @@ def check_output(
 ) -> Path:
     """`path` if a command may write its `kind` of output there; UserInputError otherwise.
 
-    Refused: one of the command's `inputs` ((option as spelled, path) pairs; the same file
-    after links), a folder, an existing file of another kind (never replaced, even with
-    --overwrite), and an existing output of this kind unless `overwrite`. option: how the
-    output's option is spelled (e.g. "--out"). Called before the command's work starts.
+    Refused: one of the command's `inputs` ((option as spelled, path) pairs: a file, the same
+    after links, or a folder such as a data root, and then anything inside it), a folder, an
+    existing file that s4g did not write as this kind (never replaced, even with --overwrite),
+    and an existing output of this kind unless `overwrite`. option: how the output's option is
+    spelled (e.g. "--out"). Called before the command's work starts.
     """
     path = Path(path)
     for name, source in inputs:
-        if source is not None and Path(source).exists() and same_file(path, source):
+        if source is None or not Path(source).exists():
+            continue
+        if Path(source).is_dir() and _inside(path, Path(source)):
+            raise UserInputError(f"{option} {path} lies inside this command's input folder ({name} {source}); "
+                                 "s4g writes nothing there: write the output somewhere else")
+        if same_file(path, source):
             raise UserInputError(
                 f"{option} {path} is this command's input ({name} {source}); write the output to "
                 "another file"
@@ -391,8 +436,8 @@ def check_output(
         return path
     if not path.is_file() or not kind.matches(path):
         raise UserInputError(
-            f"{option} {path} already exists and is not {kind.description}; s4g does not write "
-            "over other files (not even with --overwrite): choose another name, or move that file away first"
+            f"{option} {path} already exists and is not {kind.description}; s4g replaces only its own "
+            "outputs (not this file, not even with --overwrite): choose another name"
         )
     if not overwrite:
         raise UserInputError(

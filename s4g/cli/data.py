@@ -97,7 +97,7 @@ def neighbours_cmd(
         raise UserInputError(
             f"--k {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
         )
-    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords)])
+    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords), ("--data-root", data_root)])
     start = time.perf_counter()
     with console.status(f"exact {k}-NN of {len(lat):,} points..."):
         idx, dist = gps_neighbours(lat, lon, k)

@@ -93,7 +93,7 @@ def eval_command(
     """
     dataset = dataset_name(dataset)
     from s4g import datasets
-    from s4g.fileio import save_json
+    from s4g.fileio import marked, save_json
     from s4g.inference import evaluate_split
     from s4g.results import PER_QUERY_FILE, TOP_K
 
@@ -112,7 +112,8 @@ def eval_command(
     check_distinct_outputs((option, path) for path, _, option in outputs)
     for path, kind, option in outputs:
         if path is not None:
-            check_output(path, kind, option=option, overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
+            check_output(path, kind, option=option, overwrite=overwrite,
+                         inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
@@ -137,12 +138,12 @@ def eval_command(
         save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
                                             seed=examples_seed, cell=examples_size))
         console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
-    save_json(out, {
+    save_json(out, marked({
         "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
         "split": cfg.split, "protocol": spec.protocol, "queries": len(ev.query_files),
         "references": len(ev.reference_files), "fov": cfg.fov, "random_heading": cfg.random_heading,
         "seed": seed, "metrics": metrics,
-    })
+    }))
     console.print(f"metrics written to {out}")
 
 
@@ -174,7 +175,7 @@ def _print_metrics(ev, metrics: dict) -> None:
 @command("mine")
 def mine_command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files.")],
+    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
@@ -191,6 +192,8 @@ def mine_command(
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
     dataset = dataset_name(dataset)
+    import os
+
     import numpy as np
 
     from s4g import datasets
@@ -201,7 +204,8 @@ def mine_command(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
         batch_size=batch_size, workers=workers,
     )
-    check_output(out, MINED_FILE, option="--out", overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
+    check_output(out, MINED_FILE, option="--out", overwrite=overwrite,
+                 inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
     if k is None:
         k = int(config.get("neighbour_range", 128))
     train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
@@ -209,6 +213,8 @@ def mine_command(
                            device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env)
     if not env.is_main:  # under torchrun, rank 0 alone writes
         return
-    save_npz(out, neighbours=nb, reference_files=np.array(train.reference_files, dtype=str),
+    # relative to the data root, as in the per-query CSV: the file stays valid when the data moves
+    files = [os.path.relpath(f, cfg.data_root) for f in train.reference_files]
+    save_npz(out, neighbours=nb, reference_files=np.array(files, dtype=str), data_root=np.array(str(cfg.data_root)),
              checkpoint=np.array(str(ckpt)))
     console.print(f"{nb.shape[0]} classes × {nb.shape[1]} neighbours written to {out}")

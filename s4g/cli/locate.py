@@ -42,7 +42,7 @@ def index_cmd(
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
     check_output(out, INDEX_FILE, option="--out", overwrite=overwrite,
-                 inputs=[("--checkpoint", checkpoint), ("--coords", coords)])
+                 inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
     dev = pick_device(device)
     kind = "aerial"
     if dataset is not None:
@@ -113,10 +113,10 @@ def locate_cmd(
     )
     written = []
     if geojson is not None:
-        from s4g.fileio import save_json
+        from s4g.fileio import marked, save_json
         from s4g.locate import locations_geojson
 
-        save_json(geojson, locations_geojson(found))
+        save_json(geojson, marked(locations_geojson(found)))
         written.append(f"GeoJSON written to {geojson}")
     if picture is not None:
         from s4g.pictures import locate_picture, save_png
