@@ -12,6 +12,7 @@ from probes import assert_unchanged, error_paragraph, snapshot
 from typer.testing import CliRunner
 
 from s4g.checkpoint import save_checkpoint
+from s4g.errors import UserInputError
 from s4g.cli import app
 from s4g.model import build_model
 from s4g.synth.writer import write_layout
@@ -130,3 +131,37 @@ def test_mine_stores_reference_paths_relative_to_the_data_root(world, run_dir, t
         files = [str(x) for x in f["reference_files"]]
         assert str(f["data_root"]) == str(world)
     assert files and all(not Path(x).is_absolute() and (world / x).is_file() for x in files)
+
+
+def test_synth_never_deletes_an_earlier_world_without_overwrite(tmp_path):
+    world = tmp_path / "world"
+    args = ["synth", "--layout", "cvusa", "--locations", "4", "--workers", "1", "--out", world]
+    assert invoke(*args).exit_code == 0
+    before = snapshot(world)
+    message = error_paragraph(invoke(*args[:4], "3", *args[5:]))
+    assert "already holds a synthetic cvusa world" in message and "--overwrite" in message
+    assert_unchanged(before)
+    assert invoke(*args[:4], "3", *args[5:], "--overwrite").exit_code == 0
+    (moved,) = tmp_path.glob("world.replaced-*")
+    assert {str(moved / Path(p).relative_to(world)): b for p, b in before.items()} == snapshot(moved)
+
+
+def test_a_cached_world_rewritten_by_synth_is_not_trusted(tmp_path, monkeypatch):
+    from s4g.synth.cache import default_root, ensure_world
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = ensure_world(None, locations=6, seed=0)
+    assert root == default_root(6, seed=0)
+    # the user writes another world over the cached one; the completion marker stays
+    assert invoke("synth", "--layout", "cvusa", "--locations", "9", "--workers", "1", "--out", root,
+                  "--overwrite").exit_code == 0
+    assert ensure_world(None, locations=6, seed=0) == root  # rebuilt, not trusted
+    manifest = (root / "s4g_synth_manifest.json").read_text()
+    assert '"locations": 6' in manifest
+    assert len(list((root / "bingmap" / "19").iterdir())) == 6
+    # a folder the user names is refused instead, with the reason
+    named = tmp_path / "named"
+    ensure_world(named, locations=6, seed=0)
+    (named / "bingmap" / "19" / sorted((named / "bingmap" / "19").iterdir())[0].name).unlink()
+    with pytest.raises(UserInputError, match="is missing"):
+        ensure_world(named, locations=6, seed=0)

@@ -108,7 +108,7 @@ def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 10
         plan = _plan(layout, locations, seed, sizes, style, tile_m, cvact_missing, vigor_layout, drone_views,
                      distractors)
         files = sorted({r for _, _, rels, _ in plan.items for r in rels} | set(plan.texts) | set(plan.binaries))
-        # prepare_out removed an earlier synth output's files: whatever is left is someone else's
+        # prepare_out moved an earlier synth output's files aside: whatever is left is someone else's
         clash = next((rel for rel in files if (root / rel).exists()), None)
         if clash is not None:
             raise UserInputError(
