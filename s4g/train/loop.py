@@ -28,7 +28,7 @@ from s4g.config import TrainConfig
 from s4g.data.dataset import collate_pairs
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
-from s4g.fileio import save_json
+from s4g.fileio import marked, save_json
 from s4g.inference import evaluate_split, mine_training_set
 from s4g.train import schedule
 from s4g.train.checks import check_config
@@ -102,7 +102,8 @@ def run(
         with contextlib.ExitStack() as held:
             def claim(out: Path) -> Path:  # the run folder stays locked until the run ends
                 return held.enter_context(claim_run_dir(
-                    out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console))
+                    out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console,
+                    data_root=cfg.data_root))
 
             return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
@@ -162,7 +163,7 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
         out.mkdir(parents=True, exist_ok=True)
         # The log first: a damaged metrics.jsonl refuses the resume before config.json changes.
         logs.append(MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None))
-        save_json(out / "config.json", cfg.to_json())
+        save_json(out / "config.json", marked(cfg.to_json()))  # the mark tells s4g's runs apart
 
     D.main_result(env, open_log)  # rank 0's refusal is raised on every rank, none waits for it
     log = logs[0] if logs else None
