@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g.cli.app import DatasetName, command, console, dataset_name
-from s4g.errors import UserInputError
+from s4g.errors import UserInputError, check_seed
 from s4g.fileio import (
     PNG_IMAGE,
     check_distinct_outputs,
@@ -82,9 +82,9 @@ def eval_command(
     examples: Annotated[Optional[Path], typer.Option(
         help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
              "vermillion; half the rows found first, half not.")] = None,
-    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture.")] = 8,
+    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 megapixels).")] = 8,
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
-    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels.")] = 128,
+    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
     and the localisation error in metres where the dataset knows positions.
@@ -97,9 +97,12 @@ def eval_command(
     from s4g.inference import evaluate_split
     from s4g.results import PER_QUERY_FILE, TOP_K
 
-    if examples_count < 1 or examples_size < 32:
-        raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
-                             f"(pixels), got {examples_count} and {examples_size}")
+    from s4g.data.transforms import check_fov
+
+    check_fov(fov)
+    check_seed("--seed", seed)
+    check_seed("--examples-seed", examples_seed)
+    _check_examples(examples_count, examples_size)
 
     ckpt, model, _, cfg, env = _inputs(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
@@ -145,6 +148,28 @@ def eval_command(
         "seed": seed, "metrics": metrics,
     }))
     console.print(f"metrics written to {out}")
+
+
+def _check_examples(count: int, size: int) -> None:
+    """UserInputError unless the --examples picture of `count` rows of `size`-pixel tiles can
+    be drawn and opened again: at most Pillow's MAX_IMAGE_PIXELS (about 89 megapixels)."""
+    from PIL import Image
+
+    from s4g.pictures import MAX_QUERY_ASPECT, grid_boxes
+    from s4g.results import TOP_K
+
+    def pixels(rows: int) -> int:
+        (w, h), _ = grid_boxes(rows, TOP_K + 1, round(size * MAX_QUERY_ASPECT), size, 2)
+        return w * h
+
+    if not 32 <= size <= 1024:
+        raise UserInputError(f"--examples-size must be from 32 to 1024 pixels, got {size}")
+    if count < 1 or pixels(count) > Image.MAX_IMAGE_PIXELS:
+        most = (Image.MAX_IMAGE_PIXELS - pixels(0)) // (pixels(1) - pixels(0))
+        raise UserInputError(
+            f"--examples-count must be from 1 to {most} at --examples-size {size}, got {count}: the picture stays "
+            f"under Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, beyond which it takes a file "
+            "for a decompression bomb")
 
 
 def _print_metrics(ev, metrics: dict) -> None:
@@ -200,6 +225,8 @@ def mine_command(
     from s4g.fileio import save_npz
     from s4g.inference import mine_training_set
 
+    if k is not None and k < 1:
+        raise UserInputError(f"--k must be at least 1, got {k}")
     ckpt, model, config, cfg, env = _inputs(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
         batch_size=batch_size, workers=workers,

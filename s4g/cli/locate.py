@@ -41,6 +41,8 @@ def index_cmd(
 
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
+    if batch_size < 1 or workers < 0:
+        raise UserInputError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
     check_output(out, INDEX_FILE, option="--out", overwrite=overwrite,
                  inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
     dev = pick_device(device)

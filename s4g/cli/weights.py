@@ -30,6 +30,9 @@ def import_weights_cmd(
     dataset = dataset_name(dataset)
     from s4g.checkpoint import CHECKPOINT_FILE, import_weights
     from s4g.fileio import check_output
+    from s4g.train.checks import check_image_sizes
+
+    check_image_sizes(aerial_size, ground_size)
 
     check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
