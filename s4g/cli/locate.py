@@ -76,7 +76,7 @@ def index_cmd(
 
 @command("locate")
 def locate_cmd(
-    photos: Annotated[list[Path], typer.Argument(help="Ground photos: panoramas, or limited field of view with --fov.")],
+    photos: Annotated[list[Path], typer.Argument(metavar="PHOTO", help="Ground photos: panoramas, or limited field of view with --fov.")],
     index: Annotated[Path, typer.Option(help="Index file made by s4g index.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the one recorded in the index).")] = None,
     k: Annotated[int, typer.Option(help="Tiles listed per photo.")] = 5,

@@ -12,7 +12,7 @@ from s4g.cli.app import DatasetName, command, console, dataset_name
 
 @command("import-weights")
 def import_weights_cmd(
-    src: Annotated[Path, typer.Argument(help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
+    src: Annotated[Path, typer.Argument(metavar="SOURCE", help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
     out: Annotated[Path, typer.Option("--out", help="s4g checkpoint to write.")],
     backbone: Annotated[
         Optional[str], typer.Option(help="Expected backbone, e.g. convnext_base (default: inferred from the weights).")
