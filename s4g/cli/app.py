@@ -16,6 +16,7 @@ import enum
 import functools
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -94,10 +95,23 @@ def command(*args, **kwargs) -> Callable:
                 if message is None:
                     raise
                 raise fail(message) from None
+            except KeyboardInterrupt:
+                err_console.print("interrupted (Ctrl-C): every file s4g wrote is whole; a training run "
+                                  "continues with --resume RUN_DIR", soft_wrap=True, highlight=False)
+                raise typer.Exit(code=130) from None
 
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+def require_paths(*given: tuple) -> None:
+    """UserInputError naming the first of the (option as spelled, path[, what it should be])
+    whose path is given but does not exist; called first, so the answer does not wait for
+    torch to load."""
+    for option, path, *what in given:
+        if path is not None and not path.exists():
+            raise UserInputError(f"{option} {path}: no such {what[0] if what else 'file or folder'}")
 
 
 def _show_warning(default: Callable, message, category, *args, **kwargs) -> None:

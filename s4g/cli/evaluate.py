@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
 from s4g.errors import UserInputError, check_seed
 from s4g.fileio import (
     PNG_IMAGE,
@@ -92,6 +92,7 @@ def eval_command(
     Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
     """
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
     from s4g import datasets
     from s4g.fileio import marked, save_json
     from s4g.inference import evaluate_split
@@ -181,6 +182,7 @@ def _print_metrics(ev, metrics: dict) -> None:
 
     table = Table()
     names = shown_metrics(ev, metrics)
+    names += [n for n in ("AP",) if n in metrics and n not in names]  # as training prints it
     for name in names:
         table.add_column(name.replace("hit_rate", "hit rate"), justify="right")
     table.add_row(*(f"{metrics[n]:.2f}" for n in names))
@@ -217,6 +219,7 @@ def mine_command(
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
     import os
 
     import numpy as np

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
 from s4g.errors import UserInputError
 
 
@@ -30,6 +30,7 @@ def index_cmd(
 ) -> None:
     """Embed geo-tagged aerial tiles into an index file that s4g locate searches."""
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--images", images), ("--coords", coords), ("--data-root", data_root))
     import os
 
     import numpy as np
@@ -100,6 +101,7 @@ def locate_cmd(
     from s4g.runtime import pick_device
 
     check_locate_options(k=k, fov_deg=fov, heading_deg=heading, radius_m=radius)
+    require_paths(*(("a photo", p) for p in photos), ("--checkpoint", checkpoint))
     inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
     outputs = ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture"))
     check_distinct_outputs((option, path) for path, _, option in outputs)

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name
+from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name, require_paths
 from s4g.config import TrainConfig
 from s4g.errors import UserInputError
 
@@ -17,7 +17,7 @@ _PRESET = "default: the dataset's preset"
 # s4g.model.BACKBONES's names (tests/test_first_hour.py checks the two agree); the model
 # module imports torch, which --help does without.
 _BACKBONES = ("convnext_micro", "convnext_micro_ls1", "convnext_tiny", "convnext_small", "convnext_base",
-              "convnext_large")
+              "convnext_large", "resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def _preset(what: str, field: str) -> str:
@@ -78,6 +78,7 @@ def train_cmd(
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     dataset = dataset_name(dataset)
+    require_paths(("--resume", resume, "run folder or checkpoint"), ("--weights", weights))
     from s4g.train import ResumePoint, run
 
     overrides = dict(

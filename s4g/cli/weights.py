@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
 
 
 @command("import-weights")
@@ -28,6 +28,7 @@ def import_weights_cmd(
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
     dataset = dataset_name(dataset)
+    require_paths(("the source file", src))
     from s4g.checkpoint import CHECKPOINT_FILE, import_weights
     from s4g.fileio import check_output
     from s4g.train.checks import check_image_sizes

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from s4g.config import usable_cpus
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path
 from s4g.synth import render as sr
@@ -116,11 +117,7 @@ def run_tasks(root: Path, tasks: list[tuple[tuple, list]], opts: dict, workers: 
 
 def default_workers() -> int:
     """Worker processes: the CPUs this process may use, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    return max(1, min(8, usable_cpus()))
 
 
 def read_manifest(root: Path) -> dict | None:

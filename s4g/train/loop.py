@@ -157,6 +157,9 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt, ground_hw=data.pairs.ground_size)
+    if ckpt is not None and env.is_main:
+        console.print(f"resuming {resume.path}: epoch {state.epoch} of {cfg.epochs} done, continuing with epoch "
+                      f"{state.epoch + 1}", soft_wrap=True)
     logs: list[MetricsLog] = []
 
     def open_log() -> None:
@@ -174,8 +177,7 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
                      "note": parts.chunk_note})
         if ckpt is None:
             _baseline(data, log, console)
-    if ckpt is None:
-        _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
+    start_r1 = None if ckpt is not None else _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
     D.barrier(env)
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -196,7 +198,11 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
             break
     if env.is_main and state.best_r1 >= 0:
         base = f" (colour-histogram baseline {data.baseline['R@1']:.2f})" if data.baseline else ""
-        console.print(f"best {cfg.eval_split} R@1 {state.best_r1:.2f}{base}; checkpoints in {out}")
+        best = f"best {cfg.eval_split} R@1 {state.best_r1:.2f}"
+        if start_r1 is not None and start_r1 > state.best_r1:  # best.pt holds trained epochs only
+            best = (f"best {cfg.eval_split} R@1 {start_r1:.2f} at epoch 0, before training; the best trained "
+                    f"epoch's (best.pt) {state.best_r1:.2f}")
+        console.print(f"{best}{base}; checkpoints in {out}")
     return out
 
 

@@ -44,13 +44,6 @@ def describe_owner(text: str) -> str:
         return f"an unknown process (the lock file holds {text[:80]!r})"
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
 def _lock(folder: Path, console: Console) -> filelock.FileLock:
     """The folder's lock, taken; UserInputError naming the owner when a live process holds it."""
     path = folder / LOCK_NAME
@@ -59,9 +52,8 @@ def _lock(folder: Path, console: Console) -> filelock.FileLock:
     def write_owner(fd: int) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
         earlier.append(os.read(fd, 1 << 16).decode("utf-8", "replace").strip())
-        command = " ".join(["s4g", *sys.argv[1:]])[:300]
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  "command": command}
+                  "command": " ".join(["s4g", *sys.argv[1:]])[:300]}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, (json.dumps(record) + "\n").encode())
@@ -71,7 +63,7 @@ def _lock(folder: Path, console: Console) -> filelock.FileLock:
         lock.acquire()
     except filelock.Timeout:
         deadline = time.monotonic() + _OWNER_WAIT_S
-        while not (owner := _read(path)) and time.monotonic() < deadline:
+        while not (owner := path.read_text(errors="replace").strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         raise UserInputError(
             f"--out {folder} is in use: another s4g train writes into it, {describe_owner(owner)}; "
@@ -83,24 +75,15 @@ def _lock(folder: Path, console: Console) -> filelock.FileLock:
     return lock
 
 
-def _unlock(folder: Path, lock: filelock.FileLock) -> None:
-    try:
-        os.unlink(folder / LOCK_NAME)  # while still held: a waiting opener then sees a new file
-    finally:
-        lock.release()
-
-
 def is_run(folder: Path) -> bool:
     """Whether `folder` holds an s4g training run: a config.json that s4g train wrote (it
     carries s4g's mark), or an s4g checkpoint as last.pt or best.pt."""
     from s4g.checkpoint import CHECKPOINT_FILE
 
-    try:
+    with contextlib.suppress(OSError, ValueError):
         config = json.loads((folder / "config.json").read_text())
         if isinstance(config, dict) and MARK in config:
             return True
-    except (OSError, ValueError):
-        pass
     return any((folder / name).is_file() and CHECKPOINT_FILE.matches(folder / name) for name in ("last.pt", "best.pt"))
 
 
@@ -145,16 +128,6 @@ def _check_contents(folder: Path, resume_from: Path | None, overwrite: bool, con
     console.print(f"--overwrite: moved the earlier run's {len(entries)} files to {dest}", soft_wrap=True)
 
 
-def _check_data_root(folder: Path, data_root: str | os.PathLike | None) -> None:
-    if data_root is None:
-        return
-    root = Path(data_root).expanduser().resolve()
-    if folder == root or folder in root.parents:
-        what = "is" if folder == root else "holds"
-        raise UserInputError(f"--out {folder} {what} the data root {root}; a run folder is never a dataset's "
-                             "folder (nothing there is moved): choose another --out")
-
-
 @contextlib.contextmanager
 def claim_run_dir(
     out: str | os.PathLike, *, resume_from: str | os.PathLike | None, overwrite: bool, console: Console,
@@ -173,7 +146,10 @@ def claim_run_dir(
     folder = Path(out).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
         raise UserInputError(f"--out {folder} is a file; give a run folder (new, or a run to --resume)")
-    _check_data_root(folder, data_root)
+    root = None if data_root is None else Path(data_root).expanduser().resolve()
+    if root is not None and (folder == root or folder in root.parents):
+        raise UserInputError(f"--out {folder} {'is' if folder == root else 'holds'} the data root {root}; a run "
+                             "folder is never a dataset's folder (nothing there is moved): choose another --out")
     folder.mkdir(parents=True, exist_ok=True)
     was_empty = not any(folder.iterdir())
     lock = _lock(folder, console)
@@ -185,7 +161,10 @@ def claim_run_dir(
                           + ", ".join(removed), soft_wrap=True)
         yield folder
     finally:
-        _unlock(folder, lock)
+        try:
+            os.unlink(folder / LOCK_NAME)  # while still held: a waiting opener then sees a new file
+        finally:
+            lock.release()
         if was_empty and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
