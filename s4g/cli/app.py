@@ -16,7 +16,6 @@ import enum
 import functools
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

@@ -94,11 +94,10 @@ def eval_command(
     dataset = dataset_name(dataset)
     require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
     from s4g import datasets
+    from s4g.data.transforms import check_fov
     from s4g.fileio import marked, save_json
     from s4g.inference import evaluate_split
     from s4g.results import PER_QUERY_FILE, TOP_K
-
-    from s4g.data.transforms import check_fov
 
     check_fov(fov)
     check_seed("--seed", seed)

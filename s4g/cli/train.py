@@ -25,7 +25,10 @@ def _preset(what: str, field: str) -> str:
     by_value: dict[str, list[str]] = {}
     for name, spec in datasets.DATASETS.items():
         value = getattr(spec.preset, field, None)
-        shown = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else f"{value:g}" if isinstance(value, float) else str(value)
+        if isinstance(value, (tuple, list)):
+            shown = " ".join(map(str, value))
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
         by_value.setdefault(shown, []).append(name)
     values = "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
     return f"{what} Default: the dataset's preset: {values}."
@@ -58,7 +61,7 @@ def train_cmd(
     split_dir: Annotated[Optional[str], typer.Option(help="Split folder name (default splits).")] = None,
     eval_split: Annotated[Optional[str], typer.Option(help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable CPUs).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
     eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
     fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
