@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from probes import TINY_ARGS, child_env, cli_subprocess_args, error_paragraph, squash
+from probes import TINY_ARGS, child_env, cli_subprocess_args, squash
 from typer.testing import CliRunner
 
 from s4g import fileio

@@ -4,7 +4,6 @@ nothing written."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
