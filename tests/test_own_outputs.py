@@ -15,6 +15,7 @@ from s4g.checkpoint import save_checkpoint
 from s4g.errors import UserInputError
 from s4g.cli import app
 from s4g.model import build_model
+from s4g.synth.cache import ensure_world
 from s4g.synth.writer import write_layout
 
 runner = CliRunner()
@@ -147,7 +148,7 @@ def test_synth_never_deletes_an_earlier_world_without_overwrite(tmp_path):
 
 
 def test_a_cached_world_rewritten_by_synth_is_not_trusted(tmp_path, monkeypatch):
-    from s4g.synth.cache import default_root, ensure_world
+    from s4g.synth.cache import default_root
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = ensure_world(None, locations=6, seed=0)
@@ -164,4 +165,20 @@ def test_a_cached_world_rewritten_by_synth_is_not_trusted(tmp_path, monkeypatch)
     ensure_world(named, locations=6, seed=0)
     (named / "bingmap" / "19" / sorted((named / "bingmap" / "19").iterdir())[0].name).unlink()
     with pytest.raises(UserInputError, match="is missing"):
+        ensure_world(named, locations=6, seed=0)
+
+
+def test_a_world_cached_by_an_earlier_s4g_is_checked_by_its_manifest(tmp_path):
+    import json
+
+    from s4g.synth.cache import world_params
+
+    named = tmp_path / "old"
+    ensure_world(named, locations=6, seed=0)
+    marker = named / ".s4g-complete"
+    marker.write_text(json.dumps(world_params(6, 0), sort_keys=True) + "\n")  # the earlier marker: parameters only
+    assert ensure_world(named, locations=6, seed=0) == named.resolve()
+    manifest = json.loads((named / "s4g_synth_manifest.json").read_text())
+    (named / "s4g_synth_manifest.json").write_text(json.dumps({**manifest, "locations": 9}))
+    with pytest.raises(UserInputError, match="rewritten"):
         ensure_world(named, locations=6, seed=0)

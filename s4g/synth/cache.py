@@ -51,10 +51,15 @@ def _stale(root: Path, params: dict[str, Any]) -> str | None:
         record = json.loads((root / _COMPLETE).read_text())
     except (OSError, ValueError):
         return "its completion marker is unreadable"
-    if not isinstance(record, dict) or record.get("params") != params:
-        return f"it was made with other parameters ({json.dumps(record, sort_keys=True)[:300]})"
     manifest = root / MANIFEST
-    if not manifest.is_file() or file_sha256(manifest) != record.get("manifest_sha256"):
+    if record == params:  # an earlier s4g's marker, without the hash: the manifest itself must agree
+        written = read_manifest(root) or {}
+        if not written.get("complete") or [written.get(k) for k in ("layout", "locations", "seed")] != [
+                params[k] for k in ("layout", "locations", "seed")]:
+            return f"its files were rewritten after it was made ({MANIFEST} differs)"
+    elif not isinstance(record, dict) or record.get("params") != params:
+        return f"it was made with other parameters ({json.dumps(record, sort_keys=True)[:300]})"
+    elif not manifest.is_file() or file_sha256(manifest) != record.get("manifest_sha256"):
         return f"its files were rewritten after it was made ({MANIFEST} changed)"
     missing = next((rel for rel in read_manifest(root)["files"] if not (root / rel).is_file()), None)
     return None if missing is None else f"its file {missing} is missing"
