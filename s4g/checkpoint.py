@@ -138,18 +138,14 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise UserInputError(f"{path}: checkpoint version {version!r} is newer than this s4g reads; update s4g")
     stored = obj.get("sha256")
-    if stored is None and version >= 2:
-        raise UserInputError(f"{path}: the checkpoint's checksum entry has been removed; the file was altered "
-                             "after s4g wrote it, so it cannot be trusted; use another copy")
-    if stored is None:
+    if stored is None and version < 2:
         warnings.warn(UnverifiedCheckpointWarning(
             f"{path} was written by an s4g without checkpoint checksums, so damage to it cannot be "
             "detected; checkpoints written from now on carry one"), stacklevel=3)
-    elif stored != payload_digest(obj):
-        raise UserInputError(
-            f"{path}: checksum mismatch: the checkpoint's contents changed after s4g wrote it "
-            "(damaged on the disk or in a copy, or edited), so its weights cannot be trusted; use another copy"
-        )
+    elif stored is None or stored != payload_digest(obj):
+        what = "its checksum entry has been removed" if stored is None else "checksum mismatch: its contents changed"
+        raise UserInputError(f"{path}: {what} after s4g wrote it (damaged on the disk or in a copy, or edited), so "
+                             "its weights cannot be trusted; use another copy")
     entries = {**MODEL_ENTRIES, **(RUN_ENTRIES if run_state else {})}
     for key, (types, what) in entries.items():
         value = obj.get(key)

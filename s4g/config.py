@@ -8,12 +8,21 @@ config.json and in every checkpoint), `InferenceConfig` what `s4g eval` and `s4g
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from s4g.errors import UserInputError
 
 SAMPLINGS = ("random", "gps", "dss")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

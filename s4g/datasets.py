@@ -9,13 +9,14 @@ below plus one reader module in s4g/data/ (see ARCHITECTURE.md).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from s4g.config import Preset, TrainConfig
+from s4g.config import Preset, TrainConfig, usable_cpus
 from s4g.data import csvpairs, cvact, cvusa, university, vigor
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
@@ -120,8 +121,12 @@ def get(name: str) -> DatasetSpec:
 
 
 def train_config(name: str, **overrides: Any) -> TrainConfig:
-    """The training configuration of dataset `name`: its preset, then `overrides` (None = keep)."""
-    return TrainConfig.from_preset(name, get(name).preset, **overrides)
+    """The training configuration of dataset `name`: its preset, with no more DataLoader
+    workers than this machine's usable CPUs (more only compete for them), then `overrides`
+    (None = keep)."""
+    preset = get(name).preset
+    preset = dataclasses.replace(preset, workers=min(preset.workers, usable_cpus()))
+    return TrainConfig.from_preset(name, preset, **overrides)
 
 
 def load_train(name: str, root: str | Path, *, split_dir: str = "splits") -> TrainSet:

@@ -15,13 +15,14 @@ import dataclasses
 import errno
 import hashlib
 import json
+import mmap
 import os
 import re
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
     durable: flush the file (and the rename) to the disk before returning, so a power cut
     cannot leave an empty file behind; off only for bulk files that can be made again.
     An OSError of the system while writing (one with an errno: disk full, I/O error, no
-    permission) is raised again naming `path` rather than the temporary file, and saying that
-    the previous version is kept; other OSErrors pass through unchanged.
+    permission, a folder that takes no new file) is raised again naming `path`, never the
+    temporary file, and saying that the previous version is kept; others pass unchanged.
     """
     path = Path(path)
     _make_folder(path.parent)
@@ -50,8 +51,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
+        umask = os.umask(0)  # mkstemp makes the file private (0600): give it the mode open() would
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
@@ -59,15 +59,15 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
             _fsync(tmp_path)
         os.replace(tmp_path, path)
         if durable:
-            _fsync_folder(path.parent)
+            _fsync(path.parent)
     except OSError as err:
-        if err.errno is None:
-            # Not the system refusing a write: a writer's own complaint (PIL's "cannot write
-            # mode RGBA as JPEG") is a bug in s4g, and keeps its type, message and traceback.
-            raise
+        # Without an errno it is a writer's own complaint (PIL's "cannot write mode RGBA as
+        # JPEG"): a bug in s4g, which keeps its type, message and traceback. One about another
+        # file (an input read inside the block) stays as it is too.
         named = None if err.filename is None else os.fsdecode(err.filename)
-        if named not in (None, str(tmp_path), str(path), str(path.parent)):
-            raise  # about another file (an input read inside the block): keep it as it is
+        if err.errno is None or (tmp_path is not None and named not in (None, str(tmp_path), str(path),
+                                                                        str(path.parent))):
+            raise
         raise write_error(path, err) from err
     finally:
         if tmp_path is not None and tmp_path.exists():
@@ -90,42 +90,59 @@ def write_error(path: str | os.PathLike, err: OSError) -> OSError:
     write that did not happen."""
     if err.errno is None:
         raise ValueError(f"write_error takes an OSError of the system (with an errno), not {err!r}") from err
-    code = err.errno
-    cause = err.strerror or os.strerror(code)
-    name = errno.errorcode.get(code, str(code))
     advice = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",
-              errno.EACCES: "; check the folder's permissions", errno.EROFS: "; write somewhere else"}
-    return OSError(
-        code,
-        f"could not be written: {cause} ({name}); any previous version of the file is unchanged"
-        + advice.get(code, ""),
-        str(path),
-    )
+              errno.EACCES: "; check the folder's permissions", errno.EPERM: "; check the folder's permissions",
+              errno.EROFS: "; write somewhere else"}
+    return OSError(err.errno, f"could not be written: {err.strerror or os.strerror(err.errno)} "
+                   f"({errno.errorcode.get(err.errno, err.errno)}); any previous version of the file is unchanged"
+                   + advice.get(err.errno, ""), str(path))
 
 
 def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    """Flush a file, or a folder's renames, to the disk (skipped for a folder that the
+    system cannot open or sync)."""
+    folder = path.is_dir()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not folder:
+            raise
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Persist a rename in `folder`; some systems cannot open or sync a folder (ignored)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+#: The mark of a file s4g wrote: a member of an .npz, a key of a JSON object, a PNG text
+#: chunk, the creator of a PDF or SVG figure. `--overwrite` replaces only a file that carries
+#: it, so an image, table or document of the same format that s4g did not write is never lost.
+MARK = "s4g_output"
+_MARK_TEXT = "written by s4g"
+
+
+def marked(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with s4g's mark (for a JSON output that check_output may later replace)."""
+    return {**obj, MARK: _MARK_TEXT}
+
+
+def png_mark() -> Any:
+    """Pillow's PngInfo carrying s4g's mark (image.save(..., pnginfo=png_mark()))."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(MARK, _MARK_TEXT)
+    return info
+
+
+def figure_mark(fmt: str) -> dict[str, str]:
+    """matplotlib's savefig(metadata=...) carrying s4g's mark in format `fmt` (png, pdf, svg)."""
+    return {MARK: _MARK_TEXT} if fmt == "png" else {"Creator": f"{MARK}: {_MARK_TEXT}"}
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """np.savez to `path` atomically."""
+    """np.savez to `path` atomically, with s4g's mark as one more member."""
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays, **{MARK: np.array(_MARK_TEXT)})
 
 
 def save_json(path: str | os.PathLike, obj: object) -> None:
@@ -134,40 +151,31 @@ def save_json(path: str | os.PathLike, obj: object) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-class _RecordingWriter:
-    """A binary file whose write errors are remembered: torch.save turns an OSError of the
-    file it writes into a RuntimeError without the errno ("unexpected pos ..."), so the
-    saver raises the recorded OSError instead."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self.fh, self.error = fh, None
-
-    def write(self, data) -> int:
-        try:
-            return self.fh.write(data)
-        except OSError as err:
-            self.error = err
-            raise
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
     """torch.save(obj) to `path` atomically; a failed write is an OSError naming `path`."""
     import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
 
-    with atomic_path(path) as tmp:
-        # A Python file object, not the path: torch's C++ writer cannot take a path that is
-        # not UTF-8, and it hides the errno of a failed write.
-        with open(tmp, "wb") as fh:
-            writer = _RecordingWriter(fh)
+    failed: list[OSError] = []
+
+    class Recording:  # torch.save turns a failed write's OSError into a RuntimeError without the errno
+        def write(self, data) -> int:
             try:
-                torch.save(obj, writer)
-            except RuntimeError:
-                if writer.error is not None:
-                    raise writer.error from None
+                return fh.write(data)
+            except OSError as err:
+                failed.append(err)
                 raise
+
+        def flush(self) -> None:
+            fh.flush()
+
+    # A Python file object, not the path: torch's C++ writer cannot take a path that is not UTF-8.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        try:
+            torch.save(obj, Recording())
+        except RuntimeError:
+            if failed:
+                raise failed[0] from None
+            raise
 
 
 def load_torch_file(path: str | os.PathLike) -> Any:
@@ -223,19 +231,22 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     """{name: tensor} of a .safetensors file (Hugging Face's format: an 8-byte little-endian
     header length, a JSON header of dtype/shape/data_offsets, then raw little-endian bytes).
 
-    Parsed here with the standard library: the format holds no code, and reading it needs no
-    extra package. Raises UserInputError naming the file when it is not such a file.
+    Parsed here with the standard library (the format holds no code): the file is memory-
+    mapped copy-on-write and each tensor is a view of its bytes, read from the disk as used
+    (one copy only for a tensor whose offset does not suit its type). Raises UserInputError
+    naming the file when it is not such a file.
     """
     import torch  # on use, as in load_torch_file
 
     path = Path(path)
-    data = path.read_bytes()
     try:
-        size = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + size])
+        with open(path, "rb") as fh:
+            data = torch.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY), dtype=torch.uint8)
+        size = int.from_bytes(data[:8].numpy().tobytes(), "little")
+        header = json.loads(data[8 : 8 + size].numpy().tobytes())
         if not isinstance(header, dict):
             raise TypeError(f"the header is a JSON {type(header).__name__}, not an object of tensors")
-        body = memoryview(data)[8 + size :]
+        body = data[8 + size :]
         tensors = {}
         for name, spec in header.items():
             if name == "__metadata__":
@@ -244,8 +255,10 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
             start, end = (int(v) for v in spec["data_offsets"])
             if not 0 <= start <= end <= len(body):
                 raise ValueError(f"tensor {name!r} lies outside the file")
-            flat = torch.frombuffer(bytearray(body[start:end]), dtype=dtype) if end > start else torch.empty(0, dtype=dtype)
-            tensors[name] = flat.reshape([int(v) for v in spec["shape"]])
+            raw = body[start:end]
+            if raw.storage_offset() % dtype.itemsize:
+                raw = raw.clone()
+            tensors[name] = raw.view(dtype).reshape([int(v) for v in spec["shape"]])
     except (ValueError, KeyError, TypeError, RuntimeError) as err:
         raise UserInputError(f"{path}: not a readable .safetensors file ({type(err).__name__}: {err})") from None
     return tensors
@@ -297,29 +310,28 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 @dataclasses.dataclass(frozen=True)
 class OutputKind:
     """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
-    index"), and how to tell one (`matches(path)` reads headers; only a JSON kind reads a whole
-    file, and only one that starts as a JSON object)."""
+    index"), and `matches(path)`: whether s4g wrote the file as this kind (from its headers
+    and s4g's mark; only a JSON kind reads a whole file, one that starts as a JSON object)."""
 
     description: str
     matches: Callable[[Path], bool]
 
 
-def _zip_members(path: Path) -> set[str]:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return set(zf.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return set()
-
-
 def npz_kind(description: str, *arrays: str) -> OutputKind:
-    """An .npz output recognised by the names of its arrays."""
-    return OutputKind(description, lambda p: {f"{a}.npy" for a in arrays} <= _zip_members(p))
+    """An .npz output recognised by the names of its arrays and s4g's mark (save_npz)."""
+
+    def matches(path: Path) -> bool:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return {f"{a}.npy" for a in (*arrays, MARK)} <= set(zf.namelist())
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return False
+
+    return OutputKind(description, matches)
 
 
 def json_kind(description: str, *keys: str) -> OutputKind:
-    """A JSON-object output recognised by its keys (s4g's JSON outputs are small: the file is
-    parsed whole, once its first character says it can be a JSON object)."""
+    """A JSON-object output recognised by its keys and s4g's mark (`marked`)."""
 
     def matches(path: Path) -> bool:
         try:
@@ -331,74 +343,71 @@ def json_kind(description: str, *keys: str) -> OutputKind:
                 obj = json.load(fh)
         except (OSError, ValueError):
             return False
-        return isinstance(obj, dict) and set(keys) <= obj.keys()
+        return isinstance(obj, dict) and {*keys, MARK} <= obj.keys()
 
     return OutputKind(description, matches)
 
 
-def csv_kind(description: str, *columns: str) -> OutputKind:
-    """A CSV output recognised by the names in its header line."""
+def csv_kind(description: str, is_header: Callable[[list[str]], bool]) -> OutputKind:
+    """A CSV output recognised by its header line, s4g's mark there (a CSV has no other place
+    every reader skips): `is_header(names)` is true only for the exact header s4g writes."""
 
     def matches(path: Path) -> bool:
         try:
             with open(path, encoding="utf-8-sig", newline="") as fh:
-                header = next(csv.reader(fh), [])
+                return is_header(next(csv.reader(fh), []))
         except (OSError, UnicodeDecodeError, csv.Error):
             return False
-        return set(columns) <= {h.strip() for h in header}
 
     return OutputKind(description, matches)
 
 
-def _starts_with(*signatures: bytes) -> Callable[[Path], bool]:
+def _marked_file(*signatures: bytes) -> Callable[[Path], bool]:
+    """A binary file starting with one of `signatures` and holding s4g's mark near its start
+    (PNG text chunks, SVG metadata) or its end (a PDF's document information)."""
+
     def matches(path: Path) -> bool:
         with open(path, "rb") as fh:
-            head = fh.read(256).lstrip()
-        return head.startswith(signatures)
+            head = fh.read(1 << 16)
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - (1 << 16)))
+            tail = fh.read()
+        return head.lstrip().startswith(signatures) and MARK.encode() in head + tail
+
     return matches
 
 
-PNG_IMAGE = OutputKind("a PNG image", _starts_with(b"\x89PNG\r\n\x1a\n"))
+PNG_IMAGE = OutputKind("a PNG image written by s4g", _marked_file(b"\x89PNG\r\n\x1a\n"))
 #: What matplotlib writes for s4g plot: PNG, PDF or SVG (an XML text).
-FIGURE = OutputKind("a PNG, PDF or SVG figure", _starts_with(b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"))
+FIGURE = OutputKind("a PNG, PDF or SVG figure written by s4g",
+                    _marked_file(b"\x89PNG\r\n\x1a\n", b"%PDF", b"<?xml", b"<svg"))
 
 
-def check_output(
-    path: str | os.PathLike,
-    kind: OutputKind,
-    *,
-    option: str,
-    overwrite: bool,
-    inputs: Iterable[tuple[str, str | os.PathLike | None]] = (),
-) -> Path:
+def check_output(path: str | os.PathLike, kind: OutputKind, *, option: str, overwrite: bool,
+                 inputs: Iterable[tuple[str, str | os.PathLike | None]] = ()) -> Path:
     """`path` if a command may write its `kind` of output there; UserInputError otherwise.
 
-    Refused: one of the command's `inputs` ((option as spelled, path) pairs; the same file
-    after links), a folder, an existing file of another kind (never replaced, even with
-    --overwrite), and an existing output of this kind unless `overwrite`. option: how the
-    output's option is spelled (e.g. "--out"). Called before the command's work starts.
+    Refused: one of the command's `inputs` ((option as spelled, path) pairs: a file, the same
+    after links, or a folder such as a data root, and then anything inside it), a folder, an
+    existing file that s4g did not write as this kind (never replaced, even with --overwrite),
+    and an existing output of this kind unless `overwrite`. option: how the output's option is
+    spelled (e.g. "--out"). Called before the command's work starts.
     """
     path = Path(path)
     for name, source in inputs:
+        if source is not None and Path(source).is_dir() and Path(source).resolve() in path.resolve().parents:
+            raise UserInputError(f"{option} {path} lies inside this command's input folder ({name} {source}); "
+                                 "s4g writes nothing there: write the output somewhere else")
         if source is not None and Path(source).exists() and same_file(path, source):
-            raise UserInputError(
-                f"{option} {path} is this command's input ({name} {source}); write the output to "
-                "another file"
-            )
+            raise UserInputError(f"{option} {path} is this command's input ({name} {source}); write the output "
+                                 "to another file")
     if path.is_dir():
         raise UserInputError(f"{option} {path} is a folder; give the name of the file to write ({kind.description})")
-    if not path.exists():
-        return path
-    if not path.is_file() or not kind.matches(path):
-        raise UserInputError(
-            f"{option} {path} already exists and is not {kind.description}; s4g does not write "
-            "over other files (not even with --overwrite): choose another name, or move that file away first"
-        )
-    if not overwrite:
-        raise UserInputError(
-            f"{option} {path} already exists ({kind.description}); pass --overwrite to replace it, "
-            "or choose another name"
-        )
+    if path.exists() and (not path.is_file() or not kind.matches(path)):
+        raise UserInputError(f"{option} {path} already exists and is not {kind.description}; s4g replaces only "
+                             "its own outputs (not this file, not even with --overwrite): choose another name")
+    if path.exists() and not overwrite:
+        raise UserInputError(f"{option} {path} already exists ({kind.description}); pass --overwrite to replace "
+                             "it, or choose another name")
     return path
 
 

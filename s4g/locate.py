@@ -22,7 +22,7 @@ from s4g.index import Index, same_checkpoint, search
 
 PHOTO_BATCH = 16
 #: The kind of file `s4g locate --geojson` writes (s4g.fileio.check_output).
-GEOJSON_FILE = json_kind("a GeoJSON file", "type", "features")
+GEOJSON_FILE = json_kind("a GeoJSON file written by s4g", "type", "features")
 
 def consensus(lat: np.ndarray, lon: np.ndarray, scores: np.ndarray, radius_m: float) -> dict[str, Any] | None:
     """Where several of a photo's top-k tiles agree.

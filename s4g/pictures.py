@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 from s4g.data.records import EvalSet
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path
+from s4g.fileio import atomic_path, png_mark
 from s4g.results import SplitResults
 
 CELL = 128  # default image side, px
@@ -209,9 +209,9 @@ def locate_picture(found: Sequence[dict], *, index_name: str, cell: int = CELL) 
 
 
 def save_png(path: str | os.PathLike, image: Image.Image) -> None:
-    """Write `image` as a PNG at `path` atomically (whatever the suffix says)."""
+    """Write `image` as a PNG at `path` atomically (whatever the suffix says), with s4g's mark."""
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", optimize=True)
+        image.save(tmp, format="PNG", optimize=True, pnginfo=png_mark())
 
 
 __all__ = [

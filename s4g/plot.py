@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from s4g.errors import UserInputError
-from s4g.fileio import atomic_path, read_json_lines
+from s4g.fileio import atomic_path, figure_mark, read_json_lines
 from s4g.results import WITHIN_M, within_key
 
 # (panel title, [(metric key, line style)]); a panel is drawn when a run logged one of its keys
@@ -117,7 +117,7 @@ def draw_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
             axes["recall (%)"].axhline(baseline["R@1"], color=colour, lw=2.5, alpha=0.3)
     _decorate(fig, axes, runs, evals)
     with atomic_path(out, suffix=f".{fmt}") as tmp:
-        fig.savefig(tmp, format=fmt, dpi=100)
+        fig.savefig(tmp, format=fmt, dpi=100, metadata=figure_mark(fmt))
     return panels
 
 

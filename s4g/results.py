@@ -133,7 +133,7 @@ def _number(value: float, digits: int) -> str:
 
 
 #: The kind of file `s4g eval --per-query` writes (s4g.fileio.check_output).
-PER_QUERY_FILE = csv_kind("an s4g per-query CSV", "query", "true_reference", "rank")
+PER_QUERY_FILE = csv_kind("an s4g per-query CSV", lambda names: names == per_query_header((len(names) - 7) // 2))
 
 
 def per_query_header(k: int) -> list[str]:

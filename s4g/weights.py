@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import sys
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -240,10 +243,30 @@ def _timm_state_dict(backbone: str) -> dict[str, torch.Tensor]:
             f"--pretrained for {backbone} starts from timm's {name}, the paper's weights: install the extra "
             f'(pip install "s4g[timm]") so timm can fetch them, or {by_hand}'
         ) from None
+    if not _hub_reachable():
+        # offline: the hub client would retry for about a minute before it gives up; it
+        # reads its own cache only, at once
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hub = sys.modules.get("huggingface_hub.constants")
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = True
     try:
         return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
     except Exception as err:  # hub and network failures come in many types
         raise UserInputError(f"timm could not fetch {name} ({type(err).__name__}: {err}); {by_hand}") from err
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout_s` (assumed
+    so behind a proxy, which only the hub client knows how to use)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 def _encoder_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -275,7 +298,14 @@ def initial_model(
         raise UserInputError(f"--pretrained-from {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
     if weights_file is not None:
         model = build_model(backbone)
-        state = unwrap_state_dict(load_weights_file(weights_file), str(weights_file))
+        loaded = load_weights_file(weights_file)
+        if isinstance(loaded, Mapping) and loaded.get("format") == "s4g-checkpoint":  # checkpoint.CHECKPOINT_FORMAT
+            raise UserInputError(
+                f"--weights {weights_file} is an s4g checkpoint (a {loaded.get('backbone')} run's, epoch "
+                f"{loaded.get('epoch', '?')}), not backbone weights: continue its run with --resume {weights_file}, "
+                "or evaluate it with s4g eval --checkpoint; --weights takes ImageNet backbone weights in "
+                "torchvision's or timm's layout")
+        state = unwrap_state_dict(loaded, str(weights_file))
         load_state_strict(model.encoder, _encoder_state(state, str(weights_file)), source=str(weights_file))
         return model
     if not pretrained:

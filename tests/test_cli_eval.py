@@ -140,7 +140,7 @@ def test_mine_writes_neighbours_of_a_dense_argsort(world, checkpoint, tmp_path):
         nb, files = f["neighbours"], f["reference_files"]
     train = load_train("cvusa", world)
     assert nb.dtype == np.int64 and nb.shape == (train.num_classes, 5)  # k = neighbour_range
-    assert list(files) == train.reference_files
+    assert [str(world / f) for f in files] == train.reference_files
     q = embed(checkpoint, train.query_files, SIZES["ground_size"])
     r = embed(checkpoint, train.reference_files, (SIZES["aerial_size"],) * 2)
     cls = np.zeros_like(r)

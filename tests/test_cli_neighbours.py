@@ -91,7 +91,8 @@ def test_dataset_classes(tmp_path, monkeypatch):
     spec = dataclasses.replace(datasets.get("vigor-same"), load_train=fake_load)
     monkeypatch.setitem(datasets.DATASETS, "vigor-same", spec)
     out = tmp_path / "o.npz"
-    args = ["neighbours", "--data-root", str(tmp_path), "--k", "2", "--out", str(out)]
+    (tmp_path / "data").mkdir()  # an output is never written inside the data root
+    args = ["neighbours", "--data-root", str(tmp_path / "data"), "--k", "2", "--out", str(out)]
     result = runner.invoke(app, [*args, "--dataset", "vigor-same"])
     assert result.exit_code == 0, result.output
     with np.load(out) as f:

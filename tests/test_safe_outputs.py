@@ -155,7 +155,7 @@ def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
 
 def test_a_json_output_kind_reads_a_whole_file_only_when_it_starts_as_an_object(tmp_path, monkeypatch):
     kind = fileio.json_kind("a test file", "checkpoint", "metrics")
-    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}}', encoding="utf-8")
+    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}, "s4g_output": "written by s4g"}', encoding="utf-8")
     (tmp_path / "list.json").write_text('[{"checkpoint": "c", "metrics": {}}]')
     (tmp_path / "big.bin").write_bytes(b"PK\x03\x04" + bytes(1 << 20))
     assert kind.matches(tmp_path / "bom.json") and not kind.matches(tmp_path / "list.json")

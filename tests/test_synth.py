@@ -252,9 +252,15 @@ def test_cli_synth_and_errors(tmp_path):
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "s4g_synth_manifest.json").read_text())
     assert all((out / f).is_file() for f in manifest["files"])
-    res = runner.invoke(app, ["synth", "--layout", "cvusa", "--out", str(out), "--locations", "2", "--workers", "1"])
-    assert res.exit_code == 0, res.output  # rewriting its own output removes the old files
+    again = ["synth", "--layout", "cvusa", "--out", str(out), "--locations", "2", "--workers", "1"]
+    res = runner.invoke(app, again)
+    assert res.exit_code == 2 and "--overwrite" in res.output  # never replaced without being asked
+    assert len(list((out / "bingmap/19").iterdir())) == 4
+    res = runner.invoke(app, [*again, "--overwrite"])
+    assert res.exit_code == 0, res.output  # the old files are moved beside it, so no stale image stays
     assert len(list((out / "bingmap/19").iterdir())) == 2
+    (moved,) = tmp_path.glob("d.replaced-*")
+    assert len(list((moved / "bingmap/19").iterdir())) == 4
     res = runner.invoke(app, ["synth", "--layout", "university", "--out", str(tmp_path / "u"), "--locations", "2",
                               "--drone-views", "1", "--workers", "1", "--preview", str(tmp_path / "pair.png")])
     assert res.exit_code == 0, res.output

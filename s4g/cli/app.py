@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -32,9 +33,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # help texts are plain text: "s4g[plot]" and "[lon, lat]" are not rich markup
+    rich_markup_mode=None,
 )
 err_console = Console(stderr=True)
 console = Console()
+for _console in (console, err_console):
+    # Output read by a program or saved to a file keeps its lines whole, not cut at 80 columns.
+    _console.soft_wrap = not _console.is_terminal
+
+# typer labels an argument by its annotation ("<list[Path]>"); an argument's metavar
+# (RUN_DIR..., PHOTO...) names it better, so one given replaces the label.
+_argument_type = typer.core.TyperArgument.display_type_rich
+typer.core.TyperArgument.display_type_rich = (  # type: ignore[method-assign]
+    lambda self, ctx: None if self.metavar else _argument_type(self, ctx))
 
 #: The type of every --dataset option: the registry's names, listed in --help and in errors.
 DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)
@@ -82,10 +94,23 @@ def command(*args, **kwargs) -> Callable:
                 if message is None:
                     raise
                 raise fail(message) from None
+            except KeyboardInterrupt:
+                err_console.print("interrupted (Ctrl-C): every file s4g wrote is whole; a training run "
+                                  "continues with --resume RUN_DIR", soft_wrap=True, highlight=False)
+                raise typer.Exit(code=130) from None
 
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+def require_paths(*given: tuple) -> None:
+    """UserInputError naming the first of the (option as spelled, path[, what it should be])
+    whose path is given but does not exist; called first, so the answer does not wait for
+    torch to load."""
+    for option, path, *what in given:
+        if path is not None and not path.exists():
+            raise UserInputError(f"{option} {path}: no such {what[0] if what else 'file or folder'}")
 
 
 def _show_warning(default: Callable, message, category, *args, **kwargs) -> None:

@@ -31,7 +31,7 @@ def synth_cmd(
     cvact_missing: Annotated[int, typer.Option(help="cvact only: train/val ids with one image left out.")] = 2,
     drone_views: Annotated[int, typer.Option(help="university only: drone views a building.")] = 8,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder that s4g synth did not write (never over its files); replace an existing --preview.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier s4g synth world in --out (its files are moved beside it, not deleted), or write into a non-empty folder that s4g synth did not write (never over its files); replace a --preview that s4g wrote.")] = False,
     preview: Annotated[Optional[Path], typer.Option(help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
 ) -> None:
     """Write a synthetic dataset in the exact on-disk layout of a benchmark."""
@@ -97,7 +97,7 @@ def neighbours_cmd(
         raise UserInputError(
             f"--k {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
         )
-    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords)])
+    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords), ("--data-root", data_root)])
     start = time.perf_counter()
     with console.status(f"exact {k}-NN of {len(lat):,} points..."):
         idx, dist = gps_neighbours(lat, lon, k)

@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.cli.app import DatasetName, command, console, dataset_name
-from s4g.errors import UserInputError
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.errors import UserInputError, check_seed
 from s4g.fileio import (
     PNG_IMAGE,
     check_distinct_outputs,
@@ -82,9 +82,9 @@ def eval_command(
     examples: Annotated[Optional[Path], typer.Option(
         help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
              "vermillion; half the rows found first, half not.")] = None,
-    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture.")] = 8,
+    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 megapixels).")] = 8,
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
-    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels.")] = 128,
+    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
     and the localisation error in metres where the dataset knows positions.
@@ -92,14 +92,17 @@ def eval_command(
     Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
     """
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
     from s4g import datasets
-    from s4g.fileio import save_json
+    from s4g.data.transforms import check_fov
+    from s4g.fileio import marked, save_json
     from s4g.inference import evaluate_split
     from s4g.results import PER_QUERY_FILE, TOP_K
 
-    if examples_count < 1 or examples_size < 32:
-        raise UserInputError(f"--examples-count must be at least 1 and --examples-size at least 32 "
-                             f"(pixels), got {examples_count} and {examples_size}")
+    check_fov(fov)
+    check_seed("--seed", seed)
+    check_seed("--examples-seed", examples_seed)
+    _check_examples(examples_count, examples_size)
 
     ckpt, model, _, cfg, env = _inputs(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
@@ -112,7 +115,8 @@ def eval_command(
     check_distinct_outputs((option, path) for path, _, option in outputs)
     for path, kind, option in outputs:
         if path is not None:
-            check_output(path, kind, option=option, overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
+            check_output(path, kind, option=option, overwrite=overwrite,
+                         inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
     spec = datasets.get(cfg.dataset)
     ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
     results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
@@ -137,13 +141,35 @@ def eval_command(
         save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
                                             seed=examples_seed, cell=examples_size))
         console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
-    save_json(out, {
+    save_json(out, marked({
         "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
         "split": cfg.split, "protocol": spec.protocol, "queries": len(ev.query_files),
         "references": len(ev.reference_files), "fov": cfg.fov, "random_heading": cfg.random_heading,
         "seed": seed, "metrics": metrics,
-    })
+    }))
     console.print(f"metrics written to {out}")
+
+
+def _check_examples(count: int, size: int) -> None:
+    """UserInputError unless the --examples picture of `count` rows of `size`-pixel tiles can
+    be drawn and opened again: at most Pillow's MAX_IMAGE_PIXELS (about 89 megapixels)."""
+    from PIL import Image
+
+    from s4g.pictures import MAX_QUERY_ASPECT, grid_boxes
+    from s4g.results import TOP_K
+
+    def pixels(rows: int) -> int:
+        (w, h), _ = grid_boxes(rows, TOP_K + 1, round(size * MAX_QUERY_ASPECT), size, 2)
+        return w * h
+
+    if not 32 <= size <= 1024:
+        raise UserInputError(f"--examples-size must be from 32 to 1024 pixels, got {size}")
+    if count < 1 or pixels(count) > Image.MAX_IMAGE_PIXELS:
+        most = (Image.MAX_IMAGE_PIXELS - pixels(0)) // (pixels(1) - pixels(0))
+        raise UserInputError(
+            f"--examples-count must be from 1 to {most} at --examples-size {size}, got {count}: the picture stays "
+            f"under Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, beyond which it takes a file "
+            "for a decompression bomb")
 
 
 def _print_metrics(ev, metrics: dict) -> None:
@@ -155,6 +181,7 @@ def _print_metrics(ev, metrics: dict) -> None:
 
     table = Table()
     names = shown_metrics(ev, metrics)
+    names += [n for n in ("AP",) if n in metrics and n not in names]  # as training prints it
     for name in names:
         table.add_column(name.replace("hit_rate", "hit rate"), justify="right")
     table.add_row(*(f"{metrics[n]:.2f}" for n in names))
@@ -174,7 +201,7 @@ def _print_metrics(ev, metrics: dict) -> None:
 @command("mine")
 def mine_command(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files.")],
+    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
@@ -191,17 +218,23 @@ def mine_command(
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
+    import os
+
     import numpy as np
 
     from s4g import datasets
     from s4g.fileio import save_npz
     from s4g.inference import mine_training_set
 
+    if k is not None and k < 1:
+        raise UserInputError(f"--k must be at least 1, got {k}")
     ckpt, model, config, cfg, env = _inputs(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
         batch_size=batch_size, workers=workers,
     )
-    check_output(out, MINED_FILE, option="--out", overwrite=overwrite, inputs=[("--checkpoint", ckpt)])
+    check_output(out, MINED_FILE, option="--out", overwrite=overwrite,
+                 inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
     if k is None:
         k = int(config.get("neighbour_range", 128))
     train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
@@ -209,6 +242,8 @@ def mine_command(
                            device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env)
     if not env.is_main:  # under torchrun, rank 0 alone writes
         return
-    save_npz(out, neighbours=nb, reference_files=np.array(train.reference_files, dtype=str),
+    # relative to the data root, as in the per-query CSV: the file stays valid when the data moves
+    files = [os.path.relpath(f, cfg.data_root) for f in train.reference_files]
+    save_npz(out, neighbours=nb, reference_files=np.array(files, dtype=str), data_root=np.array(str(cfg.data_root)),
              checkpoint=np.array(str(ckpt)))
     console.print(f"{nb.shape[0]} classes × {nb.shape[1]} neighbours written to {out}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
 from s4g.errors import UserInputError
 
 
@@ -30,6 +30,7 @@ def index_cmd(
 ) -> None:
     """Embed geo-tagged aerial tiles into an index file that s4g locate searches."""
     dataset = dataset_name(dataset)
+    require_paths(("--checkpoint", checkpoint), ("--images", images), ("--coords", coords), ("--data-root", data_root))
     import os
 
     import numpy as np
@@ -41,8 +42,10 @@ def index_cmd(
 
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
+    if batch_size < 1 or workers < 0:
+        raise UserInputError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
     check_output(out, INDEX_FILE, option="--out", overwrite=overwrite,
-                 inputs=[("--checkpoint", checkpoint), ("--coords", coords)])
+                 inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
     dev = pick_device(device)
     kind = "aerial"
     if dataset is not None:
@@ -74,7 +77,7 @@ def index_cmd(
 
 @command("locate")
 def locate_cmd(
-    photos: Annotated[list[Path], typer.Argument(help="Ground photos: panoramas, or limited field of view with --fov.")],
+    photos: Annotated[list[Path], typer.Argument(metavar="PHOTO", help="Ground photos: panoramas, or limited field of view with --fov.")],
     index: Annotated[Path, typer.Option(help="Index file made by s4g index.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the one recorded in the index).")] = None,
     k: Annotated[int, typer.Option(help="Tiles listed per photo.")] = 5,
@@ -98,6 +101,7 @@ def locate_cmd(
     from s4g.runtime import pick_device
 
     check_locate_options(k=k, fov_deg=fov, heading_deg=heading, radius_m=radius)
+    require_paths(*(("a photo", p) for p in photos), ("--checkpoint", checkpoint))
     inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
     outputs = ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture"))
     check_distinct_outputs((option, path) for path, _, option in outputs)
@@ -113,10 +117,10 @@ def locate_cmd(
     )
     written = []
     if geojson is not None:
-        from s4g.fileio import save_json
+        from s4g.fileio import marked, save_json
         from s4g.locate import locations_geojson
 
-        save_json(geojson, locations_geojson(found))
+        save_json(geojson, marked(locations_geojson(found)))
         written.append(f"GeoJSON written to {geojson}")
     if picture is not None:
         from s4g.pictures import locate_picture, save_png

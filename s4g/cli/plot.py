@@ -13,7 +13,7 @@ from s4g.errors import UserInputError
 
 @command("plot")
 def plot_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories (with metrics.jsonl); several share one figure.")],
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (with metrics.jsonl); several share one figure.")],
     out: Annotated[Optional[Path], typer.Option(
         help="Image to write; its suffix picks the format (.png, .pdf, .svg). Default: RUN_DIR/curves.png "
              "for one run; needed with several.")] = None,

@@ -9,11 +9,29 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name
+from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name, require_paths
 from s4g.config import TrainConfig
 from s4g.errors import UserInputError
 
 _PRESET = "default: the dataset's preset"
+# s4g.model.BACKBONES's names (tests/test_first_hour.py checks the two agree); the model
+# module imports torch, which --help does without.
+_BACKBONES = ("convnext_micro", "convnext_micro_ls1", "convnext_tiny", "convnext_small", "convnext_base",
+              "convnext_large", "resnet18", "resnet34", "resnet50", "resnet101")
+
+
+def _preset(what: str, field: str) -> str:
+    """`what`, then each dataset's preset value of `field`, datasets of one value together."""
+    by_value: dict[str, list[str]] = {}
+    for name, spec in datasets.DATASETS.items():
+        value = getattr(spec.preset, field, None)
+        if isinstance(value, (tuple, list)):
+            shown = " ".join(map(str, value))
+        else:
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+        by_value.setdefault(shown, []).append(name)
+    values = "; ".join(f"{value} ({', '.join(names)})" for value, names in by_value.items())
+    return f"{what} Default: the dataset's preset: {values}."
 
 
 @command("train")
@@ -23,27 +41,27 @@ def train_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or --overwrite.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, not deleted.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help=f"Encoder ({_PRESET}).")] = None,
+    backbone: Annotated[Optional[str], typer.Option(help=_preset(f"Encoder: {', '.join(_BACKBONES)}.", "backbone"))] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
     pretrained_from: Annotated[Optional[str], typer.Option(help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); torchvision: ImageNet-1k at 224 px (default timm).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or .pth.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help=_PRESET)] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help=_PRESET)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
     sampling: Annotated[Optional[str], typer.Option(help=f"random, gps or dss ({_PRESET}).")] = None,
     neighbour_select: Annotated[Optional[int], typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
     neighbour_range: Annotated[Optional[int], typer.Option(help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
     max_failed_pops: Annotated[Optional[int], typer.Option(help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 512).")] = None,
     gps_k: Annotated[Optional[int], typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
-    aerial_size: Annotated[Optional[int], typer.Option(help=_PRESET)] = None,
-    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(help=f"H W ({_PRESET}).")] = None,
+    aerial_size: Annotated[Optional[int], typer.Option(help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
+    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(metavar="H W", help=_preset("Height and width of the ground image fed to the model, pixels.", "ground_size"))] = None,
     split_dir: Annotated[Optional[str], typer.Option(help="Split folder name (default splits).")] = None,
-    eval_split: Annotated[Optional[str], typer.Option(help=_PRESET)] = None,
+    eval_split: Annotated[Optional[str], typer.Option(help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable CPUs).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
     eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
     fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
@@ -63,6 +81,7 @@ def train_cmd(
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     dataset = dataset_name(dataset)
+    require_paths(("--resume", resume, "run folder or checkpoint"), ("--weights", weights))
     from s4g.train import ResumePoint, run
 
     overrides = dict(

@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.cli.app import DatasetName, command, console, dataset_name
+from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
 
 
 @command("import-weights")
 def import_weights_cmd(
-    src: Annotated[Path, typer.Argument(help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
+    src: Annotated[Path, typer.Argument(metavar="SOURCE", help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
     out: Annotated[Path, typer.Option("--out", help="s4g checkpoint to write.")],
     backbone: Annotated[
         Optional[str], typer.Option(help="Expected backbone, e.g. convnext_base (default: inferred from the weights).")
@@ -28,8 +28,12 @@ def import_weights_cmd(
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
     dataset = dataset_name(dataset)
+    require_paths(("the source file", src))
     from s4g.checkpoint import CHECKPOINT_FILE, import_weights
     from s4g.fileio import check_output
+    from s4g.train.checks import check_image_sizes
+
+    check_image_sizes(aerial_size, ground_size)
 
     check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from s4g.errors import UserInputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: The image formats s4g decodes (torchvision's decoders), by Pillow's name, and their suffixes.
+IMAGE_FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",), "GIF": (".gif",)}
+IMAGE_SUFFIXES = tuple(suffix for suffixes in IMAGE_FORMATS.values() for suffix in suffixes)
 
 
 def require_root(root: str | os.PathLike, dataset: str) -> Path:

@@ -24,10 +24,13 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_image
 
+from s4g.data._files import IMAGE_FORMATS
 from s4g.errors import UserInputError
 
 # The formats torchvision's decode_image reads (as PIL names them).
-DECODABLE = ("JPEG", "PNG", "WEBP", "GIF")
+DECODABLE = tuple(IMAGE_FORMATS)
+# How each of them starts (a WebP: "RIFF", 4 bytes of size, "WEBP").
+_SIGNATURES = (b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"RIFF")
 # Files whose headers one worker thread reads in a row.
 _HEADER_BLOCK = 256
 
@@ -64,6 +67,9 @@ def load_image(path: str | os.PathLike, min_size: tuple[int, int] | None = None)
         raise UserInputError(f"cannot read the image file {path!r}: {err.strerror or err}") from None
     if not buffer:
         raise UserInputError(f"the image file {path!r} is empty.")
+    if not buffer.startswith(_SIGNATURES) or (buffer.startswith(b"RIFF") and buffer[8:12] != b"WEBP"):
+        # torchvision's own message for it is advice about decode_avif and decode_heic
+        raise _undecodable(path, f"it does not start as any of them: {bytes(buffer[:12])!r}")
     if min_size is not None and buffer.startswith(_JPEG_MAGIC):
         scaled = _decode_scaled(buffer, path, min_size)
         if scaled is not None:
@@ -98,7 +104,7 @@ def _decode_scaled(data: bytes | bytearray, path: str, min_size: tuple[int, int]
 def _undecodable(path: str, reason: str) -> UserInputError:
     return UserInputError(
         f"cannot decode the image file {path!r} ({reason}); it is truncated, corrupt "
-        "or not a JPEG/PNG/WebP image; replace or remove it."
+        f"or not a {'/'.join(DECODABLE)} image; replace or remove it."
     )
 
 
@@ -109,8 +115,9 @@ def _reason(err: Exception) -> str:
 
 
 def image_problem(path: str | os.PathLike) -> str | None:
-    """Why the image at `path` cannot be decoded, judged from its header alone (Pillow reads
-    a few KB), or None when it looks usable. A truncated body is found only when decoded."""
+    """Why the image at `path` cannot be decoded, judged from its header (Pillow reads a few
+    KB) and, for a JPEG, its end-of-image marker; None when it looks usable. Only a PNG, WebP
+    or GIF cut short is found when decoded."""
     try:
         with Image.open(path) as image:
             kind, (width, height) = image.format, image.size
@@ -126,7 +133,34 @@ def image_problem(path: str | os.PathLike) -> str | None:
         return f"a {kind} image, which s4g cannot decode (it reads {', '.join(DECODABLE)})"
     if width < 1 or height < 1:
         return f"an image of {width}x{height} pixels"
+    if kind == "JPEG" and not _jpeg_complete(path):
+        return "a JPEG cut short: it has no end-of-image marker"
     return None
+
+
+def _jpeg_complete(path: str | os.PathLike) -> bool:
+    """Whether a JPEG file holds its end-of-image marker (FF D9) after its first scan.
+
+    Usually the last two bytes (some writers pad after it): two bytes read. Otherwise the
+    segments are walked to the first scan (an EXIF thumbnail, with its own end marker, lies
+    in a segment before it), and the marker is looked for after it: the compressed data of a
+    scan never holds FF D9 (a data byte FF is followed by 00)."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.fstat(fh.fileno()).st_size - 64))
+        if fh.read().rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+            return True
+        fh.seek(0)
+        data = fh.read()
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        if data[pos + 1] == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] == 0xDA:  # start of scan
+            return data.find(b"\xff\xd9", end) >= 0
+        pos = end
+    return False
 
 
 def find_bad_images(

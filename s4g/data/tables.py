@@ -33,8 +33,9 @@ def read_rows(
     Raises UserInputError naming the file for a missing file or column, bad UTF-8 or CSV.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file (expected a CSV table with a header)")
+    # exists, not is_file: a pipe (--coords <(command), /dev/stdin) is read once, like a file
+    if not path.exists() or path.is_dir():
+        raise UserInputError(f"{path}: {'a folder' if path.is_dir() else 'no such file'} (expected a CSV table with a header)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)

@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from s4g.fileio import atomic_path, png_mark
 from s4g.synth import render as sr
 from s4g.synth import world as sw
-from s4g.synth.tasks import save_image
 
 
 def preview_image(seed: int = 0, aerial: int = 200, pano_hw: tuple[int, int] = (200, 1100), **style) -> np.ndarray:
@@ -32,5 +33,6 @@ def preview_image(seed: int = 0, aerial: int = 200, pano_hw: tuple[int, int] = (
 
 
 def save_preview(path: str | os.PathLike, seed: int = 0, **style) -> None:
-    """Write preview_image(seed, **style) as a PNG (about 100-200 KB)."""
-    save_image(Path(path), preview_image(seed, **style))
+    """Write preview_image(seed, **style) as a PNG (about 100-200 KB) with s4g's mark."""
+    with atomic_path(Path(path)) as tmp:
+        Image.fromarray(preview_image(seed, **style)).save(tmp, format="PNG", compress_level=1, pnginfo=png_mark())

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from s4g.config import usable_cpus
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path
 from s4g.synth import render as sr
@@ -114,38 +117,69 @@ def run_tasks(root: Path, tasks: list[tuple[tuple, list]], opts: dict, workers: 
 
 def default_workers() -> int:
     """Worker processes: the CPUs this process may use, at most 8."""
+    return max(1, min(8, usable_cpus()))
+
+
+def read_manifest(root: Path) -> dict | None:
+    """The manifest of an earlier s4g synth output in `root` (None when there is none);
+    UserInputError naming it when it cannot be read."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return None
     try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+        found = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot read the earlier synth manifest {str(manifest)!r}: {err}") from None
+    if not isinstance(found, dict) or not isinstance(found.get("files"), list):
+        raise UserInputError(f"{str(manifest)!r} is not a manifest of s4g synth (no list of files)")
+    return found
 
 
 def prepare_out(root: Path, overwrite: bool) -> None:
-    """Make `root` ready: empty/new, or an earlier synth output whose listed files are removed
-    (so a smaller rewrite leaves no stale images); any other non-empty folder is refused
-    unless overwrite (then nothing in it is deleted)."""
+    """Make `root` ready: empty/new; or, with overwrite, an earlier synth output, whose files
+    are moved into a sibling folder <root>.replaced-<time>/ (never deleted), or a folder s4g
+    synth did not write (nothing in it is touched)."""
     if root.exists() and not root.is_dir():
         raise UserInputError(f"--out {str(root)!r} is a file; expected a folder (new or empty).")
     if not root.exists() or not any(root.iterdir()):
         root.mkdir(parents=True, exist_ok=True)
         return
-    manifest = root / MANIFEST
-    if manifest.is_file():
-        try:
-            files = json.loads(manifest.read_text()).get("files", [])
-        except (OSError, ValueError) as err:
-            raise UserInputError(f"cannot read the earlier synth manifest {str(manifest)!r}: {err}") from None
-        for rel in files:
-            p = (root / rel).resolve()
-            if root.resolve() in p.parents and p.is_file():
-                p.unlink()
+    earlier = read_manifest(root)
+    if earlier is not None and not overwrite:
+        raise UserInputError(
+            f"--out {str(root)!r} already holds a synthetic {earlier.get('layout', '')} world written by s4g "
+            f"synth; choose another folder, or pass --overwrite to replace it (its files are moved into "
+            f"{root.name}.replaced-<time>/ beside it, not deleted)")
+    if earlier is not None:
+        _move_aside(root, [*earlier["files"], MANIFEST])
         return
     if not overwrite:
         raise UserInputError(
             f"--out {str(root)!r} is not empty and has no {MANIFEST}, so s4g synth did not write it; "
             "refusing to mix synthetic files into it. Choose a new or empty folder, or pass "
-            "--overwrite to write into it anyway (nothing there is deleted).")
+            "--overwrite to write into it anyway (nothing there is deleted or replaced).")
+
+
+def _move_aside(root: Path, files: list[str]) -> None:
+    """Move the listed files (relative to `root`, those that lie inside it) into a new sibling
+    folder <root>.replaced-<time>/, keeping their relative paths; folders the move empties go."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dest, n = root.with_name(f"{root.name}.replaced-{stamp}"), 1
+    while dest.exists():
+        n += 1
+        dest = root.with_name(f"{root.name}.replaced-{stamp}-{n}")
+    base = root.resolve()
+    for rel in files:
+        source = (root / rel).resolve()
+        if base in source.parents and source.is_file():
+            target = dest / source.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            for folder in source.parents:
+                if folder == base or any(folder.iterdir()):
+                    break
+                folder.rmdir()
+    print(f"--overwrite: moved the earlier synthetic world's files to {dest}", file=sys.stderr)
 
 
 def group_jobs(items: Iterable[tuple[tuple, tuple, list[str], tuple]], chunk: int = 64) -> list[tuple[tuple, list]]:

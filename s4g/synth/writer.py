@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from s4g.errors import UserInputError
+from s4g.errors import UserInputError, check_seed
 from s4g.fileio import atomic_path, save_json
 from s4g.synth import tasks as synth_tasks
 from s4g.synth.dense import VIGOR_LAYOUTS, plan_university, plan_vigor
@@ -57,9 +57,9 @@ SIZES = {
 MIN_LOCATIONS = {"cvusa": 2, "cvact": 3, "vigor": 8, "university": 2}
 
 
-def _check(layout: str, locations: int, size: str, palette: str, shading: float, jitter: float,
+def _check(layout: str, locations: int, seed: int, size: str, palette: str, shading: float, jitter: float,
            vigor_layout: str, drone_views: int, cvact_missing: int, distractors: int | None,
-           tile_m: float, eye_m: float) -> None:
+           tile_m: float, eye_m: float, workers: int | None) -> None:
     if layout not in LAYOUTS:
         raise UserInputError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
     if size not in ("small", "real"):
@@ -79,6 +79,9 @@ def _check(layout: str, locations: int, size: str, palette: str, shading: float,
             f"tile width must be an even number of metres and eye height positive, got {tile_m} and {eye_m}.")
     if layout == "cvact" and importlib.util.find_spec("scipy") is None:
         raise UserInputError('writing the CVACT layout (ACT_data.mat) needs scipy: pip install "s4g[cvact]"')
+    check_seed("--seed", seed)
+    if workers is not None and workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {workers}.")
     if drone_views < 1:
         raise UserInputError(f"--drone-views must be at least 1, got {drone_views}.")
 
@@ -98,8 +101,8 @@ def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 10
     (plus half as many test ids). workers: processes (default: usable CPUs, at most 8);
     the output does not depend on it. progress(done, total) is called as images are written.
     """
-    _check(layout, locations, size, palette, shading, jitter, vigor_layout, drone_views, cvact_missing,
-           distractors, tile_m, eye_m)
+    _check(layout, locations, seed, size, palette, shading, jitter, vigor_layout, drone_views, cvact_missing,
+           distractors, tile_m, eye_m, workers)
     root = Path(out_dir)
     synth_tasks.prepare_out(root, overwrite)
     sizes = SIZES[layout][size]
@@ -108,7 +111,7 @@ def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 10
         plan = _plan(layout, locations, seed, sizes, style, tile_m, cvact_missing, vigor_layout, drone_views,
                      distractors)
         files = sorted({r for _, _, rels, _ in plan.items for r in rels} | set(plan.texts) | set(plan.binaries))
-        # prepare_out removed an earlier synth output's files: whatever is left is someone else's
+        # prepare_out moved an earlier synth output's files aside: whatever is left is someone else's
         clash = next((rel for rel in files if (root / rel).exists()), None)
         if clash is not None:
             raise UserInputError(

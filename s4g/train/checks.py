@@ -8,9 +8,25 @@ import math
 from s4g.config import SAMPLINGS, TrainConfig
 from s4g.data.transforms import check_fov
 from s4g.datasets import DatasetSpec
-from s4g.errors import UserInputError
+from s4g.errors import UserInputError, check_seed
+from s4g.synth.cache import LAYOUT
+from s4g.synth.writer import MIN_LOCATIONS
 from s4g.model import BACKBONES, uses_batch_statistics
 from s4g.weights import PRETRAINED_FROM
+
+
+# Far beyond any benchmark's images (CVACT's 1664-px panoramas); a larger side is a typo.
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_sizes(aerial_size: int | None, ground_size: tuple[int, ...] | list[int] | None) -> None:
+    """UserInputError unless the sizes given (None: not given) are 1 to MAX_IMAGE_SIDE pixels,
+    ground_size as two sizes H W."""
+    if aerial_size is not None and not 1 <= aerial_size <= MAX_IMAGE_SIDE:
+        raise UserInputError(f"--aerial-size must be from 1 to {MAX_IMAGE_SIDE} pixels, got {aerial_size}")
+    if ground_size is not None and (len(ground_size) != 2 or not all(1 <= v <= MAX_IMAGE_SIDE for v in ground_size)):
+        raise UserInputError(f"--ground-size: expected two sizes H W from 1 to {MAX_IMAGE_SIDE} pixels, got "
+                             f"{' '.join(map(str, ground_size))}")
 
 
 def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
@@ -22,17 +38,20 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
     if cfg.sampling not in SAMPLINGS:
         raise UserInputError(f"--sampling {cfg.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
     at_least_one = {"--epochs": cfg.epochs, "--batch-size": cfg.batch_size, "--log-every": cfg.log_every,
-                    "--eval-every": cfg.eval_every, "--aerial-size": cfg.aerial_size,
+                    "--eval-every": cfg.eval_every,
                     "--eval-batch-size": cfg.eval_batch_size, "--gps-k": cfg.gps_k,
                     "--neighbour-range": cfg.neighbour_range, "--neighbour-select": cfg.neighbour_select,
                     "--max-failed-pops": cfg.max_failed_pops}
     for name, value in at_least_one.items():
         if value < 1:
             raise UserInputError(f"{name} must be at least 1, got {value}")
+    check_seed("--seed", cfg.seed)
+    check_seed("the synthetic world's seed (synth_seed)", cfg.synth_seed)
+    check_image_sizes(cfg.aerial_size, cfg.ground_size)
+    if cfg.dataset == "synthetic" and cfg.synth_locations < MIN_LOCATIONS[LAYOUT]:
+        raise UserInputError(f"--locations must be at least {MIN_LOCATIONS[LAYOUT]}, got {cfg.synth_locations}")
     if cfg.batch_size < 2:
         raise UserInputError(f"--batch-size must be at least 2 (InfoNCE needs negatives), got {cfg.batch_size}")
-    if len(cfg.ground_size) != 2 or min(cfg.ground_size) < 1:
-        raise UserInputError(f"--ground-size: expected two positive sizes H W, got {cfg.ground_size}")
     if cfg.workers < 0:
         raise UserInputError(f"--workers must be 0 or more, got {cfg.workers}")
     for name, value, positive in (("--lr", cfg.lr, True), ("--weight-decay", cfg.weight_decay, False),

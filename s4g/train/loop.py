@@ -29,7 +29,7 @@ from s4g.config import TrainConfig
 from s4g.data.dataset import collate_pairs
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
-from s4g.fileio import save_json
+from s4g.fileio import marked, save_json
 from s4g.inference import evaluate_split, mine_training_set
 from s4g.train import schedule
 from s4g.train.checks import check_config
@@ -108,7 +108,8 @@ def run(
         with contextlib.ExitStack() as held:
             def claim(out: Path) -> Path:  # the run folder stays locked until the run ends
                 return held.enter_context(claim_run_dir(
-                    out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console))
+                    out, resume_from=None if resume is None else resume.path, overwrite=overwrite, console=console,
+                    data_root=cfg.data_root))
 
             with D.failures_named(env):
                 return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
@@ -216,13 +217,16 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt, ground_hw=data.pairs.ground_size)
+    if ckpt is not None and env.is_main:
+        console.print(f"resuming {resume.path}: epoch {state.epoch} of {cfg.epochs} done, continuing with epoch "
+                      f"{state.epoch + 1}", soft_wrap=True)
     logs: list[MetricsLog] = []
 
     def open_log() -> None:
         out.mkdir(parents=True, exist_ok=True)
         # The log first: a damaged metrics.jsonl refuses the resume before config.json changes.
         logs.append(MetricsLog(out / "metrics.jsonl", keep_upto_epoch=state.epoch if ckpt else None))
-        save_json(out / "config.json", cfg.to_json())
+        save_json(out / "config.json", marked(cfg.to_json()))  # the mark tells s4g's runs apart
         job = D.elastic()
         if job is not None:
             save_json(out / ELASTIC_MARK, {"run_id": job.run_id})
@@ -236,8 +240,7 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
                      "note": parts.chunk_note})
         if ckpt is None:
             _baseline(data, log, console)
-    if ckpt is None:
-        _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
+    start_r1 = None if ckpt is not None else _evaluate(parts, data, cfg, spec, env, log, console, epoch=0)
     D.barrier(env)
 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -258,7 +261,11 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
             break
     if env.is_main and state.best_r1 >= 0:
         base = f" (colour-histogram baseline {data.baseline['R@1']:.2f})" if data.baseline else ""
-        console.print(f"best {cfg.eval_split} R@1 {state.best_r1:.2f}{base}; checkpoints in {out}")
+        best = f"best {cfg.eval_split} R@1 {state.best_r1:.2f}"
+        if start_r1 is not None and start_r1 > state.best_r1:  # best.pt holds trained epochs only
+            best = (f"best {cfg.eval_split} R@1 {start_r1:.2f} at epoch 0, before training; the best trained "
+                    f"epoch's (best.pt) {state.best_r1:.2f}")
+        console.print(f"{best}{base}; checkpoints in {out}")
     return out
 
 
