@@ -133,24 +133,6 @@ pub fn validate(lat_deg: &[f64], lon_deg: &[f64], k: usize) -> Result<(), Sample
     Ok(())
 }
 
-/// Output rows addressed by point index from parallel tasks.
-struct Rows<T> {
-    ptr: *mut T,
-    k: usize,
-}
-
-// SAFETY: tasks only reach rows through `row`, whose contract gives each task its own rows.
-unsafe impl<T: Send> Sync for Rows<T> {}
-
-impl<T> Rows<T> {
-    /// # Safety
-    /// `i` < the row count of the buffer, and no two live borrows may share an `i`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, i: usize) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.ptr.add(i * self.k), self.k)
-    }
-}
-
 /// Sort (distance bits, index) pairs by distance, then index, into `out`. Distances are
 /// >= +0.0, so ordering their bits as integers is numeric order.
 ///
@@ -242,54 +224,68 @@ pub fn gps_neighbours(
     let tree = Tree::build(points);
     let mut idx = vec![0i64; n * k];
     let mut dist = vec![0f64; n * k];
-    let idx_rows = Rows {
-        ptr: idx.as_mut_ptr(),
-        k,
-    };
-    let dist_rows = Rows {
-        ptr: dist.as_mut_ptr(),
-        k,
-    };
-    // Queries run in tree order, so consecutive queries are close: the previous query's k-th
-    // chord plus the step between them bounds the next one's (triangle inequality), and the
-    // search prunes from its first leaf on.
-    let short = AtomicBool::new(false);
-    let chunks = tree.ids.par_chunks(QUERY_CHUNK).enumerate();
-    chunks.for_each_init(Scratch::default, |s, (c, ids)| {
-        let mut prev: Option<(&[f64; 3], f64)> = None;
-        for (o, &qi) in ids.iter().enumerate() {
-            let q = &tree.pts[c * QUERY_CHUNK + o];
-            let start2 = prev.map_or(f64::INFINITY, |(p, kth2)| {
-                let b = dist2(q, p).sqrt() + kth2.sqrt();
-                slack_bound2(b * b)
-            });
-            prev = Some((q, tree.candidates(qi, q, k, start2, &mut s.search)));
-            let i = qi as usize;
-            // Two passes: plain arithmetic first (vectorisable), then the libm part.
-            let (lat, lon, c) = (lat_deg[i], lon_deg[i], cos[i]);
-            s.hav.clear();
-            s.hav.extend(s.search.cand.iter().map(|&(_, j)| {
-                let j = j as usize;
-                haversine_a(lat, lon, c, lat_deg[j], lon_deg[j], cos[j])
-            }));
-            s.ranked.clear();
-            let pairs = s.search.cand.iter().zip(&s.hav);
-            s.ranked
-                .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
-            sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
-            if s.sorted.len() < k {
-                short.store(true, AtomicOrdering::Relaxed);
-                continue;
-            }
-            // SAFETY: `tree.ids` is a permutation of 0..n split into disjoint chunks, so row
-            // i (< n) is written by this task only.
-            let (idx_row, dist_row) = unsafe { (idx_rows.row(i), dist_rows.row(i)) };
-            for (t, &(bits, j)) in s.sorted.iter().take(k).enumerate() {
-                idx_row[t] = j as i64;
-                dist_row[t] = f64::from_bits(bits);
+    // Queries run in tree order but write rows in point order: the output rows, borrowed one
+    // by one, are reordered into tree order so each parallel task owns the rows it writes.
+    let mut by_point: Vec<Option<(&mut [i64], &mut [f64])>> = idx
+        .chunks_mut(k)
+        .zip(dist.chunks_mut(k))
+        .map(Some)
+        .collect();
+    let mut rows: Vec<(&mut [i64], &mut [f64])> = Vec::with_capacity(n);
+    for &qi in &tree.ids {
+        match by_point[qi as usize].take() {
+            Some(row) => rows.push(row),
+            None => {
+                return Err(SamplerError::Internal(format!(
+                    "the k-d tree lists point {qi} twice"
+                )))
             }
         }
-    });
+    }
+    drop(by_point);
+    // Consecutive queries are close: the previous query's k-th chord plus the step between
+    // them bounds the next one's (triangle inequality), and the search prunes from its first
+    // leaf on.
+    let short = AtomicBool::new(false);
+    let chunks = tree
+        .ids
+        .par_chunks(QUERY_CHUNK)
+        .zip(rows.par_chunks_mut(QUERY_CHUNK));
+    chunks
+        .enumerate()
+        .for_each_init(Scratch::default, |s, (c, (ids, out))| {
+            let mut prev: Option<(&[f64; 3], f64)> = None;
+            for (o, &qi) in ids.iter().enumerate() {
+                let q = &tree.pts[c * QUERY_CHUNK + o];
+                let start2 = prev.map_or(f64::INFINITY, |(p, kth2)| {
+                    let b = dist2(q, p).sqrt() + kth2.sqrt();
+                    slack_bound2(b * b)
+                });
+                prev = Some((q, tree.candidates(qi, q, k, start2, &mut s.search)));
+                let i = qi as usize;
+                // Two passes: plain arithmetic first (vectorisable), then the libm part.
+                let (lat, lon, c) = (lat_deg[i], lon_deg[i], cos[i]);
+                s.hav.clear();
+                s.hav.extend(s.search.cand.iter().map(|&(_, j)| {
+                    let j = j as usize;
+                    haversine_a(lat, lon, c, lat_deg[j], lon_deg[j], cos[j])
+                }));
+                s.ranked.clear();
+                let pairs = s.search.cand.iter().zip(&s.hav);
+                s.ranked
+                    .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
+                sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
+                if s.sorted.len() < k {
+                    short.store(true, AtomicOrdering::Relaxed);
+                    continue;
+                }
+                let (idx_row, dist_row) = &mut out[o];
+                for (t, &(bits, j)) in s.sorted.iter().take(k).enumerate() {
+                    idx_row[t] = j as i64;
+                    dist_row[t] = f64::from_bits(bits);
+                }
+            }
+        });
     if short.into_inner() {
         // The search bound guarantees k candidates (k < n); fewer means a broken invariant.
         return Err(SamplerError::Internal(format!(
