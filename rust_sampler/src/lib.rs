@@ -163,6 +163,7 @@ mod python {
         m.add_function(wrap_pyfunction!(topk_merge, m)?)?;
         m.add("MAX_FAILED_POPS", pack::MAX_FAILED_POPS)?;
         m.add("EARTH_RADIUS_M", geo::EARTH_RADIUS_M)?;
+        m.add("GIT_COMMIT", env!("S4G_GIT_COMMIT"))?;
         Ok(())
     }
 }
