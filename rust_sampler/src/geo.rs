@@ -247,45 +247,41 @@ pub fn gps_neighbours(
     // them bounds the next one's (triangle inequality), and the search prunes from its first
     // leaf on.
     let short = AtomicBool::new(false);
-    let chunks = tree
-        .ids
-        .par_chunks(QUERY_CHUNK)
-        .zip(rows.par_chunks_mut(QUERY_CHUNK));
-    chunks
-        .enumerate()
-        .for_each_init(Scratch::default, |s, (c, (ids, out))| {
-            let mut prev: Option<(&[f64; 3], f64)> = None;
-            for (o, &qi) in ids.iter().enumerate() {
-                let q = &tree.pts[c * QUERY_CHUNK + o];
-                let start2 = prev.map_or(f64::INFINITY, |(p, kth2)| {
-                    let b = dist2(q, p).sqrt() + kth2.sqrt();
-                    slack_bound2(b * b)
-                });
-                prev = Some((q, tree.candidates(qi, q, k, start2, &mut s.search)));
-                let i = qi as usize;
-                // Two passes: plain arithmetic first (vectorisable), then the libm part.
-                let (lat, lon, c) = (lat_deg[i], lon_deg[i], cos[i]);
-                s.hav.clear();
-                s.hav.extend(s.search.cand.iter().map(|&(_, j)| {
-                    let j = j as usize;
-                    haversine_a(lat, lon, c, lat_deg[j], lon_deg[j], cos[j])
-                }));
-                s.ranked.clear();
-                let pairs = s.search.cand.iter().zip(&s.hav);
-                s.ranked
-                    .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
-                sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
-                if s.sorted.len() < k {
-                    short.store(true, AtomicOrdering::Relaxed);
-                    continue;
-                }
-                let (idx_row, dist_row) = &mut out[o];
-                for (t, &(bits, j)) in s.sorted.iter().take(k).enumerate() {
-                    idx_row[t] = j as i64;
-                    dist_row[t] = f64::from_bits(bits);
-                }
+    let queries = tree.ids.par_chunks(QUERY_CHUNK);
+    let chunks = queries.zip(rows.par_chunks_mut(QUERY_CHUNK)).enumerate();
+    chunks.for_each_init(Scratch::default, |s, (c, (ids, out))| {
+        let mut prev: Option<(&[f64; 3], f64)> = None;
+        for (o, &qi) in ids.iter().enumerate() {
+            let q = &tree.pts[c * QUERY_CHUNK + o];
+            let start2 = prev.map_or(f64::INFINITY, |(p, kth2)| {
+                let b = dist2(q, p).sqrt() + kth2.sqrt();
+                slack_bound2(b * b)
+            });
+            prev = Some((q, tree.candidates(qi, q, k, start2, &mut s.search)));
+            let i = qi as usize;
+            // Two passes: plain arithmetic first (vectorisable), then the libm part.
+            let (lat, lon, c) = (lat_deg[i], lon_deg[i], cos[i]);
+            s.hav.clear();
+            s.hav.extend(s.search.cand.iter().map(|&(_, j)| {
+                let j = j as usize;
+                haversine_a(lat, lon, c, lat_deg[j], lon_deg[j], cos[j])
+            }));
+            s.ranked.clear();
+            let pairs = s.search.cand.iter().zip(&s.hav);
+            s.ranked
+                .extend(pairs.map(|(&(_, j), &a)| (metres_from_a(a).to_bits(), j)));
+            sort_by_distance_then_index(&s.ranked, &mut s.sorted, &mut s.bucket, &mut s.start);
+            if s.sorted.len() < k {
+                short.store(true, AtomicOrdering::Relaxed);
+                continue;
             }
-        });
+            let (idx_row, dist_row) = &mut out[o];
+            for (t, &(bits, j)) in s.sorted.iter().take(k).enumerate() {
+                idx_row[t] = j as i64;
+                dist_row[t] = f64::from_bits(bits);
+            }
+        }
+    });
     if short.into_inner() {
         // The search bound guarantees k candidates (k < n); fewer means a broken invariant.
         return Err(SamplerError::Internal(format!(
