@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
@@ -177,7 +177,8 @@ def main() -> None:
                          "dominating the many small operations of small chunks")
     ap.add_argument("--one", nargs=2, metavar=("CONFIG", "BATCH:CHUNK"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    smoke = {"configs": ["synthetic"], "runs": ["8:plain", "8:4"], "warmup": 0, "steps": 1, "caps_gib": []}
+    args = parse(ap, smoke)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if args.threads is not None:

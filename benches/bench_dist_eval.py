@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.multiprocessing as mp
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 
 from s4g import distributed as D
 from s4g.datasets import load_eval, load_train
@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="turns of all modes; the best counts")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_dist_eval.json)")
-    args = ap.parse_args()
+    smoke = {"locations": 60, "aerial_size": 64, "ground_size": [32, 128], "batch_size": 8, "repeats": 1, "rounds": 1}
+    args = parse(ap, smoke)
     with tempfile.TemporaryDirectory() as tmp:
         if args.world is None:
             args.world = Path(tmp) / "vigor"
@@ -146,7 +147,8 @@ def main() -> None:
     write_result("bench_dist_eval", {
         "images": images, "backbone": args.backbone, "aerial_size": args.aerial_size,
         "ground_size": args.ground_size, "batch_size": args.batch_size, "repeats": args.repeats,
-        "rounds": args.rounds, "modes": results, "every_round": rounds, "metrics_equal": len(same) == 1, "neighbours_equal": len(lists) == 1,
+        "rounds": args.rounds, "modes": results, "every_round": rounds,
+        "metrics_equal": len(same) == 1, "neighbours_equal": len(lists) == 1,
     }, args.out)
 
 

@@ -10,8 +10,8 @@ Compares, in one run on one device:
 Embeddings are random unit vectors; each query is its positive reference plus noise sized
 so that the positive's cosine is near the best distractor's (~4.2/sqrt(D)), so ranks spread
 as for a half-trained model. Each comparison is run `--repeat` times, interleaved with its
-bare-matmul floor, and the best time of each is kept (the machine is shared). Extra memory = peak resident set size during a
-step minus the size before it (Linux /proc/self/clear_refs + VmHWM), inputs excluded.
+bare-matmul floor, and the best time of each is kept (the machine is shared). Extra memory = peak resident set size
+during a step minus the size before it (Linux /proc/self/clear_refs + VmHWM), inputs excluded.
 
     python benches/bench_eval.py                 # D=1024, full scale (minutes on 2 cores)
     python benches/bench_eval.py --scale 0.25    # a quarter of Q and of R (1/16 the work)
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 
 from s4g import evaluate, mining
 from s4g.evaluate import retrieval_metrics
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-only", action="store_true",
                     help="only mining: skip retrieval_metrics and the dense comparisons")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_eval.json)")
-    args = ap.parse_args(argv)
+    args = parse(ap, smoke={"scale": 0.01, "dense_scale": 0.01, "dim": 32, "k": 8, "repeat": 1}, argv=argv)
     dim = 32 if args.quick else args.dim
     n_q, n_r = max(1, round(VIGOR_Q * args.scale)), max(2, round(VIGOR_R * args.scale))
     device = pick_device("auto")
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             evaluate.CPU_BLOCK, lambda: retrieval_metrics(q, r, ql, rl, semi, device=device))
         record(f"bare matmuls {evaluate.CPU_BLOCK}", t_bare_e, m_bare)
         record("retrieval_metrics (+hit rate)", t, m, t_bare_e, metrics=metrics)
-    nb, t, m, t_bare_m, m_bare = paired(mining.CPU_BLOCK, lambda: similar_references(q, r, args.k, exclude, device=device))
+    nb, t, m, t_bare_m, m_bare = paired(
+        mining.CPU_BLOCK, lambda: similar_references(q, r, args.k, exclude, device=device))
     record(f"bare matmuls {mining.CPU_BLOCK}", t_bare_m, m_bare)
     record(f"similar_references k={args.k} (auto: rust on cpu)", t, m, t_bare_m)
     if device.type == "cpu" and not args.no_torch_mining:

@@ -18,7 +18,7 @@ import argparse
 import json
 
 import numpy as np
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 
 from s4g.sampling import EARTH_RADIUS_M, gps_neighbours
 
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--balltree-repeats", type=int, default=1, help="BallTree takes seconds per run")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_gps.json)")
-    args = ap.parse_args()
+    args = parse(ap, smoke={"points": 2000, "k": 8, "repeats": 1})
     banner(points=args.points, k=args.k)
     lat, lon = vigor_like(args.points)
     for fn in (run_s4g, run_balltree, run_ckdtree):  # warm-up: imports, thread pools, caches

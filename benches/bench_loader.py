@@ -5,10 +5,10 @@ CVUSA 1232×224 panorama + 750² tile -> 140×768 + 384²; VIGOR 2048×1024 + 64
 University-1652 512² drone photo + 512² tile -> 384² + 384². Timed on one thread, as one
 DataLoader worker runs, in CPU time per pair (best of --repeats passes over --items items, which
 cycle over --pairs distinct files; each item draws its own augmentation, whose cost varies):
-- "today": full-size decode, paired geometry, resize, then the photometric ops per image on
-  the host (photometric_reference: the torchvision ops of the path this issue replaced);
+- "per image": full-size decode, paired geometry, resize, then the photometric ops per image on
+  the host (tests/augment_reference.py, the per-image definition in torchvision ops);
 - "s4g host": PairDataset's item (DCT-scaled decode where it applies, geometry, resize to
-  uint8, parameter draw): what each worker does now;
+  uint8, parameter draw): what each worker does;
 - "reference": cv2.imread + the reference implementation's albumentations list per view
   (ImageCompression, Resize INTER_LINEAR_EXACT, ColorJitter, AdvancedBlur/Sharpen,
   GridDropout/CoarseDropout, Normalize) and its flip/rot90/roll, when albumentations and
@@ -25,12 +25,16 @@ Writes benches/results/bench_loader.json (or --out).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the per-image oracle lives there
+
+import augment_reference as R
 import numpy as np
 import torch
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 from PIL import Image
 from torch.nn import functional as nnf
 from torch.utils.data import default_collate
@@ -73,8 +77,8 @@ def write_pairs(root: Path, name: str, n: int, items: int) -> TrainSet:
     return TrainSet(name, ground, aerial, np.arange(items, dtype=np.int64), lat, lat, query_kind=kind)
 
 
-def today(ts: TrainSet, ground_hw, aerial_side: int):
-    """The replaced path: full decode, geometry, resize, photometric ops per image (float)."""
+def per_image(ts: TrainSet, ground_hw, aerial_side: int):
+    """Per image on the host: full decode, geometry, resize, photometric ops (float)."""
     def item(i: int):
         rng = np.random.default_rng(i)
         g, a = load_image(ts.query_files[i]), load_image(ts.reference_files[i])
@@ -83,8 +87,8 @@ def today(ts: TrainSet, ground_hw, aerial_side: int):
         else:
             g, a = tile_geometry(g, *draw_geometry(rng)), tile_geometry(a, *draw_geometry(rng))
         g, a = resize(g, ground_hw), resize(a, (aerial_side, aerial_side))
-        return (A.photometric_reference(g, A.draw_photometric(rng, ground_hw, _ground_ratio(ts.query_kind))),
-                A.photometric_reference(a, A.draw_photometric(rng, (aerial_side, aerial_side))))
+        return (R.photometric_reference(g, A.draw_photometric(rng, ground_hw, _ground_ratio(ts.query_kind))),
+                R.photometric_reference(a, A.draw_photometric(rng, (aerial_side, aerial_side))))
     return item
 
 
@@ -142,7 +146,7 @@ def host_figures(name: str, root: Path, args) -> dict:
     ts = write_pairs(root, name, args.pairs, args.items)
     _, _, ground_hw, side, _ = DATASETS[name]
     ds = PairDataset(ts, side, ground_hw, augment=True, seed=0)
-    paths = {"today": today(ts, ground_hw, side), "s4g host": ds.__getitem__}
+    paths = {"per image": per_image(ts, ground_hw, side), "s4g host": ds.__getitem__}
     try:
         paths["reference"] = reference(ts, ground_hw, side)
     except ImportError as err:
@@ -205,7 +209,7 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["host", "augment"], choices=["host", "augment"],
                     help="host: per-pair host work; augment: augment_batch on --batch pairs")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = parse(ap, smoke={"pairs": 1, "items": 2, "batch": 4, "repeats": 1})
     device = torch.device(args.device)
     threads = torch.get_num_threads()
     banner(datasets=",".join(args.datasets), pairs=args.pairs, items=args.items, batch=args.batch, device=device,

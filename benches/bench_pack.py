@@ -21,7 +21,7 @@ from collections import deque
 
 import numpy as np
 from bench_gps import vigor_like
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 
 from s4g.sampling import gps_neighbours, pack_batches
 
@@ -94,7 +94,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=50)
     ap.add_argument("--baseline-repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_pack.json)")
-    args = ap.parse_args()
+    args = parse(ap, smoke={"pairs": 2000, "classes": 1500, "repeats": 2, "baseline_repeats": 1})
     banner(pairs=args.pairs, classes=args.classes, width=args.width, batch=args.batch_size, select=args.select,
            note="packing is single-threaded")
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_gps import vigor_like
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 from rich.console import Console
 
 from s4g import datasets
@@ -97,7 +97,8 @@ def mining_figures(tmp: Path, locations: int, epochs: int, k: int) -> dict:
     theirs = similar_references(last, r, k, exclude, device="cpu")
     two = np.flatnonzero(np.bincount(pair_class, minlength=train.num_classes) == 2)
     same, overlap = set_agreement(ours[two], theirs[two])
-    return {"panoramas": int(train.num_pairs), "tiles": int(train.num_classes), "tiles_with_two_panoramas": int(two.size),
+    return {"panoramas": int(train.num_pairs), "tiles": int(train.num_classes),
+            "tiles_with_two_panoramas": int(two.size),
             "k": int(k), "epochs_trained": epochs, "identical_lists_share": same, "mean_overlap": overlap}
 
 
@@ -108,7 +109,7 @@ def main() -> None:
     ap.add_argument("--locations", type=int, default=1600, help="panoramas of the synthetic VIGOR world")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = parse(ap, smoke={"queries": 50, "k": 8, "locations": 80, "epochs": 1})
     banner(queries=args.queries, k=args.k, locations=args.locations)
     torch.manual_seed(0)
     gps = gps_figures(args.queries, args.k)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from harness import banner, table, timed, write_result
+from harness import banner, parse, table, timed, write_result
 
 from s4g.checkpoint import read_checkpoint, save_checkpoint
 from s4g.data.images import find_bad_images, load_image
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--locations", type=int, default=1000)
     parser.add_argument("--backbone", default="convnext_base")
     parser.add_argument("--dir", type=Path, default=None, help="Scratch folder (default: a temporary one).")
-    args = parser.parse_args()
+    args = parse(parser, smoke={"locations": 20, "backbone": "convnext_micro"})
     banner(locations=args.locations, backbone=args.backbone)
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         images = bench_images(Path(scratch) / "cvusa", args.locations)

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 from rich.console import Console
 
 from s4g import datasets
@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--locations", type=int, default=None, help="default: the synthetic preset's")
     ap.add_argument("--samplings", nargs="+", default=list(SAMPLINGS), choices=SAMPLINGS)
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_sampling.json)")
-    args = ap.parse_args()
+    args = parse(ap, smoke={"seeds": [0], "epochs": 1, "locations": 100, "samplings": ["random", "dss"]})
     banner(seeds=args.seeds, samplings=args.samplings)
 
     base = datasets.train_config("synthetic", epochs=args.epochs, synth_locations=args.locations,

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 
 from s4g.synth import render as sr
 from s4g.synth import world as sw
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline-locations", type=int, default=200, help="locations of the 1-worker run")
     ap.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    args = ap.parse_args()
+    args = parse(ap, smoke={"locations": 8, "workers": 1, "baseline_locations": 4})
     banner(locations=args.locations, workers=args.workers)
     scratch = args.out or Path(tempfile.mkdtemp(prefix="s4g-bench-synth-"))
     sizes = SIZES["cvusa"]["real"]

@@ -8,8 +8,9 @@ Random tensors stand in for images, so the figure is the model step alone.
 
     python benches/bench_train_step.py [--backbone convnext_base] [--batch-size 32]
         [--aerial-size 384] [--ground-size 140 768] [--steps 20] [--peak-tflops 989]
-Each recipe is timed in --rounds alternating rounds, best round kept. Prints images/s, model TFLOP/s and (with --peak-tflops, the GPU's dense bf16 peak) the
-share of peak; writes benches/results/bench_train_step.json.
+Each recipe is timed in --rounds alternating rounds, best round kept. Prints images/s, model
+TFLOP/s and (with --peak-tflops, the GPU's dense bf16 peak) the share of peak;
+writes benches/results/bench_train_step.json.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import platform
 import time
 
 import torch
-from harness import banner, table, write_result
+from harness import banner, parse, table, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
 from s4g.loss import InfoNCE
@@ -108,7 +109,9 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_train_step.json)")
-    args = ap.parse_args()
+    smoke = {"backbone": "convnext_micro", "batch_size": 2, "aerial_size": 64, "ground_size": [32, 128],
+             "steps": 1, "warmup": 0, "rounds": 1, "log_every": 1}
+    args = parse(ap, smoke)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     flops = _step_flops(args, device)

@@ -2,19 +2,27 @@
 
 A bench script builds its inputs, times s4g and its baseline in the same process with
 `timed`, prints `table(...)`, and calls `write_result(name, figures)`, which stores the
-figures with the machine (CPUs, load average, GPU, library versions) and the exact command
-under benches/results/<name>.json — the file behind every figure the README quotes.
+figures with the machine (CPUs, load average, GPU, library versions), the exact command and
+the source (commit, s4g's version, whether the tree had uncommitted changes) under
+benches/results/<name>.json — the file behind every figure docs/speed.md quotes.
 Run benches from the checkout root: `python benches/bench_x.py ...`.
+
+Every bench parses its options with `parse(parser, smoke={...})`, which adds `--smoke`: sizes
+that run in seconds, so CI can run every bench (`scripts/bench-smoke`). A smoke run's JSON
+goes to $S4G_BENCH_RESULTS (or a temporary folder), never over the committed results.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +32,42 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CHECKOUT = Path(__file__).resolve().parents[1]
+SMOKE = False  # set by parse(): this run is a smoke run, its figures are not results
+
+
+def parse(parser: argparse.ArgumentParser, smoke: dict[str, Any], argv: Sequence[str] | None = None
+          ) -> argparse.Namespace:
+    """parser's options plus `--smoke`, which swaps in the `smoke` defaults (dest -> value);
+    options given on the command line still win."""
+    global SMOKE
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes that run in seconds (CI); figures discarded")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        SMOKE = True
+        parser.set_defaults(**smoke)
+        args = parser.parse_args(argv)
+    return args
+
+
+def source() -> dict[str, Any]:
+    """What produced the figures: the checkout's commit, whether its tracked files differed
+    from it, the version of the s4g that was imported and whether it was this checkout's."""
+    def git(*cmd: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(CHECKOUT), *cmd], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    try:
+        import s4g
+    except ImportError:
+        return {"commit": commit, "clean": None if status is None else status == "", "s4g_version": None}
+    return {"commit": commit, "clean": None if status is None else status == "", "s4g_version": s4g.__version__,
+            "s4g_from_checkout": Path(s4g.__file__).resolve().is_relative_to(CHECKOUT)}
 
 
 @dataclass(frozen=True)
@@ -93,15 +137,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def results_dir() -> Path:
+    """benches/results, or for a smoke run $S4G_BENCH_RESULTS (default: a temporary folder)."""
+    if not SMOKE:
+        return RESULTS
+    return Path(os.environ.get("S4G_BENCH_RESULTS") or Path(tempfile.gettempdir()) / "s4g-bench-smoke")
+
+
 def write_result(name: str, figures: dict[str, Any], out: str | os.PathLike | None = None) -> Path:
-    """Write {"bench", "command", "machine", "finished", **figures} to
+    """Write {"bench", "command", "machine", "source", "smoke", "finished", **figures} to
     benches/results/<name>.json (or `out`); returns the path."""
-    path = Path(out) if out is not None else RESULTS / f"{name}.json"
+    path = Path(out) if out is not None else results_dir() / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "bench": name,
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
+        "source": source(),
+        "smoke": SMOKE,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         **figures,
     }

@@ -76,9 +76,9 @@ _UNIVERSITY = Preset(ground_size=(384, 384), epochs=1, warmup_epochs=0.1, sampli
                      max_failed_pops=512)
 # The built-in CPU-sized default: a small world, a small backbone from scratch, evaluated
 # every epoch. Sizes and epochs chosen so that R@1 rises well above chance within a few
-# minutes on 2 CPU cores (benches/bench_sampling.py). No augmentation: the photometric ops
-# cost ~20-60 ms a pair on such a CPU, 10x the model step, and ~200 steps on 1,200 pairs do
-# not need it to generalise. Workers 0: the tiny images decode faster in-process.
+# minutes on a small CPU (benches/bench_sampling.py). No augmentation: on a CPU the
+# photometric ops cost more than the tiny model's step, and a few hundred steps do not need
+# it to generalise. Workers 0: the tiny images decode faster in-process.
 _SYNTHETIC = Preset(
     aerial_size=64, ground_size=(32, 128), epochs=10, batch_size=64, warmup_epochs=1.0,
     sampling="random", neighbour_select=16, neighbour_range=32, gps_k=32, eval_every=1,

@@ -183,7 +183,7 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     try:
         with open(path, "rb") as fh:
             return torch.load(fh, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - garbage bytes raise KeyError, IndexError, ...
+    except Exception as err:  # garbage bytes raise KeyError, IndexError, ...
         if isinstance(err, OSError) and err.filename is not None:
             raise
         raise UserInputError(

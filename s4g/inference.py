@@ -162,8 +162,8 @@ def mine_training_set(
     -> (C, k) int64 class ids, hardest first, ties by lower id: the `neighbours` argument of
        s4g.sampling.pack_batches. k must be < C (UserInputError naming --k otherwise).
     env: a torchrun process group to share the embedding with (call on every rank; all
-    return the lists). The top-k runs on rank 0 alone: under 1% of the mining time, the
-    embedding being the rest (benches/bench_dist_eval.py).
+    return the lists). The top-k runs on rank 0 alone: a small share of the mining time, the
+    embedding being the rest (benches/bench_dist_eval.py measures both).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
         raise UserInputError(

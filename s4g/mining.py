@@ -20,8 +20,8 @@ from s4g.evaluate import as_embeddings
 from s4g.runtime import pick_device
 
 # (query rows, reference rows) per score block: 4096×4096 float32 = 64 MB on the CPU (taller
-# query blocks let BLAS reuse each packed reference panel: ~10% faster than 1024×8192 at
-# D=1024 on 2 cores, with bit-identical products under MKL); 4096×32768 = 512 MB on a GPU.
+# query blocks let BLAS reuse each packed reference panel, with bit-identical products under
+# MKL; benches/bench_eval.py times the blocks); 4096×32768 = 512 MB on a GPU.
 CPU_BLOCK = (4096, 4096)
 GPU_BLOCK = (4096, 32768)
 _KEY_LOW = 1 << 32

@@ -33,8 +33,7 @@ def _convnext_micro(weights: None = None, layer_scale: float = 1e-6) -> ConvNeXt
 
 def _convnext_micro_ls1(weights: None = None) -> ConvNeXt:
     # Layer scale initialised to 1 instead of 1e-6: from scratch, blocks that start as
-    # near-identities barely move in the ~200 steps of the synthetic default (R@1 15 % vs 30 %
-    # after 100 steps on the synthetic world).
+    # near-identities barely move in the few hundred steps of the synthetic default.
     return _convnext_micro(layer_scale=1.0)
 
 

@@ -148,6 +148,8 @@ def example_rows(ev: EvalSet, results: SplitResults, picked: Sequence[int]) -> l
     how far its top-1 reference's centre lies from it), its top-k references framed by
     verdict with "#place  score" under each, and, when no positive is among them, one more
     cell with the true reference at its place; the other rows leave that cell empty."""
+    if results.top is None or results.top_scores is None:
+        raise ValueError("example_rows needs the top-k lists: split_results(..., k=...) with k > 0")
     rows, missing = [], False
     for q in picked:
         top, scores = results.top[q], results.top_scores[q]

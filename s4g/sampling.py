@@ -113,17 +113,8 @@ def pack_batches(
 ) -> np.ndarray | tuple[np.ndarray, PackStats]:
     """Greedy hard-negative batch packing for one epoch, Sample4Geo's rule, seeded.
 
-    The pairs are shuffled into a queue and popped from the front. A pair already used this
-    epoch is dropped; a pair whose class is already in the current batch goes back to the
-    end of the queue; either pop is a failure, and the walk ends after max_failed_pops
-    consecutive failures or when the queue is empty. Any other pair anchors: it joins the
-    batch and, unless the batch is now full, its class's neighbour list is tried: the first
-    neighbour_select // 2 entries in order, then neighbour_select // 2 drawn at random from
-    the rest (an odd neighbour_select is rounded down, as in the reference). Each listed class
-    that is not in the batch and has unused pairs adds one of them, drawn at random, and is
-    removed (its first occurrence) from the anchor class's list for the rest of the epoch, so
-    a class that anchors again (a tile with two panoramas) pulls in later entries instead. A
-    batch closes at batch_size pairs; the incomplete tail is dropped.
+    The rule (queue, anchors, the neighbour list's fixed and random halves, the walk's end) and
+    its random draws are described once, in rust_sampler/src/pack.rs, where it is implemented.
 
     Args:
         pair_class: (P,) int64 class of each training pair, in [0, C).

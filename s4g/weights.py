@@ -242,7 +242,7 @@ def _timm_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         ) from None
     try:
         return timm.create_model(name, pretrained=True, num_classes=0).state_dict()
-    except Exception as err:  # noqa: BLE001 - hub and network failures come in many types
+    except Exception as err:  # hub and network failures come in many types
         raise UserInputError(f"timm could not fetch {name} ({type(err).__name__}: {err}); {by_hand}") from err
 
 

@@ -72,7 +72,7 @@ class FullDisk:
     """A binary file that takes `room` bytes, then fails as a full disk does."""
 
     def __init__(self, path, room: int) -> None:
-        self.fh, self.room = open(path, "wb"), room  # noqa: SIM115 - closed by __exit__
+        self.fh, self.room = open(path, "wb"), room  # closed by __exit__
 
     def write(self, data) -> int:
         if len(data) > self.room:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import augment_reference as R
 import numpy as np
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_blur_kernels_match_the_per_image_formula():
     assert batched.shape == (9, A.KERNEL, A.KERNEL) and batched.dtype == torch.float32
     for i, k in enumerate(d["ksize"].tolist()):
         noise = _centre(d["noise"][i], k).double().numpy()
-        one = A.advanced_blur_kernel(k, *d["sigma"][i].tolist(), float(d["angle"][i]), float(d["beta"][i]), noise)
+        one = R.advanced_blur_kernel(k, *d["sigma"][i].tolist(), float(d["angle"][i]), float(d["beta"][i]), noise)
         torch.testing.assert_close(_centre(batched[i], k), torch.from_numpy(one), rtol=0, atol=1e-7)
         assert float(batched[i].sum()) == pytest.approx(1.0, abs=1e-6)
         assert float(batched[i].abs().sum() - _centre(batched[i], k).abs().sum()) == 0  # zero outside k²
@@ -91,13 +92,13 @@ def test_blur_kernel_is_a_turned_gaussian_at_beta_one():
     ax = np.arange(-3.0, 4.0)
     dy, dx = np.meshgrid(ax, ax, indexing="ij")
     gauss = np.exp(-0.5 * (dx ** 2 / 0.8 ** 2 + dy ** 2 / 0.4 ** 2))
-    one = A.advanced_blur_kernel(7, 0.8, 0.4, 0.0, 1.0, np.ones((7, 7)))
+    one = R.advanced_blur_kernel(7, 0.8, 0.4, 0.0, 1.0, np.ones((7, 7)))
     np.testing.assert_allclose(one, gauss / gauss.sum(), rtol=1e-6)
-    turned = A.advanced_blur_kernel(7, 0.4, 0.8, math.pi / 2, 1.0, np.ones((7, 7)))
+    turned = R.advanced_blur_kernel(7, 0.4, 0.8, math.pi / 2, 1.0, np.ones((7, 7)))
     np.testing.assert_allclose(turned, one, atol=1e-7)
     # beta reshapes the profile around one sigma (the tap there stays at exp(-0.5) of the
     # centre): above 1 it falls off faster beyond, below 1 slower
-    shapes = {b: A.advanced_blur_kernel(5, 1.0, 1.0, 0.3, b, np.ones((5, 5))) for b in (0.5, 1.0, 8.0)}
+    shapes = {b: R.advanced_blur_kernel(5, 1.0, 1.0, 0.3, b, np.ones((5, 5))) for b in (0.5, 1.0, 8.0)}
     corner = {}  # the diagonal tap, √2 sigma out, relative to the centre
     for b, k in shapes.items():
         assert k[2, 1] / k[2, 2] == pytest.approx(math.exp(-0.5), rel=1e-5)
@@ -110,7 +111,7 @@ def test_sharpen_kernels_match_the_per_image_formula():
     alpha, light = torch.tensor([0.2, 0.35, 0.5]), torch.tensor([0.5, 0.8, 1.0])
     batched = ops.sharpen_kernels(alpha, light)
     for i in range(3):
-        one = A.sharpen_kernel(float(alpha[i]), float(light[i]))
+        one = R.sharpen_kernel(float(alpha[i]), float(light[i]))
         torch.testing.assert_close(_centre(batched[i], 3), torch.from_numpy(one))
         assert one[1, 1] == pytest.approx(1 - alpha[i] + alpha[i] * (8 + light[i]))
         assert float(batched[i].sum()) == pytest.approx(1 - float(alpha[i]) * (1 - float(light[i])), abs=1e-6)
@@ -121,7 +122,7 @@ def test_filter2d_matches_the_per_image_correlation(floats, side):
     kernels = torch.randn(N, side, side, generator=torch.Generator().manual_seed(side)) * 0.2
     kernels[:, side // 2, side // 2] += 1  # not symmetric: correlation and convolution differ
     out = ops.filter2d(floats, kernels)
-    want = torch.stack([A.correlate_one(x, k.numpy()) for x, k in zip(floats, kernels)])
+    want = torch.stack([R.correlate_one(x, k.numpy()) for x, k in zip(floats, kernels)])
     torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
 
 
@@ -133,7 +134,7 @@ def test_grid_dropout_matches_the_listed_holes(floats):
     out = ops.grid_dropout(floats, torch.tensor(GRIDS))
     for x, got, grid in zip(floats, out, GRIDS):
         want = x.clone()
-        for x1, y1, x2, y2 in A.grid_holes(H, W, grid):
+        for x1, y1, x2, y2 in R.grid_holes(H, W, grid):
             want[:, y1:y2, x1:x2] = 0
         assert got.equal(want)
         assert (got == 0).any()
@@ -147,7 +148,7 @@ def test_grid_geometry_is_albumentations_default_grid():
     assert A.grid_geometry(140, 768, 0.5) == (76, 76, 38, 38, 0, 0)
     assert A.grid_geometry(20, 400, 0.5) == (20, 40, 10, 20, 0, 0)
     assert A.grid_geometry(8, 12, 0.4) == (2, 2, 1, 1, 0, 0)
-    holes = A.grid_holes(384, 384, A.grid_geometry(384, 384, 0.4))
+    holes = R.grid_holes(384, 384, A.grid_geometry(384, 384, 0.4))
     assert len(holes) == 11 * 11 and holes[-1] == (380, 380, 384, 384)  # cut at the far edges
 
 
@@ -215,7 +216,7 @@ def test_augment_batch_equals_the_per_image_definition(images):
     out = A.augment_batch(images, default_collate(per_image))
     assert out.is_contiguous(memory_format=torch.channels_last)
     for x, got, p in zip(images, out, per_image):
-        torch.testing.assert_close(got, A.photometric_reference(x, p), rtol=0, atol=1e-4)
+        torch.testing.assert_close(got, R.photometric_reference(x, p), rtol=0, atol=1e-4)
     holes = A.normalise(torch.zeros(3, 1, 1, dtype=torch.uint8))  # black, normalised
     assert out[1][:, 10, 20].equal(holes[:, 0, 0]) and out[2][:, 0, 0].equal(holes[:, 0, 0])
     # the JPEG step is jpeg_roundtrip on the images that ask for it, before everything else

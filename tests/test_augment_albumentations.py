@@ -1,9 +1,9 @@
 """The batched photometric ops against OpenCV and albumentations themselves, where they are
-installed (`pip install ".[bench]"`; skipped otherwise): the filter and the hue shift on fixed
+installed (the test extra brings both; skipped without them): the filter and the hue shift on fixed
 values, the blur and sharpen kernels on fixed parameters, and the dropouts' mean dropped area
 over many draws (fixed seeds).
 
-albumentations 2.x is what the bench extra installs; the reference trained with 1.3.x, whose
+albumentations 2.x is what the test extra installs; the reference trained with 1.3.x, whose
 AdvancedBlur, Sharpen and CoarseDropout draw the same way, while 2.x's GridDropout splits the
 image into whole cells where 1.3.x steps a fixed unit from the corner (see the dropout test).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import random
 
+import augment_reference as R
 import numpy as np
 import pytest
 import torch
@@ -82,7 +83,7 @@ def test_blur_kernel_is_albumentations_advanced_blur(side, sigma_x, sigma_y, deg
     blur.py_random, blur.random_generator = _Constant(u), _Noise(noise)
     want = blur.get_params()["kernel"]
     beta = 0.5 + 0.5 * u if u < 0.5 else 1 + 7 * u
-    one = A.advanced_blur_kernel(side, sigma_x, sigma_y, math.radians(degrees), beta, noise)
+    one = R.advanced_blur_kernel(side, sigma_x, sigma_y, math.radians(degrees), beta, noise)
     np.testing.assert_allclose(one, want, atol=1e-7)
     full = np.ones((A.KERNEL, A.KERNEL))
     cut = (A.KERNEL - side) // 2
@@ -96,7 +97,7 @@ def test_sharpen_kernel_is_albumentations_sharpen():
     alb = pytest.importorskip("albumentations")
     for alpha, lightness in ((0.2, 0.5), (0.3, 0.7), (0.5, 1.0)):
         want = alb.Sharpen(alpha=(alpha, alpha), lightness=(lightness, lightness), p=1.0).get_params()
-        np.testing.assert_allclose(A.sharpen_kernel(alpha, lightness), want["sharpening_matrix"], atol=1e-6)
+        np.testing.assert_allclose(R.sharpen_kernel(alpha, lightness), want["sharpening_matrix"], atol=1e-6)
 
 
 def _their_share(transform, h: int, w: int, n: int) -> float:

@@ -31,9 +31,8 @@ in OpenCV's 2° steps).
 generator, so they are a pure function of (seed, epoch, index); a DataLoader stacks them.
 `augment_batch` copies a uint8 batch to the device and applies every op to the images whose
 parameters ask for it, each with its own values (s4g.data.photoops): the same code on a GPU and
-on the CPU. `photometric_reference` is the per-image definition (torchvision's functional ops,
-albumentations' kernel and hole formulas written out, libjpeg for the JPEG step);
-tests/test_augment.py checks each batched op against it.
+on the CPU. tests/augment_reference.py holds the per-image definition that the tests check
+each batched op against.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.nn import functional as nnf
 from torchvision.transforms.v2 import functional as F
 
 from s4g.data import photoops as ops
@@ -217,7 +215,8 @@ def _filter(x: torch.Tensor, p: PhotoParams) -> None:
         _apply(x, rows, ops.filter2d, kernels[:, cut:KERNEL - cut, cut:KERNEL - cut].contiguous())
 
 
-def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torch.device | str | None = None) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, params: PhotoParams | None,
+                  device: torch.device | str | None = None) -> torch.Tensor:
     """A batch of views, uint8 (N, 3, H, W) on any device, -> float32 (N, 3, H, W) on `device`
     (default: the images'), augmented per `params` (stacked, on the CPU; None = only
     normalised), ImageNet-normalised, channels-last.
@@ -243,83 +242,6 @@ def augment_batch(images: torch.Tensor, params: PhotoParams | None, device: torc
     return _normalise_(x).contiguous(memory_format=torch.channels_last)
 
 
-# ---- the per-image definition --------------------------------------------------------------
-
-def advanced_blur_kernel(ksize: int, sigma_x: float, sigma_y: float, angle: float, beta: float,
-                         noise: np.ndarray) -> np.ndarray:
-    """One AdvancedBlur kernel, (ksize, ksize) float32, as albumentations 1.3.1 builds it:
-    offsets (column, row) from the centre, Σ = R diag(σx², σy²) Rᵀ inverted, exp(-0.5 q^beta)
-    on the quadratic form q, times noise (ksize, ksize), divided by its sum."""
-    ax = np.arange(-(ksize // 2), ksize // 2 + 1, dtype=np.float64)
-    grid = np.stack(np.meshgrid(ax, ax), axis=-1)
-    turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    inverse = np.linalg.inv(turn @ np.diag([sigma_x ** 2, sigma_y ** 2]) @ turn.T)
-    kernel = np.exp(-0.5 * np.power(np.einsum("hwi,ij,hwj->hw", grid, inverse, grid), beta)) * noise
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def sharpen_kernel(alpha: float, lightness: float) -> np.ndarray:
-    """One Sharpen kernel, (3, 3) float32, as albumentations 1.3.1 builds it."""
-    identity = np.zeros((3, 3))
-    identity[1, 1] = 1
-    effect = np.array([[-1, -1, -1], [-1, 8 + lightness, -1], [-1, -1, -1]])
-    return ((1 - alpha) * identity + alpha * effect).astype(np.float32)
-
-
-def correlate_one(x: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
-    """One image (3, H, W) correlated with kernel (k, k) over mirrored borders (OpenCV's
-    BORDER_REFLECT_101), as a sum of shifted copies, clamped to [0, 1]."""
-    k = kernel.shape[0]
-    padded = nnf.pad(x[None], (k // 2,) * 4, mode="reflect")[0]
-    h, w = x.shape[-2:]
-    out = torch.zeros_like(x)
-    for i in range(k):
-        for j in range(k):
-            out += float(kernel[i, j]) * padded[:, i:i + h, j:j + w]
-    return out.clamp(0, 1)
-
-
-def grid_holes(h: int, w: int, grid: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
-    """GridDropout's holes (x1, y1, x2, y2) on an h × w image, listed as albumentations 1.3.1
-    lists them from grid = (unit_h, unit_w, hole_h, hole_w, shift_y, shift_x)."""
-    unit_h, unit_w, hole_h, hole_w, shift_y, shift_x = grid
-    holes = []
-    for i in range(w // unit_w + 1):
-        for j in range(h // unit_h + 1):
-            x1, y1 = min(shift_x + unit_w * i, w), min(shift_y + unit_h * j, h)
-            holes.append((x1, y1, min(x1 + hole_w, w), min(y1 + hole_h, h)))
-    return holes
-
-
-def photometric_reference(image: torch.Tensor, p: PhotoParams) -> torch.Tensor:
-    """The per-image definition: uint8 (3, H, W) -> float32 (3, H, W), the module docstring's
-    ops in order with p's values (one image's PhotoParams): libjpeg for the JPEG step,
-    torchvision's colour ops, albumentations' kernels and holes written out. augment_batch is
-    its batched form."""
-    if int(p.quality):
-        image = F.jpeg(image, int(p.quality))
-    x = F.to_dtype(image, torch.float32, scale=True)
-    if bool(p.colour):
-        colour_ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
-        for op in p.order.tolist():
-            x = colour_ops[op](x, float(p.factors[op]))
-    if int(p.filter) == BLUR:
-        k, cut = int(p.ksize), (KERNEL - int(p.ksize)) // 2
-        noise = p.noise.double().numpy()[cut:KERNEL - cut, cut:KERNEL - cut]
-        x = correlate_one(x, advanced_blur_kernel(k, *p.sigma.tolist(), float(p.angle), float(p.beta), noise))
-    elif int(p.filter) == SHARPEN:
-        x = correlate_one(x, sharpen_kernel(*p.sharpen.tolist()))
-    if int(p.dropout) == GRID:
-        for x1, y1, x2, y2 in grid_holes(*x.shape[-2:], tuple(p.grid.tolist())):
-            x[:, y1:y2, x1:x2] = 0
-    elif int(p.dropout) == COARSE:
-        for top, left, h, w in p.holes.tolist():
-            if h:
-                x = F.erase(x, top, left, h, w, torch.tensor(0.0))
-    return F.normalize(x, IMAGENET_MEAN, IMAGENET_STD)
-
-
 __all__ = ["BLUR", "COARSE", "GRID", "GRID_RATIO_PANORAMA", "GRID_RATIO_TILE", "IMAGENET_MEAN", "IMAGENET_STD",
-           "KERNEL", "NO_DROPOUT", "NO_FILTER", "SHARPEN", "PhotoParams", "advanced_blur_kernel", "augment_batch",
-           "correlate_one", "draw_photometric", "grid_geometry", "grid_holes", "hole_sides", "no_photometric",
-           "normalise", "photometric_reference", "sharpen_kernel"]
+           "KERNEL", "NO_DROPOUT", "NO_FILTER", "SHARPEN", "PhotoParams", "augment_batch", "draw_photometric",
+           "grid_geometry", "hole_sides", "no_photometric", "normalise"]

@@ -38,7 +38,7 @@ warnings.filterwarnings(
     category=DeprecationWarning,
 )
 
-# Below a megapixel a full decode costs ~1-3 ms a core, so scaling gains little there and
+# Below a megapixel a full decode is cheap, so scaling gains little there and
 # small-image data (the synthetic world's 128 px tiles among them) keeps its exact pixels.
 SCALED_DECODE_MIN_PIXELS = 1_000_000
 _JPEG_MAGIC = b"\xff\xd8"

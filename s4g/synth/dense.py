@@ -92,7 +92,7 @@ def _plan_city(plan: Plan, ci: int, city: str, n: int, seed: int, sizes: dict, s
     cy, cx = np.meshgrid(centre, centre, indexing="ij")
     tlat, tlon = latlon(*CENTRES[city], cy - side / 2, cx - side / 2)
     names = np.array([f"satellite_{_fmt(a)}_{_fmt(b)}.png" for a, b in zip(tlat.ravel(), tlon.ravel())]).reshape(m, m)
-    tiles = []
+    tiles: list[dict[str, str | float]] = []
     for i in range(m):
         for j in range(m):
             rel = f"{sat_dir}/{names[i, j]}"
@@ -115,7 +115,7 @@ def _plan_city(plan: Plan, ci: int, city: str, n: int, seed: int, sizes: dict, s
     for k, rec in enumerate(panos):
         rec["same_area"] = "train" if k in train else "test"
     base = f"splits/{city}"
-    plan.texts[f"{base}/satellite_list.txt"] = "".join(t["name"] + "\n" for t in tiles)
+    plan.texts[f"{base}/satellite_list.txt"] = "".join(f"{t['name']}\n" for t in tiles)
     plan.texts[f"{base}/pano_label_balanced.txt"] = "".join(lines)
     plan.texts[f"{base}/same_area_balanced_train.txt"] = "".join(lines[k] for k in order[: n // 2])
     plan.texts[f"{base}/same_area_balanced_test.txt"] = "".join(lines[k] for k in order[n // 2:])

@@ -20,9 +20,9 @@ Split rules (N = --locations):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -64,7 +64,7 @@ def latlon(lat0: float, lon0: float, y: np.ndarray, x: np.ndarray) -> tuple[np.n
 
 
 def plan_sparse(counts: list[int], seed: int, code: int, style: dict, min_dist: float, margin: float,
-                points: Callable = None) -> list[np.ndarray]:
+                points: Callable | None = None) -> list[np.ndarray]:
     """Per group, (n, 3) rows (district, y, x): groups fill districts of their own in turn, so
     groups are separate areas. Locations are street points (road_core) unless
     points(world, n, rng) -> (n', 2) picks them from the built world."""
@@ -166,7 +166,8 @@ def plan_cvact(n: int, seed: int, sizes: dict, style: dict, width_m: float, miss
             rec = {"id": pid, "query": g, "reference": a, "utm": utm[j].tolist()}
             rec.update(split=split, missing=lost)
             plan.manifest["omitted" if drop else split].append(rec)
-    listed = [r for r in plan.manifest["train"] + plan.manifest["val"] + plan.manifest["omitted"] if r["split"] != "test"]
+    kept = plan.manifest["train"] + plan.manifest["val"] + plan.manifest["omitted"]
+    listed = [r for r in kept if r["split"] != "test"]
     plan.binaries["ACT_data.mat"] = lambda path: _write_act_mat(path, listed, rng)
     return plan
 

@@ -34,7 +34,7 @@ def render_aerial(world: World, y: float, x: float, size: int, width_m: float = 
     h, w = world.shape
     iy = np.clip(np.floor(y + offs), 0, h - 1).astype(np.intp)
     ix = np.clip(np.floor(x + offs), 0, w - 1).astype(np.intp)
-    return np.take(np.take(world.top, iy, axis=0), ix, axis=1)  # 4x faster than 2-D fancy indexing
+    return np.take(np.take(world.top, iy, axis=0), ix, axis=1)  # two 1-D takes: cheaper than 2-D fancy indexing
 
 
 def _first_hit(s_top: np.ndarray, thr: np.ndarray) -> np.ndarray:

@@ -85,7 +85,7 @@ def _run_task(args: tuple) -> int:
         img = Image.fromarray(render_job(world, job, opts["width_m"], opts["eye_m"]))
         lut = jitter_lut(opts["jitter"], seed)
         if lut is not None:
-            img = img.point(lut)  # a table lookup in C: 2x cheaper than float maths on the array
+            img = img.point(lut)  # a table lookup in C, cheaper than float maths on the array
         for rel in rels:
             save_image(Path(root) / rel, img, opts["quality"], durable=False)
     return len(jobs)

@@ -90,15 +90,15 @@ def _lines(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         starts.append(pos)
         widths.append(w)
         pos += w + float(rng.uniform(40, 95))
-    starts, widths = np.array(starts), np.array(widths)
+    start_m, width_m = np.array(starts), np.array(widths)
     m = np.arange(n) + 0.5
-    r = np.searchsorted(starts, m, side="right") - 1  # road at or before m
-    off = m - starts[r]
-    road = off < widths[r]
-    block_start = starts[r] + widths[r]
-    nxt = np.append(starts, max(pos, n + 40.0))[r + 1]
+    r = np.searchsorted(start_m, m, side="right") - 1  # road at or before m
+    off = m - start_m[r]
+    road = off < width_m[r]
+    block_start = start_m[r] + width_m[r]
+    nxt = np.append(start_m, max(pos, n + 40.0))[r + 1]
     f32 = lambda a: a.astype(np.float32)  # noqa: E731  (the (H, W) maps built from these stay float32)
-    return {"road": road, "road_off": f32(off), "road_w": f32(widths[r]), "block": r,
+    return {"road": road, "road_off": f32(off), "road_w": f32(width_m[r]), "block": r,
             "off": f32(m - block_start), "len": f32(nxt - block_start)}
 
 
@@ -231,7 +231,7 @@ def _colours(rng, kind, is_tree, tint, p, lot, foot, parapet, ly, lx, road):
              & dash_x[None, :])
     marks |= ((lx["road"] & (np.abs(lx["road_off"] - lx["road_w"] / 2) < 0.5))[None, :] & ~ly["road"][:, None]
               & dash_y[:, None])
-    top = np.where(col(marks), np.float32([225, 222, 205]), base[kind])
+    top = np.where(col(marks), np.array([225, 222, 205], np.float32), base[kind])
     roof = p["roof_rgb"][lot] * col(np.where(parapet, np.float32(0.8), np.float32(1.0)))
     top = np.where(col(foot), roof, top) * col(0.94 + 0.12 * rng.random(kind.shape, dtype=np.float32))  # texture
     wall = np.where(col(foot), p["wall_rgb"][lot], top)
@@ -307,7 +307,7 @@ def road_core(seed: np.random.SeedSequence | int, shape: tuple[int, int]) -> np.
     so they equal the tree-free road cells of make_world(shape, seed) there."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     ly, lx = road_layout(ss, shape)
-    core = lambda l: l["road"] & (l["road_off"] >= 3.5) & (l["road_off"] <= l["road_w"] - 3.5)  # noqa: E731
+    core = lambda lay: lay["road"] & (lay["road_off"] >= 3.5) & (lay["road_off"] <= lay["road_w"] - 3.5)  # noqa: E731
     return core(ly)[:, None] | core(lx)[None, :]
 
 
@@ -331,9 +331,8 @@ def road_points(where: World | np.ndarray, n: int, min_dist: float, margin: floa
     m = int(np.ceil(margin))
     ok[:m] = ok[h - m:] = False
     ok[:, :m] = ok[:, w - m:] = False
-    cand = np.argwhere(ok)
-    cand = cand[rng.permutation(len(cand))[: max(40 * n, 200)]] + 0.5
-    return dart(cand, n, min_dist)
+    cells = np.argwhere(ok)
+    return dart(cells[rng.permutation(len(cells))[: max(40 * n, 200)]] + 0.5, n, min_dist)
 
 
 def dart(cand: np.ndarray, n: int, min_dist: float, accept=None, init: np.ndarray | None = None) -> np.ndarray:
