@@ -22,12 +22,12 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     if (root / ".git").exists():
         try:
-            done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
                                   capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.SubprocessError):  # no git on PATH: fall back to the build's
             done = None
         if done is not None and done.returncode == 0:
-            return done.stdout.strip()
+            return done.stdout.strip()[:12]
     try:
         from s4g import _sampler
     except ImportError:
