@@ -134,7 +134,7 @@ def eval_transform(
     check_fov(fov_deg)
     # A partial of a module-level function, not a closure: DataLoader workers started by
     # `spawn` (macOS, Windows) receive the dataset, and with it this transform, pickled.
-    return functools.partial(_eval_apply, tuple(size_hw), fov_deg)
+    return functools.partial(_eval_apply, (int(size_hw[0]), int(size_hw[1])), fov_deg)
 
 
 def _eval_apply(size_hw: tuple[int, int], fov_deg: float | None, image: torch.Tensor,
