@@ -9,6 +9,8 @@ import numpy.typing as npt
 
 EARTH_RADIUS_M: float
 MAX_FAILED_POPS: int
+# The git commit the extension was built from; empty when built outside a checkout.
+GIT_COMMIT: str
 
 def gps_neighbours(
     lat_deg: npt.NDArray[np.float64], lon_deg: npt.NDArray[np.float64], k: int

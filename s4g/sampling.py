@@ -166,6 +166,9 @@ def topk_merge(scores, col_offset: int, k: int, exclude, best_idx, best_val) -> 
         exclude: (q,) int64 global column to skip per row, -1 = none.
         best_idx, best_val: (q, k) int64 / float32 running top-k (start from topk_init).
 
+    The merge runs without the GIL and reads the arrays in place: no other thread may write
+    to them until it returns.
+
     Returns:
         new_idx (q, k) int64, new_val (q, k) float32, each row ordered by score descending,
         then global index ascending; unfilled entries are -1 / -inf at the end. Equal to a

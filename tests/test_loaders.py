@@ -6,6 +6,7 @@ real trees are checked against its manifests in test_loaders_synth.py.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -380,6 +381,33 @@ def test_csv_bad_inputs(tmp_path):
         load_train("csv", tmp_path)
     with pytest.raises(UserInputError, match="pairs.csv"):
         load_train("csv", tmp_path / "g")
+
+
+def test_lists_written_on_windows_read_the_same(tmp_path):
+    """Backslashes separate folders in split files and tables, as slashes do."""
+    make_cvusa(tmp_path / "slash")
+    make_cvusa(tmp_path / "back")
+    for name in ("train-19zl.csv", "val-19zl.csv"):
+        split = tmp_path / "back" / "splits" / name
+        split.write_text(split.read_text().replace("/", "\\"))
+    for load in (load_train, load_eval):
+        want, got = load("cvusa", tmp_path / "slash"), load("cvusa", tmp_path / "back")
+        assert [f.replace("slash", "back") for f in want.query_files] == got.query_files
+        assert [f.replace("slash", "back") for f in want.reference_files] == got.reference_files
+    make_csv(tmp_path / "csv")
+    table = tmp_path / "csv" / "pairs.csv"
+    table.write_text(table.read_text().replace("/", "\\"))
+    ts = load_train("csv", tmp_path / "csv")
+    assert ts.reference_files == [str(tmp_path / "csv" / "s" / "1.png"), str(tmp_path / "csv" / "s" / "2.png")]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="on Windows a drive letter makes an absolute path, kept as such")
+def test_a_drive_letter_elsewhere_names_the_line(tmp_path):
+    make_csv(tmp_path)
+    table = tmp_path / "pairs.csv"
+    table.write_text(table.read_text().replace("g/b.jpg", "C:\\data\\b.jpg"))
+    with pytest.raises(UserInputError, match=r"pairs.csv' line 3: 'C:.*drive 'C:'"):
+        load_train("csv", tmp_path)
 
 
 # "synthetic" reads a CVUSA tree (its root is made by s4g.synth.cache, tested elsewhere)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import json
-import resource
 import shutil
 import signal
 import subprocess
@@ -34,6 +33,11 @@ from s4g.checkpoint import save_checkpoint
 from s4g.cli import app
 from s4g.model import build_model
 from s4g.synth.writer import write_layout
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
 
 runner = CliRunner()
 SIZES = {"aerial_size": 64, "ground_size": [32, 128]}
@@ -265,6 +269,7 @@ def _limit_file_size(limit: int):
     return limit_in_child
 
 
+@pytest.mark.skipif(resource is None, reason="RLIMIT_FSIZE and SIGXFSZ are POSIX-only; Windows has no file-size limit")
 def test_a_write_the_kernel_refuses_is_one_paragraph(run_dir, tmp_path):
     """A real failed write, without root: the file-size limit makes the kernel refuse the
     checkpoint's bytes past 64 KB (EFBIG), as a full disk refuses them (ENOSPC)."""

@@ -133,24 +133,6 @@ pub fn validate(lat_deg: &[f64], lon_deg: &[f64], k: usize) -> Result<(), Sample
     Ok(())
 }
 
-/// Output rows addressed by point index from parallel tasks.
-struct Rows<T> {
-    ptr: *mut T,
-    k: usize,
-}
-
-// SAFETY: tasks only reach rows through `row`, whose contract gives each task its own rows.
-unsafe impl<T: Send> Sync for Rows<T> {}
-
-impl<T> Rows<T> {
-    /// # Safety
-    /// `i` < the row count of the buffer, and no two live borrows may share an `i`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn row(&self, i: usize) -> &mut [T] {
-        std::slice::from_raw_parts_mut(self.ptr.add(i * self.k), self.k)
-    }
-}
-
 /// Sort (distance bits, index) pairs by distance, then index, into `out`. Distances are
 /// >= +0.0, so ordering their bits as integers is numeric order.
 ///
@@ -242,20 +224,32 @@ pub fn gps_neighbours(
     let tree = Tree::build(points);
     let mut idx = vec![0i64; n * k];
     let mut dist = vec![0f64; n * k];
-    let idx_rows = Rows {
-        ptr: idx.as_mut_ptr(),
-        k,
-    };
-    let dist_rows = Rows {
-        ptr: dist.as_mut_ptr(),
-        k,
-    };
-    // Queries run in tree order, so consecutive queries are close: the previous query's k-th
-    // chord plus the step between them bounds the next one's (triangle inequality), and the
-    // search prunes from its first leaf on.
+    // Queries run in tree order but write rows in point order: the output rows, borrowed one
+    // by one, are reordered into tree order so each parallel task owns the rows it writes.
+    let mut by_point: Vec<Option<(&mut [i64], &mut [f64])>> = idx
+        .chunks_mut(k)
+        .zip(dist.chunks_mut(k))
+        .map(Some)
+        .collect();
+    let mut rows: Vec<(&mut [i64], &mut [f64])> = Vec::with_capacity(n);
+    for &qi in &tree.ids {
+        match by_point[qi as usize].take() {
+            Some(row) => rows.push(row),
+            None => {
+                return Err(SamplerError::Internal(format!(
+                    "the k-d tree lists point {qi} twice"
+                )))
+            }
+        }
+    }
+    drop(by_point);
+    // Consecutive queries are close: the previous query's k-th chord plus the step between
+    // them bounds the next one's (triangle inequality), and the search prunes from its first
+    // leaf on.
     let short = AtomicBool::new(false);
-    let chunks = tree.ids.par_chunks(QUERY_CHUNK).enumerate();
-    chunks.for_each_init(Scratch::default, |s, (c, ids)| {
+    let queries = tree.ids.par_chunks(QUERY_CHUNK);
+    let chunks = queries.zip(rows.par_chunks_mut(QUERY_CHUNK)).enumerate();
+    chunks.for_each_init(Scratch::default, |s, (c, (ids, out))| {
         let mut prev: Option<(&[f64; 3], f64)> = None;
         for (o, &qi) in ids.iter().enumerate() {
             let q = &tree.pts[c * QUERY_CHUNK + o];
@@ -281,9 +275,7 @@ pub fn gps_neighbours(
                 short.store(true, AtomicOrdering::Relaxed);
                 continue;
             }
-            // SAFETY: `tree.ids` is a permutation of 0..n split into disjoint chunks, so row
-            // i (< n) is written by this task only.
-            let (idx_row, dist_row) = unsafe { (idx_rows.row(i), dist_rows.row(i)) };
+            let (idx_row, dist_row) = &mut out[o];
             for (t, &(bits, j)) in s.sorted.iter().take(k).enumerate() {
                 idx_row[t] = j as i64;
                 dist_row[t] = f64::from_bits(bits);

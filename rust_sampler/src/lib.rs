@@ -3,6 +3,14 @@
 //! argument conversion with fixed dtypes, GIL release around every computation, and one
 //! place that maps `SamplerError` to Python: a bad argument to `ValueError`, an internal
 //! fault to `RuntimeError`.
+//!
+//! Borrowed numpy buffers while the GIL is released: another Python thread could write to an
+//! input array during the computation. `gps_neighbours` and `pack_batches` copy their inputs
+//! first (O(N) against O(N log N · k) and O(N · batch) work), so they never read memory that
+//! Python can change. `topk_merge` reads its score block in place, because a copy would be a
+//! second pass over the largest array of blocked scoring; its contract is numpy's own for
+//! functions that release the GIL: the caller must not write to the arrays it passes until
+//! the call returns (s4g's callers pass blocks that no other thread holds).
 
 pub mod error;
 pub mod geo;
@@ -63,12 +71,12 @@ mod python {
         k: usize,
     ) -> PyResult<Pair2<'py, i64, f64>> {
         let (lat, lon) = (
-            as_slice(&lat_deg, "lat_deg")?,
-            as_slice(&lon_deg, "lon_deg")?,
+            as_slice(&lat_deg, "lat_deg")?.to_vec(),
+            as_slice(&lon_deg, "lon_deg")?.to_vec(),
         );
-        let n = lat_deg.len();
+        let n = lat.len();
         let (idx, dist) = py
-            .detach(|| geo::gps_neighbours(lat, lon, k))
+            .detach(|| geo::gps_neighbours(&lat, &lon, k))
             .map_err(to_py)?;
         Ok((to_2d(py, idx, n, k)?, to_2d(py, dist, n, k)?))
     }
@@ -85,23 +93,26 @@ mod python {
         max_failed_pops: usize,
         seed: u64,
     ) -> PyResult<(Bound<'py, PyArray2<i64>>, usize, usize)> {
-        let classes = as_slice(&pair_class, "pair_class")?;
-        let nb = match &neighbours {
-            Some(arr) => {
-                let shape = arr.shape();
-                let data = as_slice(arr, "neighbours")?;
-                Some(pack::Neighbours {
-                    data,
-                    rows: shape[0],
-                    width: shape[1],
-                })
-            }
+        let classes = as_slice(&pair_class, "pair_class")?.to_vec();
+        let nb_owned = match &neighbours {
+            Some(arr) => Some((
+                as_slice(arr, "neighbours")?.to_vec(),
+                arr.shape()[0],
+                arr.shape()[1],
+            )),
             None => None,
         };
+        let nb = nb_owned
+            .as_ref()
+            .map(|(data, rows, width)| pack::Neighbours {
+                data,
+                rows: *rows,
+                width: *width,
+            });
         let packed = py
             .detach(|| {
                 pack::pack_batches(
-                    classes,
+                    &classes,
                     nb,
                     batch_size,
                     neighbour_select,
@@ -152,6 +163,7 @@ mod python {
         m.add_function(wrap_pyfunction!(topk_merge, m)?)?;
         m.add("MAX_FAILED_POPS", pack::MAX_FAILED_POPS)?;
         m.add("EARTH_RADIUS_M", geo::EARTH_RADIUS_M)?;
+        m.add("GIT_COMMIT", env!("S4G_GIT_COMMIT"))?;
         Ok(())
     }
 }

@@ -122,7 +122,8 @@ def _show_warning(default: Callable, message, category, *args, **kwargs) -> None
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"s4g {s4g.__version__}")
+        commit = s4g.git_commit()
+        console.print(f"s4g {s4g.__version__}" + (f" (commit {commit})" if commit else ""), highlight=False)
         raise typer.Exit()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from s4g.errors import UserInputError
 
@@ -64,6 +64,27 @@ def list_images(folder: Path) -> list[str]:
         n for n in list_names(folder)
         if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES)
     )
+
+
+def listed_path(entry: str, source: str | os.PathLike, lineno: int) -> str:
+    """A file path as a split file or table lists it, with either separator accepted.
+
+    Lists written on Windows (`bingmap\\19\\0000019.jpg`) read everywhere: on POSIX every
+    backslash is taken as a separator. A path with a drive letter or UNC share (`C:\\data\\x.jpg`)
+    is absolute on Windows and kept; elsewhere it names nothing, so it is a UserInputError
+    naming `source` and `lineno`. Relative results are joined to a folder by the caller.
+    """
+    entry = entry.strip()
+    if os.name == "nt":
+        return entry
+    drive = PureWindowsPath(entry).drive
+    if drive:
+        raise UserInputError(
+            f"{str(source)!r} line {lineno}: {entry!r} is a Windows path (drive {drive!r}), which names "
+            "no file on this system; list the file relative to the list's folder or as an absolute "
+            "path here."
+        )
+    return entry.replace("\\", "/")
 
 
 def check_listed(files: Iterable[str], source: str | os.PathLike) -> None:

@@ -2,7 +2,8 @@
 
 `DIR/pairs.csv` (or a .csv path given directly) has a header naming at least the columns
 query, reference, lat, lon, and optionally split (train/test; rows without it are train).
-Paths are relative to the table's folder (absolute paths are kept). A class is a distinct
+Paths are relative to the table's folder (absolute paths are kept); either `/` or `\\`
+separates folders. A class is a distinct
 reference file, in order of first appearance; its lat/lon are those of its first row.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s4g.data._files import check_listed, require_file
+from s4g.data._files import check_listed, listed_path, require_file
 from s4g.data.records import EvalSet, TrainSet
 from s4g.data.tables import parse_latlon, read_rows
 from s4g.errors import UserInputError
@@ -51,8 +52,8 @@ def read_pairs(root: str | os.PathLike, split: str) -> tuple[list[str], list[str
         if not row["query"] or not row["reference"]:
             raise UserInputError(f"{str(path)!r} line {lineno}: query and reference must not be empty.")
         la, lo = parse_latlon(path, lineno, row["lat"], row["lon"])
-        queries.append(str(base / row["query"]))
-        refs.append(str(base / row["reference"]))
+        queries.append(str(base / listed_path(row["query"], path, lineno)))
+        refs.append(str(base / listed_path(row["reference"], path, lineno)))
         lat.append(la)
         lon.append(lo)
     if not queries:

@@ -1,7 +1,7 @@
 """CVUSA (subset of Zhai et al.): one aerial tile per north-aligned panorama.
 
 Layout (relative to the root): `splits/train-19zl.csv`, `splits/val-19zl.csv` (no header;
-`bingmap/19/ID.jpg,streetview/panos/ID.jpg,annotations/ID.png`) and
+`bingmap/19/ID.jpg,streetview/panos/ID.jpg,annotations/ID.png`, with `/` or `\\` between folders) and
 `split_locations/all.csv` (row ID-1 = sat_lat, sat_lon, ground_lat, ground_lon, ...; some
 copies of the release keep all.csv at the root instead, which is accepted too).
 The "test" split is val-19zl.csv, as in every CVUSA paper.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s4g.data._files import check_listed, require_file, require_root
+from s4g.data._files import check_listed, listed_path, require_file, require_root
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 
@@ -62,8 +62,9 @@ def _read_split(root: Path, split_dir: str, split: str) -> tuple[list[str], list
                 f"{str(path)!r} line {lineno}: expected 'bingmap/..,streetview/..,annotations/..'"
                 f", got {','.join(row)!r}."
             )
-        _check_columns(path, lineno, row[0].strip(), row[1].strip())
-        stem = os.path.splitext(os.path.basename(row[0].strip()))[0]
+        rel_aerial, rel_ground = listed_path(row[0], path, lineno), listed_path(row[1], path, lineno)
+        _check_columns(path, lineno, rel_aerial, rel_ground)
+        stem = os.path.splitext(os.path.basename(rel_aerial))[0]
         try:
             ids.append(int(stem))
         except ValueError:
@@ -71,8 +72,8 @@ def _read_split(root: Path, split_dir: str, split: str) -> tuple[list[str], list
                 f"{str(path)!r} line {lineno}: the aerial file name {row[0]!r} should be the "
                 "integer sample id (e.g. bingmap/19/0000019.jpg)."
             ) from None
-        aerial.append(str(root / row[0].strip()))
-        ground.append(str(root / row[1].strip()))
+        aerial.append(str(root / rel_aerial))
+        ground.append(str(root / rel_ground))
     if not ids:
         raise UserInputError(f"the CVUSA split file {str(path)!r} lists no samples.")
     check_listed(ground + aerial, path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from s4g.data._files import listed_path
 from s4g.errors import UserInputError
 
 LAT = ("lat", "latitude")
@@ -102,9 +103,10 @@ def read_tiles(csv_path: str | os.PathLike, images_dir: str | os.PathLike) -> tu
     files, lat, lon = [], [], []
     for line, r in rows:
         la, lo = parse_latlon(csv_path, line, r["lat"], r["lon"])
-        if not r["file"] or not (images_dir / r["file"]).is_file():
-            raise UserInputError(f"{csv_path}, line {line}: image {images_dir / r['file']} does not exist")
-        files.append(r["file"])
+        rel = listed_path(r["file"], csv_path, line)
+        if not rel or not (images_dir / rel).is_file():
+            raise UserInputError(f"{csv_path}, line {line}: image {images_dir / rel} does not exist")
+        files.append(rel)
         lat.append(la)
         lon.append(lo)
     return files, np.array(lat, dtype=np.float64), np.array(lon, dtype=np.float64)

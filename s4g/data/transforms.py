@@ -20,6 +20,7 @@ Paired geometry keeps the two views of a pair consistent:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -131,13 +132,16 @@ def eval_transform(
     """f(uint8 (3,H,W), heading_deg) -> uint8 (3, *size_hw): [crop_fov,] resize. The batch is
     normalised on the model's device (s4g.data.augment.normalise)."""
     check_fov(fov_deg)
+    # A partial of a module-level function, not a closure: DataLoader workers started by
+    # `spawn` (macOS, Windows) receive the dataset, and with it this transform, pickled.
+    return functools.partial(_eval_apply, (int(size_hw[0]), int(size_hw[1])), fov_deg)
 
-    def apply(image: torch.Tensor, heading_deg: float = 0.0) -> torch.Tensor:
-        if fov_deg is not None:
-            image = crop_fov(image, fov_deg, heading_deg)
-        return resize(image, size_hw)
 
-    return apply
+def _eval_apply(size_hw: tuple[int, int], fov_deg: float | None, image: torch.Tensor,
+                heading_deg: float = 0.0) -> torch.Tensor:
+    if fov_deg is not None:
+        image = crop_fov(image, fov_deg, heading_deg)
+    return resize(image, size_hw)
 
 
 class TrainTransform:
