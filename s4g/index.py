@@ -31,6 +31,7 @@ from s4g.errors import UserInputError
 from s4g.fileio import file_sha256, npz_kind, save_npz
 from s4g.geo import nearest_spacing_m
 from s4g.sampling import topk_init, topk_merge
+from s4g.scoring import score_blocks
 
 INDEX_FORMAT = "s4g-index"
 INDEX_VERSION = 1
@@ -191,15 +192,12 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     best_idx, best_val = topk_init(query.shape[0], k)
     none = np.full(query.shape[0], -1, dtype=np.int64)
     q = torch.from_numpy(query)
-    for r0 in range(0, len(index), SEARCH_BLOCK):
-        rows = index.embeddings[r0 : r0 + SEARCH_BLOCK]
-        block = torch.from_numpy(rows if rows.dtype == np.float32 else rows.astype(np.float32))
-        scores = (q @ block.T).numpy()
-        if not np.isfinite(scores).all():
+    for _, r0, scores in score_blocks(q, index.embeddings, (max(1, query.shape[0]), SEARCH_BLOCK)):
+        if not torch.isfinite(scores).all():
             raise UserInputError(
-                f"{index.path}: rows {r0}..{r0 + len(block) - 1} hold NaN or inf; rebuild the index"
+                f"{index.path}: rows {r0}..{r0 + scores.shape[1] - 1} hold NaN or inf; rebuild the index"
             )
-        best_idx, best_val = topk_merge(scores, r0, k, none, best_idx, best_val)
+        best_idx, best_val = topk_merge(scores.numpy(), r0, k, none, best_idx, best_val)
     return best_idx, best_val
 
 
