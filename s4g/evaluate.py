@@ -31,16 +31,25 @@ the highest score. R is the number of references.
   positives, not semi-positives). VIGOR has one positive per query; with several, the
   best positive decides, as for rank.
 
-Exactness. One streamed pass needs each query's positive scores beforehand; they are
-computed first with the same kind of kernel (a float32 matmul of the query block against the
-gathered positive rows). Scores from two different matmul calls can differ in the last bit,
-so a non-positive that ties a positive only up to rounding may be counted either way — the
-same ambiguity any float implementation has; exact ties (e.g. duplicate embeddings) land on
-identical values in practice, and the tests use embeddings whose dot products are exact.
+Exactness. Every score that decides a rank, a hit or an AP term is the value its
+(query, reference) cell took in the streamed block product (s4g.scoring.score_blocks); none
+is recomputed elsewhere, so a positive and the scores it is compared with come from one
+product. (Differently shaped products may still round two distinct rows' scores that differ
+by less than an ulp either way; exact ties and equal rows are decided the same way in every
+chunking.) One
+pass suffices although a positive's block score is not known before its block: a first,
+small product estimates each positive's score, and the float32 dot-product error bound puts
+the block score inside a window around the estimate. Non-positives above the window are
+counted on the spot; the rare ones inside a window are kept with their block scores and
+compared with the positive's block score after the pass.
+Duplicates. A product may give equal reference rows different last bits (MKL's single-row
+path does, even within one call), so a non-positive equal to one of the query's positives
+row for row (a "twin") takes, by rule, the lowest block score among the positives it equals:
+it never counts above them, as an exact tie would not.
 Rank and hit rate never disagree: the semi-positive cells are read from the very block of
-scores the rank was counted from and compared with the same float32 threshold, so every
-query of rank 0 is a hit and a semi-positive counted above the positive is also counted in
-its rank.
+scores the rank was counted from and compared with the same float32 value, so every query
+of rank 0 is a hit and a semi-positive counted above the positive is also counted in its
+rank.
 """
 
 from __future__ import annotations

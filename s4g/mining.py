@@ -88,8 +88,9 @@ def similar_references(
         g_ex = np.where(ex >= 0, groups[np.maximum(ex, 0)], -1)
         # an excluded row's group keeps its other rows: skip the group only when it is alone
         g_ex = np.where((g_ex >= 0) & (sizes[np.maximum(g_ex, 0)] == 1), g_ex, -1)
-        # k + 1 groups hold the best k rows even when one of them is the excluded row
-        k_g = min(k + 1, first.size - int((g_ex >= 0).any()))
+        # k + 1 groups hold the best k rows even when one of them is the excluded row; where
+        # fewer than k_g groups remain after an exclusion the list ends in padding
+        k_g = min(k + 1, first.size)
         r_u = r[torch.from_numpy(first).to(dev)] if first.size < r.shape[0] else r
         idx = np.empty((q.shape[0], k_g), dtype=np.int64)
         val = np.empty((q.shape[0], k_g), dtype=np.float32)
