@@ -25,7 +25,9 @@ def _rows(r, r0: int, r1: int, device: torch.device) -> torch.Tensor:
     if isinstance(r, torch.Tensor):
         return r[r0:r1]
     rows = np.asarray(r[r0:r1])
-    return torch.from_numpy(rows if rows.dtype == np.float32 else rows.astype(np.float32)).to(device)
+    if rows.dtype != np.float32 or not rows.flags.writeable:  # torch wraps writable arrays only
+        rows = rows.astype(np.float32)
+    return torch.from_numpy(rows).to(device)
 
 
 def score_blocks(
