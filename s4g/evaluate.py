@@ -338,7 +338,7 @@ def _stream(q, r, positives, twins, semis, acc: _Accumulator, block: tuple[int, 
         acc.add(scores, q0, r0)
 
 
-def _resolve(acc: _Accumulator, positives, slot, twins, twin_pair, groups, semis, n_q: int):
+def _resolve(acc: _Accumulator, positives, slot, twin_pair, groups, semis, n_q: int):
     """After the pass: per query the (Q, Pmax) table of non-positives strictly above each
     positive (positives ascending by block score), the best positive's pair index and the
     number of semi-positives strictly above it. A twin (a non-positive equal row for row to
@@ -501,7 +501,7 @@ def evaluate_retrieval(
         acc = _Accumulator(lo, hi, positives[1].size, 0 if semis is None else semis[1].size)
         _stream(q, r, positives, twins, semis, acc, block)
         other_row = acc.other_row.cpu().numpy()
-        above, best, pos_val, semi_above = _resolve(acc, positives, slot, twins, twin_pair, groups, semis, n_q)
+        above, best, pos_val, semi_above = _resolve(acc, positives, slot, twin_pair, groups, semis, n_q)
     counts = np.diff(positives[0])
     rank = above[np.arange(n_q), counts - 1]  # best positive = largest = index P_q - 1
     best_row, best_score = positives[1][best], pos_val[best]
