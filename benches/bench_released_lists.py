@@ -1,12 +1,13 @@
 """R@1 with s4g's neighbour lists against the released code's (`--lists released`).
 
-A synthetic VIGOR world (tiles with one or two panoramas, so the last-panorama rule acts)
-is trained from scratch with the paper's schedule shape: GPS lists until the first
+The synthetic world of `s4g train --dataset synthetic` (CVUSA's layout: one panorama per
+tile) is trained from scratch with the paper's schedule shape: GPS lists until the first
 evaluation, mined (DSS) lists after each one. Each seed trains twice, once per kind of lists,
-with everything else equal; the table gives the final and best test R@1 of each.
-gps_k > neighbour_range, so the order of cutting a list to its range matters too.
+with everything else equal; the table gives the final and best test R@1 of each. gps_k >
+neighbour_range, so the order of cutting a list to its range acts beside the GPS formula;
+with one panorama per tile the last-panorama rule cannot (`--layout vigor` for that).
 
-    python benches/bench_released_lists.py [--seeds 3] [--locations 600] [--epochs 6]
+    python benches/bench_released_lists.py [--seeds 2] [--locations 600] [--epochs 6]
 Writes benches/results/bench_released_lists.json.
 """
 
@@ -28,12 +29,13 @@ from s4g.train import run
 
 
 def train_once(root: Path, out: Path, lists: str, seed: int, args) -> dict:
+    dataset = "synthetic" if args.layout == "cvusa" else "vigor-same"
     cfg = datasets.train_config(
-        "vigor-same", data_root=str(root), out=str(out), backbone="convnext_micro_ls1", pretrained=False,
-        aerial_size=64, ground_size=(32, 128), batch_size=32, epochs=args.epochs, sampling="dss",
+        dataset, data_root=str(root), out=str(out), backbone="convnext_micro_ls1", pretrained=False,
+        aerial_size=64, ground_size=(32, 128), batch_size=args.batch_size, epochs=args.epochs, sampling="dss",
         eval_every=args.eval_every, gps_k=args.gps_k, neighbour_range=args.neighbour_range,
         neighbour_select=args.neighbour_select, augment=False, workers=0, device="cpu", seed=seed,
-        lists=lists, check_images=False,
+        lists=lists, check_images=False, synth_locations=args.locations,
     )
     start = time.perf_counter()
     run(cfg, console=Console(quiet=True))
@@ -45,8 +47,10 @@ def train_once(root: Path, out: Path, lists: str, seed: int, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--locations", type=int, default=600, help="panoramas of the synthetic VIGOR world")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--layout", choices=("cvusa", "vigor"), default="cvusa")
+    ap.add_argument("--locations", type=int, default=600, help="locations of the synthetic world")
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--eval-every", type=int, default=2)
     ap.add_argument("--gps-k", type=int, default=64)
@@ -58,8 +62,9 @@ def main() -> None:
            gps_k=args.gps_k, neighbour_range=args.neighbour_range, neighbour_select=args.neighbour_select)
     runs: dict[str, list[dict]] = {"s4g": [], "released": []}
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "vigor"
-        write_layout("vigor", root, locations=args.locations, seed=0)
+        root = Path(tmp) / args.layout
+        if args.layout == "vigor":  # the synthetic dataset writes (then reuses) its own world
+            write_layout("vigor", root, locations=args.locations, seed=0)
         for seed in range(args.seeds):
             for lists in runs:
                 runs[lists].append(train_once(root, Path(tmp) / f"{lists}-{seed}", lists, seed, args))
@@ -73,7 +78,7 @@ def main() -> None:
     rows.append(("mean", f"{mean['s4g']:.2f}", f"{mean['released']:.2f}", "", ""))
     table(["seed", "final R@1 s4g", "final R@1 released", "best s4g", "best released"], rows)
     write_result("bench_released_lists", {
-        "dataset": "synthetic VIGOR (same-area layout)", "settings": vars(args), "runs": runs,
+        "dataset": f"synthetic world, {args.layout} layout", "settings": vars(args), "runs": runs,
         "mean_final_R@1": mean, "s4g_minus_released_final_R@1": diff,
     }, args.out)
 

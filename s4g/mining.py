@@ -159,8 +159,9 @@ def _expand(idx: np.ndarray, val: np.ndarray, groups: np.ndarray, first: np.ndar
     starts = np.concatenate([[0], np.cumsum(np.bincount(groups))])
     out = np.empty((idx.shape[0], k), dtype=np.int64)
     for i in range(idx.shape[0]):
-        cand = [members[starts[g] : starts[g + 1]] for g in idx[i]]
-        score = np.repeat(val[i], [c.size for c in cand])
+        real = (idx[i] >= 0) & (idx[i] < first.size)  # padding: -1 (Rust) or the group count (torch)
+        cand = [members[starts[g] : starts[g + 1]] for g in idx[i][real]]
+        score = np.repeat(val[i][real], [c.size for c in cand])
         cand = np.concatenate(cand)
         cand = cand[np.lexsort((cand, -score))]
         out[i] = cand[cand != ex[i]][:k]

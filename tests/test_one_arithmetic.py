@@ -153,3 +153,12 @@ def test_every_chunking_gives_the_one_product_answer(seed, exact, d, n_labels, m
         one = np.concatenate([similar_references(q[i : i + 1], r, k, exclude[i : i + 1], device="cpu",
                                                  method=method) for i in range(n_q)])
         np.testing.assert_array_equal(one, want_rows)
+
+
+@pytest.mark.parametrize("method", ["torch", "rust"])
+def test_mined_list_reaching_every_row_with_duplicates_and_an_exclusion(method):
+    # rows 1 and 2 are equal (one group); row 0 is excluded and alone: every other row listed
+    r = np.array([[1, 0], [0, 1], [0, 1], [1, 1]], dtype=np.float32)
+    q = np.array([[1, 0.5]], dtype=np.float32)
+    got = similar_references(q, r, 3, np.array([0]), device="cpu", method=method)
+    np.testing.assert_array_equal(got, [[3, 1, 2]])
