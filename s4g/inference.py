@@ -164,10 +164,10 @@ def mine_training_set(
     -> (C, k) int64 class ids, hardest first, ties by lower id: the `neighbours` argument of
        s4g.sampling.pack_batches. k must be < C (UserInputError naming --k otherwise).
     env: a torchrun process group to share the embedding with (call on every rank; all
-    return the lists).
-    lists: "s4g", or "released": a class is scored by its last query's embedding
-      (s4g.released.last_query_embeddings), as the released code does. The top-k runs on rank 0 alone: under 1% of the mining time, the
+    return the lists). The top-k runs on rank 0 alone: under 1% of the mining time, the
     embedding being the rest (benches/bench_dist_eval.py).
+    lists: "s4g", or "released": a class is scored by its last query's embedding
+      (s4g.released.last_query_embeddings), as the released code does.
     """
     check_lists(lists)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
