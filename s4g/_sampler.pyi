@@ -24,6 +24,7 @@ def pack_batches(
     neighbour_select: int,
     max_failed_pops: int,
     seed: int,
+    neighbour_range: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], int, int]:
     """-> (batches (n_batches, batch_size) int64, dropped pairs, pairs placed via neighbours)."""
 

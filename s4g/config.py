@@ -76,7 +76,9 @@ class TrainConfig(Preset):
     training panoramas to a limited field of view (degrees) at a random heading.
     `check_images`: read every training image's header before the first evaluation. `device`:
     "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N". `synth_locations` /
-    `synth_seed`: size and seed of the synthetic world.
+    `synth_seed`: size and seed of the synthetic world. `lists`: "s4g" (exact GPS lists, a
+    tile mined by the mean of its queries, lists cut to `neighbour_range` before packing) or
+    "released" (the released code's lists: s4g.released).
     """
 
     dataset: str
@@ -95,6 +97,7 @@ class TrainConfig(Preset):
     synth_locations: int = 1500
     synth_seed: int = 0
     chunk_size: int | str = 0
+    lists: str = "s4g"
 
     @classmethod
     def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> "TrainConfig":

@@ -31,16 +31,25 @@ the highest score. R is the number of references.
   positives, not semi-positives). VIGOR has one positive per query; with several, the
   best positive decides, as for rank.
 
-Exactness. One streamed pass needs each query's positive scores beforehand; they are
-computed first with the same kind of kernel (a float32 matmul of the query block against the
-gathered positive rows). Scores from two different matmul calls can differ in the last bit,
-so a non-positive that ties a positive only up to rounding may be counted either way — the
-same ambiguity any float implementation has; exact ties (e.g. duplicate embeddings) land on
-identical values in practice, and the tests use embeddings whose dot products are exact.
+Exactness. Every score that decides a rank, a hit or an AP term is the value its
+(query, reference) cell took in the streamed block product (s4g.scoring.score_blocks); none
+is recomputed elsewhere, so a positive and the scores it is compared with come from one
+product. (Differently shaped products may still round two distinct rows' scores that differ
+by less than an ulp either way; exact ties and equal rows are decided the same way in every
+chunking.) One
+pass suffices although a positive's block score is not known before its block: a first,
+small product estimates each positive's score, and the float32 dot-product error bound puts
+the block score inside a window around the estimate. Non-positives above the window are
+counted on the spot; the rare ones inside a window are kept with their block scores and
+compared with the positive's block score after the pass.
+Duplicates. A product may give equal reference rows different last bits (MKL's single-row
+path does, even within one call), so a non-positive equal to one of the query's positives
+row for row (a "twin") takes, by rule, the lowest block score among the positives it equals:
+it never counts above them, as an exact tie would not.
 Rank and hit rate never disagree: the semi-positive cells are read from the very block of
-scores the rank was counted from and compared with the same float32 threshold, so every
-query of rank 0 is a hit and a semi-positive counted above the positive is also counted in
-its rank.
+scores the rank was counted from and compared with the same float32 value, so every query
+of rank 0 is a hit and a semi-positive counted above the positive is also counted in its
+rank.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ import torch
 
 from s4g.errors import UserInputError
 from s4g.runtime import pick_device
+from s4g.scoring import duplicate_groups, score_blocks
 
 # (query rows, reference rows) per block. CPU: 2048×8192 float32 = 64 MB of scores (+128 MB
 # of int64 bins with several positives), big enough for the matmul to run near peak.
@@ -60,7 +70,8 @@ from s4g.runtime import pick_device
 CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
 _FINITE_CHUNK = 1 << 22  # elements per finiteness check
-_POS_CHUNK = 256  # queries per positive-score matmul (extra work ~ 256 / R of the main pass)
+_POS_CHUNK = 256  # queries per positive-estimate matmul (extra work ~ 256 / R of the main pass)
+_DIRECT_MAX = 4  # up to this many positives per query: two compare-and-count passes each
 
 
 def as_embeddings(x, name: str, device: torch.device) -> torch.Tensor:
@@ -138,61 +149,109 @@ def semi_positive_pairs(
     return np.concatenate([[0], np.cumsum(per_query)]).astype(np.int64), rows
 
 
-def _positive_scores(
+def _guards(
     q: torch.Tensor, r: torch.Tensor, offsets: np.ndarray, rows: np.ndarray
-) -> tuple[torch.Tensor, np.ndarray]:
-    """((Q, Pmax) float32 positive scores sorted ascending, padded on the right with +inf;
-    (Q,) int64 reference row of each query's best positive)."""
-    n_q = q.shape[0]
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Bounds that each positive's block score is known to lie within, before the pass.
+
+    -> (lo, hi) (Q, Pmax) float32, each query's positives in the order of their estimated
+    score (ascending), padded on the right with +inf; slot (sum P,) int64: the column of
+    pair i in lo/hi. The estimate is a product of its own (a few rows per query); the block
+    product may sum in another order, so the bound is the float32 dot-product error bound
+    2·γ_D·|q|·|r| (γ_D = D·u / (1 - D·u), u = 2^-24) on both sides, widened by one ulp.
+    """
+    n_q, dim = q.shape
     counts = np.diff(offsets)
     p_max = int(counts.max())
-    out = torch.full((n_q, p_max), float("inf"), device=q.device)
+    dev = q.device
+    est = torch.empty(rows.size, device=dev)
     for s in range(0, n_q, _POS_CHUNK):
         e = min(n_q, s + _POS_CHUNK)
         sub = rows[offsets[s] : offsets[e]]
         uniq, inverse = np.unique(sub, return_inverse=True)
-        scores = q[s:e] @ r[torch.from_numpy(uniq).to(q.device)].T  # same gemm kind as the pass
+        scores = q[s:e] @ r[torch.from_numpy(uniq).to(dev)].T
         qi = np.repeat(np.arange(e - s), counts[s:e])
-        col = np.arange(sub.size) - np.repeat(offsets[s:e] - offsets[s], counts[s:e])
-        vals = scores[torch.from_numpy(qi).to(q.device), torch.from_numpy(inverse.ravel()).to(q.device)]
-        out[torch.from_numpy(qi + s).to(q.device), torch.from_numpy(col).to(q.device)] = vals
-    ordered, cols = out.sort(dim=1)
-    best_col = cols.gather(1, torch.from_numpy(counts - 1).to(q.device).unsqueeze(1)).squeeze(1)
-    return ordered, rows[offsets[:-1] + best_col.cpu().numpy()]
+        est[offsets[s] : offsets[e]] = scores[torch.from_numpy(qi).to(dev), torch.from_numpy(inverse.ravel()).to(dev)]
+    owner = torch.from_numpy(np.repeat(np.arange(n_q), counts)).to(dev)
+    u = 2.0**-24
+    gamma = dim * u / (1 - dim * u)
+    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[torch.from_numpy(rows).to(dev)].double()
+    # (1 + 1e-3): the norms themselves are rounded; the absolute term covers underflow
+    tol = (2 * gamma * (1 + 1e-3) * norms + 1e-37).float()
+    lo = torch.nextafter(est - tol, torch.tensor(float("-inf"), device=dev))
+    hi = torch.nextafter(est + tol, torch.tensor(float("inf"), device=dev))
+    col = np.arange(rows.size) - np.repeat(offsets[:-1], counts)
+    table = torch.full((n_q, p_max), float("inf"), device=dev)
+    table[owner, torch.from_numpy(col).to(dev)] = est
+    order = table.argsort(dim=1, stable=True)  # padding (+inf) stays last
+    slot_of = torch.empty_like(order)
+    slot_of.scatter_(1, order, torch.arange(p_max, device=dev).expand(n_q, p_max).contiguous())
+    slot = slot_of[owner, torch.from_numpy(col).to(dev)].cpu().numpy()
+    lo_t = torch.full((n_q, p_max), float("inf"), device=dev)
+    hi_t = torch.full((n_q, p_max), float("inf"), device=dev)
+    slot_t = torch.from_numpy(slot).to(dev)
+    lo_t[owner, slot_t] = lo
+    hi_t[owner, slot_t] = hi
+    return lo_t, hi_t, slot
 
 
-_DIRECT_MAX = 4  # up to this many positives per query: one compare-and-count pass each
+def _twin_pairs(positives, query_labels, reference_labels, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, reference row, positive pair) of every non-positive reference that equals one
+    of the query's positives row for row: its "twin" pair is the first positive it equals."""
+    offsets, rows = positives
+    counts, twins = _rows_with_labels(groups[rows], groups)
+    pair = np.repeat(np.arange(rows.size, dtype=np.int64), counts)
+    owner = np.repeat(np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets)), counts)
+    keep = reference_labels[twins] != query_labels[owner]
+    owner, twins, pair = owner[keep], twins[keep], pair[keep]
+    _, first = np.unique(np.stack([owner, twins]), axis=1, return_index=True)
+    first = np.sort(first)
+    return owner[first], twins[first], pair[first]
 
 
 class _Accumulator:
-    """Per-query counts gathered over reference blocks.
+    """Per-query counts gathered over the blocks of one pass.
 
-    above[q, j] = number of non-positives scoring strictly higher than q's j-th smallest
-    positive score. Counting is a float32 compare written into a float buffer and a float
-    row sum (torch's integer row reductions are several times slower on the CPU); block rows
-    hold at most 2^24 entries, so the float sums are exact.
-    semi_above[q] = number of q's semi-positives scoring strictly higher than its best
-    positive, read from the same blocks and compared with the same float32 value as above.
-    other[q], other_row[q] = score and row of q's highest-scoring non-positive (the lowest
-    row among equal scores; -inf and -1 while none was seen).
+    Before the pass each positive score is known only to lie in a window (lo, hi] around an
+    estimate (_guards). Per block:
+    c_hi[q, s] += non-positives scoring strictly above hi of q's positive slot s (they are
+      above the positive whatever its block score);
+    window cells (query, score): non-positives inside some positive's window of their query,
+      kept to be compared with the positive's block score after the pass;
+    pos_val[i]: block score of positive pair i, read before the positives are masked;
+    semi_val[i]: block score of semi-positive pair i (-inf when it is a positive's twin);
+    other[q], other_row[q]: score and row of q's highest-scoring non-positive (the lowest row
+      among equal scores; -inf and -1 while none was seen).
+    Counting is a float32 compare written into a float buffer and a float row sum (torch's
+    integer row reductions are several times slower on the CPU); block rows hold at most
+    2^24 entries, so the float sums are exact.
     """
 
-    def __init__(self, pos_sorted: torch.Tensor, counts: np.ndarray, semi: bool) -> None:
-        n_q, p_max = pos_sorted.shape
-        dev = pos_sorted.device
-        self.pos_sorted = pos_sorted
-        self.p_max = p_max
-        self.above = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, n_pos: int, n_semi: int) -> None:
+        n_q, p_max = lo.shape
+        dev = lo.device
+        self.lo, self.hi, self.p_max = lo, hi, p_max
+        self.c_hi = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
         self.flags: torch.Tensor | None = None
-        last = torch.from_numpy(counts - 1).to(dev).unsqueeze(1)
-        self.best = pos_sorted.gather(1, last).squeeze(1)  # the +inf padding lies after it
-        self.semi_above = torch.zeros(n_q, dtype=torch.int64, device=dev) if semi else None
+        self.window_q: list[torch.Tensor] = []
+        self.window_v: list[torch.Tensor] = []
+        self.pos_val = torch.full((n_pos,), float("nan"), device=dev)
+        self.semi_val = torch.full((n_semi,), float("nan"), device=dev)
         self.other = torch.full((n_q,), float("-inf"), device=dev)
         self.other_row = torch.full((n_q,), -1, dtype=torch.int64, device=dev)
+        if p_max > _DIRECT_MAX:
+            # bins path: bin(s) = number of bounds strictly below s; s > hi_j <=> bin(s) >=
+            # n_le(hi_j); s in (lo_j, hi_j] <=> n_le(lo_j) <= bin(s) < n_le(hi_j)
+            self.bounds = torch.cat([lo, hi], dim=1).sort(dim=1).values.contiguous()
+            n_le_hi = torch.searchsorted(self.bounds, hi.contiguous(), side="right")
+            n_le_lo = torch.searchsorted(self.bounds, lo.contiguous(), side="right")
+            self.n_le_hi = n_le_hi
+            k = torch.arange(2 * p_max + 1, device=dev)
+            inside = (k[None, None, :] >= n_le_lo[:, :, None]) & (k[None, None, :] < n_le_hi[:, :, None])
+            self.in_window = inside.any(dim=1)  # (Q, 2 Pmax + 1)
 
-    def add(self, scores: torch.Tensor, q0: int, r0: int, semi_cells=None) -> None:
-        """scores: (bq, br) block of reference rows r0.. with positives already set to -inf;
-        semi_cells: (rows, columns) block-local index tensors of its semi-positive cells, or None."""
+    def add(self, scores: torch.Tensor, q0: int, r0: int) -> None:
+        """scores: (bq, br) block of reference rows r0.. with positives and twins set to -inf."""
         bq = scores.shape[0]
         # argmax returns the first maximal column; strictly greater keeps an earlier block's
         # equal score: the lowest row wins ties
@@ -201,60 +260,129 @@ class _Accumulator:
         better = val > self.other[q0 : q0 + bq]
         self.other[q0 : q0 + bq] = torch.where(better, val, self.other[q0 : q0 + bq])
         self.other_row[q0 : q0 + bq] = torch.where(better, col + r0, self.other_row[q0 : q0 + bq])
-        pos = self.pos_sorted[q0 : q0 + bq]
+        lo, hi = self.lo[q0 : q0 + bq], self.hi[q0 : q0 + bq]
         if self.p_max <= _DIRECT_MAX:
             if self.flags is None or self.flags.numel() < scores.numel():
                 self.flags = torch.empty(scores.numel(), device=scores.device)
             flags = self.flags[: scores.numel()].view_as(scores)
+            windowed = torch.zeros(bq, dtype=torch.bool, device=scores.device)
             for j in range(self.p_max):  # +inf padding is never exceeded: adds 0
-                self.above[q0 : q0 + bq, j] += torch.gt(scores, pos[:, j : j + 1], out=flags).sum(dim=1).long()
+                above_hi = torch.gt(scores, hi[:, j : j + 1], out=flags).sum(dim=1).long()
+                above_lo = torch.gt(scores, lo[:, j : j + 1], out=flags).sum(dim=1).long()
+                self.c_hi[q0 : q0 + bq, j] += above_hi
+                windowed |= above_lo != above_hi
+            if bool(windowed.any()):  # rare: a score within rounding of a positive's
+                rows = torch.nonzero(windowed).flatten()
+                sub = scores[rows]
+                mask = ((sub[:, None, :] > lo[rows, :, None]) & (sub[:, None, :] <= hi[rows, :, None])).any(dim=1)
+                qi, ci = torch.nonzero(mask, as_tuple=True)
+                self.window_q.append(rows[qi] + q0)
+                self.window_v.append(sub[qi, ci])
         else:
-            # bin = number of this query's positives strictly below the score (the +inf
-            # padding never is); non-positives in bin b lie above positives 0 .. b-1.
-            bins = torch.searchsorted(pos, scores, side="left")
-            bins += torch.arange(bq, device=scores.device).unsqueeze(1) * (self.p_max + 1)
-            hist = torch.bincount(bins.view(-1), minlength=bq * (self.p_max + 1)).view(bq, -1)
-            self.above[q0 : q0 + bq] += hist.flip(1).cumsum(1).flip(1)[:, 1:]
-        if semi_cells is not None:
-            qi, ri = semi_cells
-            higher = scores[qi, ri] > self.best[q0 : q0 + bq][qi]
-            self.semi_above.index_add_(0, qi + q0, higher.long())
+            bounds = self.bounds[q0 : q0 + bq]
+            n_bins = bounds.shape[1] + 1
+            bins = torch.searchsorted(bounds, scores, side="left")
+            flat = bins + torch.arange(bq, device=scores.device).unsqueeze(1) * n_bins
+            hist = torch.bincount(flat.view(-1), minlength=bq * n_bins).view(bq, n_bins)
+            suffix = hist.flip(1).cumsum(1).flip(1)
+            self.c_hi[q0 : q0 + bq] += suffix.gather(1, self.n_le_hi[q0 : q0 + bq])
+            in_window = self.in_window[q0 : q0 + bq]
+            windowed = (hist * in_window).sum(dim=1) > 0
+            if bool(windowed.any()):
+                rows = torch.nonzero(windowed).flatten()
+                mask = in_window[rows].gather(1, bins[rows])
+                qi, ci = torch.nonzero(mask, as_tuple=True)
+                self.window_q.append(rows[qi] + q0)
+                self.window_v.append(scores[rows[qi], ci])
 
 
-def _block_cells(pairs, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray]:
-    """(block-local query index, reference row) of the pairs of queries q0 .. q1-1."""
+def _block_cells(pairs, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(block-local query index, reference row, pair index) of the pairs of queries q0 .. q1-1."""
     offsets, rows = pairs
     counts = np.diff(offsets[q0 : q1 + 1])
-    return np.repeat(np.arange(q1 - q0, dtype=np.int64), counts), rows[offsets[q0] : offsets[q1]]
+    local = np.repeat(np.arange(q1 - q0, dtype=np.int64), counts)
+    return local, rows[offsets[q0] : offsets[q1]], np.arange(offsets[q0], offsets[q1], dtype=np.int64)
 
 
 def _cells_in(cells, r0: int, r1: int, dev: torch.device):
-    """Block-local (rows, columns) index tensors of the cells in reference rows r0 .. r1-1, or None."""
-    qi, rows = cells
+    """(rows, columns, pair index) tensors of the block cells in reference rows r0 .. r1-1, or None."""
+    qi, rows, pair = cells
     inside = (rows >= r0) & (rows < r1)
     if not inside.any():
         return None
-    return torch.from_numpy(qi[inside]).to(dev), torch.from_numpy(rows[inside] - r0).to(dev)
+    return tuple(torch.from_numpy(a).to(dev) for a in (qi[inside], rows[inside] - r0, pair[inside]))
 
 
-def _stream(q, r, positives, semis, acc: _Accumulator, block: tuple[int, int]) -> None:
-    """positives, semis: (offsets, rows) pairs per query (semis may be None)."""
-    bq, br = block
+def _stream(q, r, positives, twins, semis, acc: _Accumulator, block: tuple[int, int]) -> None:
+    """positives, twins, semis: (offsets, rows) pairs per query (semis may be None)."""
     dev = q.device
-    # flat buffer so that every (possibly partial) block is a contiguous view for out=
-    buf = torch.empty(bq * br, device=dev)
-    for q0 in range(0, q.shape[0], bq):
-        q1 = min(q.shape[0], q0 + bq)
-        pos_cells = _block_cells(positives, q0, q1)
-        semi_cells = None if semis is None else _block_cells(semis, q0, q1)
-        for r0 in range(0, r.shape[0], br):
-            r1 = min(r.shape[0], r0 + br)
-            scores = buf[: (q1 - q0) * (r1 - r0)].view(q1 - q0, r1 - r0)
-            torch.matmul(q[q0:q1], r[r0:r1].T, out=scores)
-            inside = _cells_in(pos_cells, r0, r1, dev)
-            if inside is not None:  # mask this block's positives
-                scores[inside] = float("-inf")
-            acc.add(scores, q0, r0, None if semi_cells is None else _cells_in(semi_cells, r0, r1, dev))
+    cells = {}
+    for q0, r0, scores in score_blocks(q, r, block):
+        q1 = q0 + scores.shape[0]
+        r1 = r0 + scores.shape[1]
+        if r0 == 0:
+            cells = {
+                name: None if pairs is None else _block_cells(pairs, q0, q1)
+                for name, pairs in (("pos", positives), ("twin", twins), ("semi", semis))
+            }
+        pos = _cells_in(cells["pos"], r0, r1, dev)
+        if pos is not None:  # every positive score is its cell of this block, then masked
+            acc.pos_val[pos[2]] = scores[pos[0], pos[1]]
+            scores[pos[0], pos[1]] = float("-inf")
+        twin = _cells_in(cells["twin"], r0, r1, dev)
+        if twin is not None:  # scored as their positive after the pass
+            scores[twin[0], twin[1]] = float("-inf")
+        semi = None if cells["semi"] is None else _cells_in(cells["semi"], r0, r1, dev)
+        if semi is not None:
+            acc.semi_val[semi[2]] = scores[semi[0], semi[1]]
+        acc.add(scores, q0, r0)
+
+
+def _resolve(acc: _Accumulator, positives, slot, twin_pair, groups, semis, n_q: int):
+    """After the pass: per query the (Q, Pmax) table of non-positives strictly above each
+    positive (positives ascending by block score), the best positive's pair index and the
+    number of semi-positives strictly above it. A twin (a non-positive equal row for row to
+    a positive) scores as the lowest of the query's positives it equals: never above them."""
+    offsets, rows = positives
+    counts = np.diff(offsets)
+    owner = np.repeat(np.arange(n_q, dtype=np.int64), counts)
+    p = acc.pos_val.cpu().numpy()
+    lo, hi = acc.lo.cpu().numpy(), acc.hi.cpu().numpy()
+    if np.isnan(p).any() or (p < lo[owner, slot]).any() or (p > hi[owner, slot]).any():
+        raise RuntimeError("a positive's block score left the window its estimate bounds it to")
+    above = acc.c_hi.cpu().numpy()[owner, slot]
+    if acc.window_q:
+        wq = torch.cat(acc.window_q).cpu().numpy()
+        wv = torch.cat(acc.window_v).cpu().numpy()
+        order = np.lexsort((wv, wq))
+        wq, wv = wq[order], wv[order]
+        starts = np.searchsorted(wq, np.arange(n_q + 1))
+        for qq in np.unique(wq):
+            mine = np.arange(offsets[qq], offsets[qq + 1])
+            seg = wv[starts[qq] : starts[qq + 1]]
+            above[mine] += np.searchsorted(seg, hi[qq, slot[mine]], "right") - np.searchsorted(seg, p[mine], "right")
+    if twin_pair.size:
+        key = owner * (int(groups.max()) + 1) + groups[rows]
+        uniq, inverse = np.unique(key, return_inverse=True)
+        low = np.full(uniq.size, np.inf, dtype=np.float32)
+        np.minimum.at(low, inverse, p)
+        twin_val = low[inverse[twin_pair]]
+        t_owner = owner[twin_pair]
+        for qq in np.unique(t_owner):
+            vals = np.sort(twin_val[t_owner == qq])
+            mine = np.arange(offsets[qq], offsets[qq + 1])
+            above[mine] += vals.size - np.searchsorted(vals, p[mine], "right")
+    order = np.lexsort((p, owner))  # per query ascending by block score
+    col = np.arange(rows.size) - np.repeat(offsets[:-1], counts)
+    table = np.zeros((n_q, int(counts.max())), dtype=np.int64)
+    table[owner, col] = above[order]
+    best = order[offsets[1:] - 1]
+    semi_above = None
+    if semis is not None:
+        s_owner = np.repeat(np.arange(n_q, dtype=np.int64), np.diff(semis[0]))
+        sv = acc.semi_val.cpu().numpy()
+        semi_above = np.bincount(s_owner[sv > p[best][s_owner]], minlength=n_q)
+    return table, best, p, semi_above
 
 
 PROTOCOLS = ("sample4geo", "university1652")
@@ -363,17 +491,20 @@ def evaluate_retrieval(
         raise UserInputError(f"block: expected two positive sizes, the second at most 2**24, got {block}")
 
     positives = positive_pairs(ql, rl)
-    counts = np.diff(positives[0])
     semis = None if semi is None else semi_positive_pairs(ql, rl, semi)
+    n_q = q.shape[0]
     with torch.inference_mode():
-        pos_sorted, best_row = _positive_scores(q, r, *positives)
-        acc = _Accumulator(pos_sorted, counts, semi=semis is not None)
-        _stream(q, r, positives, semis, acc, block)
-        above = acc.above.cpu().numpy()
-        semi_above = None if semis is None else acc.semi_above.cpu().numpy()
-        best_score = acc.best.cpu().numpy()
+        groups = duplicate_groups(r)
+        t_owner, t_rows, twin_pair = _twin_pairs(positives, ql, rl, groups)
+        twins = (np.concatenate([[0], np.cumsum(np.bincount(t_owner, minlength=n_q))]).astype(np.int64), t_rows)
+        lo, hi, slot = _guards(q, r, *positives)
+        acc = _Accumulator(lo, hi, positives[1].size, 0 if semis is None else semis[1].size)
+        _stream(q, r, positives, twins, semis, acc, block)
         other_row = acc.other_row.cpu().numpy()
-    rank = above[np.arange(above.shape[0]), counts - 1]  # best positive = largest = index P_q - 1
+        above, best, pos_val, semi_above = _resolve(acc, positives, slot, twin_pair, groups, semis, n_q)
+    counts = np.diff(positives[0])
+    rank = above[np.arange(n_q), counts - 1]  # best positive = largest = index P_q - 1
+    best_row, best_score = positives[1][best], pos_val[best]
     metrics = _summarise(above, rank, counts, one_percent_k(r.shape[0], protocol), ks, semi_above)
     return Retrieval(metrics, rank, best_row, best_score, np.where(rank == 0, best_row, other_row))
 

@@ -1,22 +1,22 @@
 """A geo-tagged index of aerial tiles, and single-photo search against it.
 
-Index file: one uncompressed .npz (readable with plain `np.load`) whose members are
-  embeddings (N, D) float32 or float16, rows L2-normalised;
-  lat, lon (N,) float64 degrees (NaN when the source has no coordinates);
-  files (N,) unicode, tile paths relative to meta["root"];
-  meta () unicode, a JSON object: format/version, the model that made the embeddings
-    (backbone, embed_dim, checkpoint path + SHA-256, image sizes) and the tile spacing.
-Members are stored, not deflated, so `open_index` memory-maps them in place: looking up one
-photo touches the embedding pages once and copies only the top-k rows' names.
+An index is a pair of files with one name: NAME.npy and NAME.json (`--out` and `--index` take
+NAME, NAME.json or NAME.npy).
+  NAME.npy: the embeddings (N, D) float32 or float16, rows L2-normalised, a plain .npy that
+    `np.load(mmap_mode="r")` memory-maps: looking up one photo reads the pages once.
+  NAME.json: format/version, the SHA-256 of NAME.npy, its shape and dtype, the tiles' paths
+    relative to "root" ("files"), their "lat"/"lon" in degrees (null without coordinates),
+    the model that made the embeddings (backbone, embed_dim, checkpoint path + SHA-256, image
+    sizes) and the tile spacing.
+open_index recomputes the SHA-256 of NAME.npy and refuses a file that changed since the
+index was written (a flipped byte, a sign-flipped row, a half-written rebuild), since any
+such change silently moves `s4g locate`'s answers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import struct
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,22 +28,40 @@ import torch
 from s4g.checkpoint import load_checkpoint
 from s4g.embed import embed_files, view_size
 from s4g.errors import UserInputError
-from s4g.fileio import file_sha256, npz_kind, save_npz
+from s4g.fileio import OutputKind, atomic_path, file_sha256, json_kind, save_json
 from s4g.geo import nearest_spacing_m
 from s4g.sampling import topk_init, topk_merge
+from s4g.scoring import score_blocks
 
 INDEX_FORMAT = "s4g-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 # rows of the index scored per block while searching (x D floats: 16 MB at D = 1024)
 SEARCH_BLOCK = 4096
-_LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # ZIP local file header (APPNOTE 4.3.7)
-#: The kind of file `s4g index --out` writes (s4g.fileio.check_output).
-INDEX_FILE = npz_kind("an s4g index", "embeddings", "meta")
+#: The kinds of the two files `s4g index --out` writes (s4g.fileio.check_output).
+INDEX_FILE = json_kind("an s4g index", "format", "embeddings_sha256")
+
+
+def _is_index_npy(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(6) == b"\x93NUMPY" and index_paths(path)[0].is_file()
+
+
+INDEX_EMBEDDINGS = OutputKind("an s4g index's embeddings (.npy)", _is_index_npy)
+
+
+def index_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(NAME.json, NAME.npy) of the index named by `path` (NAME, NAME.json or NAME.npy)."""
+    path = Path(path)
+    if path.suffix in (".json", ".npy"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".json"), path.with_name(path.name + ".npy")
 
 
 @dataclass(frozen=True)
 class Index:
-    """An opened index: memory-mapped arrays (see the module docstring) and its meta dict."""
+    """An opened index (see the module docstring): path = NAME.json; embeddings memory-mapped
+    read-only from NAME.npy; lat, lon (N,) float64 degrees (NaN: unknown); files (N,) str;
+    meta: the JSON's other entries."""
 
     path: Path
     embeddings: np.ndarray
@@ -89,87 +107,96 @@ def write_index(
     *,
     float16: bool = False,
 ) -> dict[str, Any]:
-    """Write an index file atomically; returns its meta dict.
+    """Write the index NAME.npy + NAME.json (`out` names them, see index_paths); returns
+    the JSON's dict.
 
     embeddings (N, D) float32 L2-normalised; lat, lon (N,) float64 degrees or NaN; files: N
     paths relative to `root`; model_meta: backbone, embed_dim, checkpoint identity, sizes.
+    Each file is written under a temporary name and renamed; the .json goes last and holds
+    the .npy's SHA-256, so an interrupted rebuild is refused on opening, not misread.
     """
     n = embeddings.shape[0]
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
     if lat.shape != (n,) or lon.shape != (n,) or len(files) != n:
         raise ValueError(f"index: {n} embeddings but {lat.shape} lat, {lon.shape} lon, {len(files)} files")
+    meta_path, npy_path = index_paths(out)
+    emb = np.ascontiguousarray(embeddings, dtype=np.float16 if float16 else np.float32)
+    with atomic_path(npy_path, suffix=".npy") as tmp:
+        np.save(tmp, emb, allow_pickle=False)
+        digest = file_sha256(tmp)
     meta = {
         "format": INDEX_FORMAT,
         "version": INDEX_VERSION,
         "count": int(n),
-        "dtype": "float16" if float16 else "float32",
+        "dtype": emb.dtype.name,
+        "embeddings": npy_path.name,
+        "embeddings_sha256": digest,
+        "embeddings_shape": list(emb.shape),
         "root": str(Path(root).resolve()),
         "has_coordinates": bool(np.isfinite(lat).any()),
         "tile_spacing_m": nearest_spacing_m(lat, lon),
         "model": model_meta,
     }
-    save_npz(
-        out,
-        embeddings=np.ascontiguousarray(embeddings, dtype=np.float16 if float16 else np.float32),
-        lat=lat,
-        lon=lon,
-        files=np.array([str(f) for f in files], dtype=str),
-        meta=np.array(json.dumps(meta, sort_keys=True)),
-    )
+    save_json(meta_path, {
+        **meta,
+        "files": [str(f) for f in files],
+        # NaN is not JSON: a tile without coordinates has null
+        "lat": [float(v) if np.isfinite(v) else None for v in lat],
+        "lon": [float(v) if np.isfinite(v) else None for v in lon],
+    })
     return meta
 
 
-def _member_memmap(path: Path, zf: zipfile.ZipFile, name: str) -> np.ndarray:
-    """Memory-map the .npy member `name` of an uncompressed npz (changes stay in memory)."""
+def _degrees(values, path: Path, name: str, n: int) -> np.ndarray:
+    if not isinstance(values, list) or len(values) != n:
+        raise UserInputError(f"{path}: '{name}' is not a list of {n} values; rebuild the index with s4g index")
     try:
-        info = zf.getinfo(f"{name}.npy")
-    except KeyError:
-        raise UserInputError(f"{path}: not an s4g index (no '{name}' array)") from None
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise UserInputError(f"{path}: the '{name}' array is compressed; rebuild the index with s4g index")
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        fields = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
-        f.seek(info.header_offset + _LOCAL_HEADER.size + fields[-2] + fields[-1])
-        version = np.lib.format.read_magic(f)
-        fmt = np.lib.format
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read_header(f)
-        offset = f.tell()
-    if dtype.hasobject:
-        raise UserInputError(f"{path}: the '{name}' array holds Python objects (refused)")
-    if math.prod(shape) == 0:
-        return np.zeros(shape, dtype=dtype)
-    # copy-on-write: torch can wrap the pages without a copy; nothing is ever written back
-    return np.memmap(path, dtype=dtype, mode="c", shape=shape, order="F" if fortran else "C", offset=offset)
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserInputError(f"{path}: '{name}' holds a value that is not a number; rebuild the index") from None
 
 
 def open_index(path: str | os.PathLike) -> Index:
-    """Open an index written by write_index, its arrays memory-mapped.
+    """Open an index written by write_index, its embeddings memory-mapped (read-only).
 
-    Raises UserInputError naming the file when it is missing or not an s4g index.
+    path: NAME, NAME.json or NAME.npy. Raises UserInputError naming the file when either
+    file is missing, is not an s4g index, or the .npy does not hold the bytes the index
+    recorded.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such index file (make one with s4g index)")
+    meta_path, npy_path = index_paths(path)
+    if not meta_path.is_file():
+        raise UserInputError(f"{meta_path}: no such index file (make one with s4g index)")
     try:
-        with zipfile.ZipFile(path) as zf:
-            meta_arr = _member_memmap(path, zf, "meta")
-            meta = json.loads(str(np.asarray(meta_arr)[()]))
-            if not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT:
-                raise UserInputError(f"{path}: not an s4g index (its meta names no '{INDEX_FORMAT}' format)")
-            if meta.get("version", 0) > INDEX_VERSION:
-                raise UserInputError(f"{path}: index version {meta['version']} is newer than this s4g reads")
-            arrays = {name: _member_memmap(path, zf, name) for name in ("embeddings", "lat", "lon", "files")}
-    except (zipfile.BadZipFile, ValueError, OSError, struct.error) as err:
-        if isinstance(err, UserInputError):
-            raise
-        raise UserInputError(f"{path}: not a readable s4g index ({err})") from None
-    n = arrays["embeddings"].shape[0]
-    if arrays["embeddings"].ndim != 2 or any(arrays[a].shape != (n,) for a in ("lat", "lon", "files")):
-        raise UserInputError(f"{path}: inconsistent index arrays; rebuild it with s4g index")
-    return Index(path=path, meta=meta, **arrays)
+        doc = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserInputError(f"{meta_path}: not a readable s4g index ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT:
+        raise UserInputError(f"{meta_path}: not an s4g index (it names no '{INDEX_FORMAT}' format)")
+    if not isinstance(doc.get("version"), int) or doc["version"] > INDEX_VERSION:
+        raise UserInputError(f"{meta_path}: index version {doc.get('version')!r} is not one this s4g reads")
+    if doc["version"] < INDEX_VERSION:
+        raise UserInputError(f"{meta_path}: an index of an older format; rebuild it with s4g index")
+    if not npy_path.is_file():
+        raise UserInputError(f"{npy_path}: the embeddings of the index {meta_path} are missing; rebuild it")
+    if file_sha256(npy_path) != doc.get("embeddings_sha256"):
+        raise UserInputError(
+            f"{npy_path}: the embeddings changed since the index {meta_path} was written (their "
+            "SHA-256 differs from the one it recorded); rebuild the index with s4g index"
+        )
+    try:
+        emb = np.load(npy_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{npy_path}: not a readable .npy file ({err})") from None
+    if emb.ndim != 2 or list(emb.shape) != doc.get("embeddings_shape") or emb.dtype.name not in ("float32", "float16"):
+        raise UserInputError(f"{npy_path}: holds {emb.dtype} {emb.shape}, not what {meta_path} recorded; rebuild it")
+    n = emb.shape[0]
+    files = doc.get("files")
+    if not isinstance(files, list) or len(files) != n or not all(isinstance(f, str) for f in files):
+        raise UserInputError(f"{meta_path}: 'files' is not a list of {n} paths; rebuild the index with s4g index")
+    meta = {k: v for k, v in doc.items() if k not in ("files", "lat", "lon")}
+    return Index(path=meta_path, embeddings=emb, lat=_degrees(doc.get("lat"), meta_path, "lat", n),
+                 lon=_degrees(doc.get("lon"), meta_path, "lon", n), files=np.array(files, dtype=str), meta=meta)
 
 
 def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -191,15 +218,12 @@ def search(index: Index, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     best_idx, best_val = topk_init(query.shape[0], k)
     none = np.full(query.shape[0], -1, dtype=np.int64)
     q = torch.from_numpy(query)
-    for r0 in range(0, len(index), SEARCH_BLOCK):
-        rows = index.embeddings[r0 : r0 + SEARCH_BLOCK]
-        block = torch.from_numpy(rows if rows.dtype == np.float32 else rows.astype(np.float32))
-        scores = (q @ block.T).numpy()
-        if not np.isfinite(scores).all():
+    for _, r0, scores in score_blocks(q, index.embeddings, (max(1, query.shape[0]), SEARCH_BLOCK)):
+        if not torch.isfinite(scores).all():
             raise UserInputError(
-                f"{index.path}: rows {r0}..{r0 + len(block) - 1} hold NaN or inf; rebuild the index"
+                f"{index.path}: rows {r0}..{r0 + scores.shape[1] - 1} hold NaN or inf; rebuild the index"
             )
-        best_idx, best_val = topk_merge(scores, r0, k, none, best_idx, best_val)
+        best_idx, best_val = topk_merge(scores.numpy(), r0, k, none, best_idx, best_val)
     return best_idx, best_val
 
 
@@ -234,7 +258,8 @@ def build_index(
     float16: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Embed tiles (paths relative to root) with the checkpoint's model and write the index.
+    """Embed tiles (paths relative to root) with the checkpoint's model and write the index
+    `out` (NAME.npy + NAME.json, see index_paths).
 
     Tiles are resized to the checkpoint's aerial size (reference_kind "drone": its ground
     size). Returns the index meta dict (see write_index).

@@ -27,6 +27,7 @@ from s4g.data.records import EvalSet, TrainSet
 from s4g.embed import embed_eval_set, embed_files, view_size
 from s4g.errors import UserInputError
 from s4g.mining import class_query_embeddings, similar_references
+from s4g.released import check_lists, last_query_embeddings
 from s4g.results import SplitResults, split_results
 
 _RUN_NAME = re.compile(r"-(\d{8}-\d{6})(?:-(\d+))?$")
@@ -153,6 +154,7 @@ def mine_training_set(
     progress: bool = True,
     block: tuple[int, int] | None = None,
     env: D.DistEnv | None = None,
+    lists: str = "s4g",
 ) -> np.ndarray:
     """DSS neighbour lists: for each class, its k most similar *other* references.
 
@@ -164,7 +166,10 @@ def mine_training_set(
     env: a torchrun process group to share the embedding with (call on every rank; all
     return the lists). The top-k runs on rank 0 alone: a small share of the mining time, the
     embedding being the rest (benches/bench_dist_eval.py measures both).
+    lists: "s4g", or "released": a class is scored by its last query's embedding
+      (s4g.released.last_query_embeddings), as the released code does.
     """
+    check_lists(lists)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
         raise UserInputError(
             f"--k must be between 1 and {train_set.num_classes - 1} (the training set has "
@@ -179,7 +184,9 @@ def mine_training_set(
     model.train(was_training)
 
     def nearest() -> np.ndarray:
-        cls_q = class_query_embeddings(q, np.asarray(train_set.pair_class, dtype=np.int64), r)
+        pair_class = np.asarray(train_set.pair_class, dtype=np.int64)
+        by = last_query_embeddings if lists == "released" else class_query_embeddings
+        cls_q = by(q, pair_class, r)
         exclude = np.arange(train_set.num_classes, dtype=np.int64)
         return similar_references(cls_q, r, int(k), exclude, device=device, block=block)
 

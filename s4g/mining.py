@@ -18,6 +18,7 @@ from s4g import sampling
 from s4g.errors import UserInputError
 from s4g.evaluate import as_embeddings
 from s4g.runtime import pick_device
+from s4g.scoring import duplicate_groups, score_blocks
 
 # (query rows, reference rows) per score block: 4096×4096 float32 = 64 MB on the CPU (taller
 # query blocks let BLAS reuse each packed reference panel, with bit-identical products under
@@ -78,53 +79,93 @@ def similar_references(
     if use_rust and dev.type != "cpu":
         raise UserInputError("method='rust' runs on the CPU only; pass device='cpu'")
     block = block or (GPU_BLOCK if dev.type == "cuda" else CPU_BLOCK)
-    out = np.empty((q.shape[0], k), dtype=np.int64)
     with torch.inference_mode():
-        for q0 in range(0, q.shape[0], block[0]):
-            q1 = min(q.shape[0], q0 + block[0])
-            run = _rows_rust if use_rust else _rows_torch
-            out[q0:q1] = run(q[q0:q1], r, k, ex[q0:q1], block[1])
-    return out
+        # Identical reference rows are scored once, as their lowest row: one product may give
+        # two equal rows different last bits, which would order them by rounding, not by row.
+        groups = duplicate_groups(r)
+        first = np.unique(groups, return_index=True)[1]  # lowest row of each group, by group id
+        sizes = np.bincount(groups)
+        g_ex = np.where(ex >= 0, groups[np.maximum(ex, 0)], -1)
+        # an excluded row's group keeps its other rows: skip the group only when it is alone
+        g_ex = np.where((g_ex >= 0) & (sizes[np.maximum(g_ex, 0)] == 1), g_ex, -1)
+        # k + 1 groups hold the best k rows even when one of them is the excluded row; where
+        # fewer than k_g groups remain after an exclusion the list ends in padding
+        k_g = min(k + 1, first.size)
+        r_u = r[torch.from_numpy(first).to(dev)] if first.size < r.shape[0] else r
+        idx = np.empty((q.shape[0], k_g), dtype=np.int64)
+        val = np.empty((q.shape[0], k_g), dtype=np.float32)
+        merge = _RustMerge if use_rust else _TorchMerge
+        for q0, r0, scores in score_blocks(q, r_u, block):
+            q1 = q0 + scores.shape[0]
+            if r0 == 0:
+                state = merge(scores.shape[0], k_g, g_ex[q0:q1], r_u.shape[0], dev)
+            state.add(scores, r0)
+            if r0 + scores.shape[1] == r_u.shape[0]:
+                idx[q0:q1], val[q0:q1] = state.result()
+    return _expand(idx, val, groups, first, ex, k)
 
 
-def _blocks(q: torch.Tensor, r: torch.Tensor, ex_t: torch.Tensor, br: int):
-    """Yield (r0, scores) with each query's excluded row set to -inf; scores reuse a buffer."""
-    buf = torch.empty(q.shape[0] * br, device=q.device)
-    rows = torch.arange(q.shape[0], device=q.device)
-    for r0 in range(0, r.shape[0], br):
-        r1 = min(r.shape[0], r0 + br)
-        scores = buf[: q.shape[0] * (r1 - r0)].view(q.shape[0], r1 - r0)
-        torch.matmul(q, r[r0:r1].T, out=scores)
-        hit = (ex_t >= r0) & (ex_t < r1)
-        scores[rows[hit], ex_t[hit] - r0] = float("-inf")
-        yield r0, scores
+class _RustMerge:
+    """Running top-k of one query block, merged by s4g.sampling.topk_merge (rows skip `ex`)."""
+
+    def __init__(self, n: int, k: int, ex: np.ndarray, n_ref: int, dev: torch.device) -> None:
+        self.k, self.ex = k, ex
+        self.idx = np.full((n, k), -1, dtype=np.int64)
+        self.val = np.full((n, k), -np.inf, dtype=np.float32)
+
+    def add(self, scores: torch.Tensor, r0: int) -> None:
+        self.idx, self.val = sampling.topk_merge(scores.numpy(), r0, self.k, self.ex, self.idx, self.val)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.idx, self.val
 
 
-def _rows_rust(q: torch.Tensor, r: torch.Tensor, k: int, ex: np.ndarray, br: int) -> np.ndarray:
-    best_idx = np.full((q.shape[0], k), -1, dtype=np.int64)
-    best_val = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
-    # Rust skips the excluded row itself, so no -inf masking is needed here.
-    ex_none = torch.full_like(torch.from_numpy(ex), -1)
-    for r0, scores in _blocks(q, r, ex_none, br):
-        best_idx, best_val = sampling.topk_merge(scores.numpy(), r0, k, ex, best_idx, best_val)
-    return best_idx
+class _TorchMerge:
+    """Running top-k of one query block with torch.topk (the excluded cell set to -inf)."""
 
+    def __init__(self, n: int, k: int, ex: np.ndarray, n_ref: int, dev: torch.device) -> None:
+        self.k = k
+        self.ex = torch.from_numpy(ex).to(dev)
+        self.rows = torch.arange(n, device=dev)
+        self.val = torch.full((n, k), float("-inf"), device=dev)
+        # padding index R sorts after every real row among equal (-inf) scores
+        self.idx = torch.full((n, k), n_ref, dtype=torch.int64, device=dev)
 
-def _rows_torch(q: torch.Tensor, r: torch.Tensor, k: int, ex: np.ndarray, br: int) -> np.ndarray:
-    dev = q.device
-    best_val = torch.full((q.shape[0], k), float("-inf"), device=dev)
-    # padding index R sorts after every real row among equal (-inf) scores
-    best_idx = torch.full((q.shape[0], k), r.shape[0], dtype=torch.int64, device=dev)
-    for r0, scores in _blocks(q, r, torch.from_numpy(ex).to(dev), br):
-        val, idx = block_topk(scores, min(k, scores.shape[1]))
-        cand_val = torch.cat([best_val, val], dim=1)
-        cand_idx = torch.cat([best_idx, idx + r0], dim=1)
+    def add(self, scores: torch.Tensor, r0: int) -> None:
+        r1 = r0 + scores.shape[1]
+        hit = (self.ex >= r0) & (self.ex < r1)
+        scores[self.rows[hit], self.ex[hit] - r0] = float("-inf")
+        val, idx = block_topk(scores, min(self.k, scores.shape[1]))
+        cand_val = torch.cat([self.val, val], dim=1)
+        cand_idx = torch.cat([self.idx, idx + r0], dim=1)
         # (score desc, index asc): sort by index, then a stable sort by score
         by_idx = cand_idx.argsort(dim=1)
         cand_val, cand_idx = cand_val.gather(1, by_idx), cand_idx.gather(1, by_idx)
-        order = cand_val.sort(dim=1, descending=True, stable=True).indices[:, :k]
-        best_val, best_idx = cand_val.gather(1, order), cand_idx.gather(1, order)
-    return best_idx.cpu().numpy()
+        order = cand_val.sort(dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.val, self.idx = cand_val.gather(1, order), cand_idx.gather(1, order)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.idx.cpu().numpy(), self.val.cpu().numpy()
+
+
+def _expand(idx: np.ndarray, val: np.ndarray, groups: np.ndarray, first: np.ndarray, ex: np.ndarray,
+            k: int) -> np.ndarray:
+    """(Q, k) reference rows from each query's best groups (idx: group ids, val: their
+    scores, best first): every row of a group takes its group's score, so rows of equal
+    score are ordered by row across groups too; the excluded row is dropped."""
+    if first.size == groups.size:  # no duplicates: group g is row g, excluded rows were skipped
+        return idx[:, :k]
+    members = np.argsort(groups, kind="stable")  # each group's rows ascending, groups by id
+    starts = np.concatenate([[0], np.cumsum(np.bincount(groups))])
+    out = np.empty((idx.shape[0], k), dtype=np.int64)
+    for i in range(idx.shape[0]):
+        real = (idx[i] >= 0) & (idx[i] < first.size)  # padding: -1 (Rust) or the group count (torch)
+        cand = [members[starts[g] : starts[g + 1]] for g in idx[i][real]]
+        score = np.repeat(val[i][real], [c.size for c in cand])
+        cand = np.concatenate(cand)
+        cand = cand[np.lexsort((cand, -score))]
+        out[i] = cand[cand != ex[i]][:k]
+    return out
 
 
 def block_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

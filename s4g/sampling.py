@@ -110,6 +110,7 @@ def pack_batches(
     *,
     max_failed_pops: int = MAX_FAILED_POPS,
     return_stats: bool = False,
+    neighbour_range: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, PackStats]:
     """Greedy hard-negative batch packing for one epoch, Sample4Geo's rule, seeded.
 
@@ -121,7 +122,7 @@ def pack_batches(
         neighbours: (C, K) int64, row c = classes hardest for c first, -1 = padding; or None
             for class-unique random batches. When given, C is its number of rows (it must
             cover every class id); otherwise C = max(pair_class) + 1. The whole row is the
-            list (slice it to the neighbour range before calling).
+            list unless neighbour_range is given.
         batch_size: pairs per batch, 2 <= batch_size <= number of classes with pairs.
         neighbour_select: neighbour classes tried per anchor (half fixed, half random).
         seed: any integer; the same inputs and seed give the same batches on any machine
@@ -129,6 +130,10 @@ def pack_batches(
         max_failed_pops: the walk's patience; the reference's CVUSA/CVACT/VIGOR loops give up
             after MAX_FAILED_POPS (1024) failures in a row, its University-1652 loop after 512.
         return_stats: also return PackStats.
+        neighbour_range: None (s4g: the caller slices each row to its range first, so the
+            classes an anchor pulled in shorten its list), or an int >= 1 (the released
+            code's order): an anchor draws from the first neighbour_range entries of its list
+            as it stands, after its earlier pulls were removed, so later entries move up.
 
     Returns:
         (n_batches, batch_size) int64 pair indices in the order they were added (anchor,
@@ -141,8 +146,10 @@ def pack_batches(
     neighbour_select = _count(neighbour_select, "neighbour_select", 0)
     seed = _count(seed, "seed", -(2**63)) & (2**64 - 1)
     max_failed_pops = _count(max_failed_pops, "max_failed_pops", 1)
+    if neighbour_range is not None:
+        neighbour_range = _count(neighbour_range, "neighbour_range", 1)
     batches, dropped, via = _call(_sampler.pack_batches, classes, nb, batch_size, neighbour_select,
-                                  max_failed_pops, seed)
+                                  max_failed_pops, seed, neighbour_range)
     if return_stats:
         return batches, PackStats(dropped=dropped, via_neighbour=via)
     return batches

@@ -136,7 +136,7 @@ class ReferenceDraws:
 
 
 def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: int = 64, seed: int = 0,
-                   max_failed_pops: int = MAX_FAILED_POPS):
+                   max_failed_pops: int = MAX_FAILED_POPS, neighbour_range: int | None = None):
     """Sample4Geo's `VigorDatasetTrain.shuffle`, re-written plainly, with ReferenceDraws.
 
     (Its CVUSA/CVACT copies are the same loop with one pair per class, where the removal
@@ -147,8 +147,9 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
     each pulled-in class is removed (`list.remove`: first occurrence), and the break counter
     as the reference counts it (every pop that adds no pair: put back or already used;
     stop at max_failed_pops: 1024 there, 512 in its University-1652 loop). A pair is its index; its class is pair_class[pair]. The lists
-    are the whole rows without -1 padding (the reference's `[:neighbour_range]` slice is the
-    caller's). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
+    are the whole rows without -1 padding; neighbour_range None leaves the reference's
+    `similarity_pool[idx][:neighbour_range]` slice to the caller (s4g's order), an int takes it
+    here, on the list as it stands at each anchor (the reference's order). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
     via_neighbour counts the pairs of full batches that a neighbour list pulled in.
     """
     pair_class = [int(c) for c in pair_class]
@@ -177,6 +178,8 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
             idx2pair_pool[idx].remove(pair)
             if similarity_pool is not None and len(current_batch) < batch_size:
                 near = list(similarity_pool[idx])
+                if neighbour_range is not None:
+                    near = near[:neighbour_range]
                 rest = near[split:]
                 for idx_near in near[:split] + draws.sample_rest(rest, min(split, len(rest))):
                     if len(current_batch) >= batch_size:
@@ -202,6 +205,32 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
     placed = np.array(batches, dtype=np.int64).reshape(-1, batch_size)
     via = sum(pair in pulled for pair in placed.ravel().tolist())
     return placed, len(pair_class) - placed.size, via
+
+
+def released_gps_lists(lat, lon, k: int) -> np.ndarray:
+    """`calc_distance_*.py` re-written plainly: scikit-learn's haversine formula (the
+    `math` module = the C library it calls) on (lat, lon) as given, in degrees; the whole
+    N×N matrix; its diagonal filled with its maximum; torch.topk(k, largest=False) per row."""
+    import torch
+
+    pts = [(float(a), float(b)) for a, b in zip(lat, lon)]
+    dm = np.empty((len(pts), len(pts)))
+    for i, (a1, b1) in enumerate(pts):
+        for j, (a2, b2) in enumerate(pts):
+            s0 = math.sin(0.5 * (a1 - a2))
+            s1 = math.sin(0.5 * (b1 - b2))
+            dm[i, j] = 2 * math.asin(math.sqrt(s0 * s0 + math.cos(a1) * math.cos(a2) * s1 * s1))
+    t = torch.from_numpy(dm).fill_diagonal_(dm.max())
+    return torch.topk(t, k=k, dim=1, largest=False).indices.numpy()
+
+
+def released_tile_queries(query_emb, pair_class, reference_emb) -> np.ndarray:
+    """VIGOR's `calculate_nearest` choice of a tile's query: a dict filled pair by pair, so a
+    tile keeps its last panorama's embedding; tiles without a pair keep their own."""
+    chosen = {}
+    for row, c in enumerate(pair_class):
+        chosen[int(c)] = query_emb[row]
+    return np.stack([chosen.get(c, reference_emb[c]) for c in range(len(reference_emb))]).astype(np.float32)
 
 
 def check_packing(batches: np.ndarray, pair_class, batch_size: int) -> None:

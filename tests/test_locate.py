@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import zipfile
 
 import numpy as np
 import pytest
@@ -17,8 +16,9 @@ from s4g.data.augment import normalise
 from s4g.data.dataset import ImageDataset
 from s4g.datasets import load_eval
 from s4g.embed import embed_files
+from s4g.errors import UserInputError
 from s4g.geo import haversine_m
-from s4g.index import open_index
+from s4g.index import index_paths, open_index
 from s4g.locate import consensus
 from s4g.model import build_model
 from s4g.pictures import CELL, grid_boxes, query_width
@@ -41,7 +41,7 @@ def world(tmp_path_factory):
     root = base / "vigor"
     write_layout("vigor", root, locations=24, seed=3, workers=1)
     ckpt = make_checkpoint(base / "micro.pt")
-    out = base / "tiles.npz"
+    out = base / "tiles"
     result = runner.invoke(app, ["index", "--checkpoint", str(ckpt), "--dataset", "vigor-same",
                                  "--data-root", str(root), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -80,11 +80,13 @@ def test_index_holds_tiles_coordinates_and_model_identity(world):
     assert len(model["checkpoint"]["sha256"]) == 64
     # the synthetic VIGOR grid is 48 m; the index measured it
     assert index.meta["tile_spacing_m"] == pytest.approx(48.0, rel=0.02)
-    # one ordinary npz: stored (not deflated) members, readable without pickle
-    with zipfile.ZipFile(world["index"]) as zf:
-        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
-    with np.load(world["index"], allow_pickle=False) as npz:
-        np.testing.assert_array_equal(npz["embeddings"], index.embeddings)
+    # two plain files: a .npy numpy reads without pickle, and a JSON naming the tiles
+    meta_path, npy_path = index_paths(world["index"])
+    assert index.path == meta_path and open_index(npy_path).path == meta_path
+    np.testing.assert_array_equal(np.load(npy_path, allow_pickle=False), index.embeddings)
+    doc = json.loads(meta_path.read_text())
+    assert doc["files"] == index.files.tolist() and doc["lat"] == index.lat.tolist()
+    assert doc["embeddings_shape"] == list(index.embeddings.shape)
 
 
 def test_located_tiles_are_the_dense_nearest_tiles(world):
@@ -154,7 +156,7 @@ def test_geojson_and_picture_of_located_photos(world, tmp_path):
 
 
 def test_float16_index_and_table_output(world):
-    out = world["base"] / "half.npz"
+    out = world["base"] / "half"
     result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--dataset", "vigor-same",
                                  "--data-root", str(world["root"]), "--out", str(out), "--float16", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -176,7 +178,7 @@ def test_index_from_a_csv_of_tiles(world, tmp_path):
     ]
     csv = tmp_path / "tiles.csv"
     csv.write_text("\n".join(rows) + "\n")
-    out = tmp_path / "csv.npz"
+    out = tmp_path / "csv.json"
     result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--images", "/",
                                  "--coords", str(csv), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -198,16 +200,16 @@ def test_bad_coordinate_csv_exits_2(world, tmp_path, text, message):
     csv = tmp_path / "bad.csv"
     csv.write_text(text.format(tile=world["eval"].reference_files[0].lstrip("/")))
     result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--images", "/",
-                                 "--coords", str(csv), "--out", str(tmp_path / "x.npz")])
+                                 "--coords", str(csv), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "bad.csv" in result.output and message in result.output
-    assert not (tmp_path / "x.npz").exists()
+    assert not (tmp_path / "x.json").exists() and not (tmp_path / "x.npy").exists()
 
 
 def test_dataset_without_coordinates_lists_tiles_without_position(tmp_path):
     root = tmp_path / "uni"
     write_layout("university", root, locations=4, seed=1, workers=1)
     ckpt = make_checkpoint(tmp_path / "micro.pt")
-    out = tmp_path / "uni.npz"
+    out = tmp_path / "uni"
     result = runner.invoke(app, ["index", "--checkpoint", str(ckpt), "--dataset", "university-d2s",
                                  "--data-root", str(root), "--out", str(out), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -242,15 +244,13 @@ def test_bad_inputs_exit_2_naming_the_file(world, tmp_path):
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     result = runner.invoke(app, ["locate", "--index", str(world["index"]), str(bad)])
     assert result.exit_code == 2 and "broken.jpg" in result.output
-    not_index = tmp_path / "notes.npz"
-    np.savez_compressed(not_index, x=np.zeros(3))
+    not_index = tmp_path / "notes.json"
+    not_index.write_text('{"a": 1}')
     result = runner.invoke(app, ["locate", "--index", str(not_index), world["eval"].query_files[0]])
-    assert result.exit_code == 2 and "notes.npz" in result.output
-    pickled = tmp_path / "pickled.npz"  # an index-shaped file whose meta is a pickled object
-    np.savez(pickled, meta=np.array([{"format": "s4g-index"}], dtype=object))
-    result = runner.invoke(app, ["locate", "--index", str(pickled), world["eval"].query_files[0]])
-    assert result.exit_code == 2 and "pickled.npz" in result.output and "objects" in result.output
-    result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--out", str(tmp_path / "i.npz")])
+    assert result.exit_code == 2 and "notes.json" in result.output and "not an s4g index" in result.output
+    result = runner.invoke(app, ["locate", "--index", str(tmp_path / "absent"), world["eval"].query_files[0]])
+    assert result.exit_code == 2 and "absent.json" in result.output
+    result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--out", str(tmp_path / "i")])
     assert result.exit_code == 2 and "--images" in result.output
     photo = tmp_path / "p.png"
     Image.fromarray(np.zeros((8, 32, 3), np.uint8)).save(photo)
@@ -272,3 +272,37 @@ def test_consensus_picks_the_heaviest_close_group():
     # across the antimeridian the mean stays between the two tiles
     got = consensus(np.array([0.0, 0.0]), np.array([179.9999, -179.9999]), np.array([0.5, 0.5]), 100.0)
     assert abs(got["lon"]) == pytest.approx(180.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("change", ["flip a byte", "flip a row's sign", "truncate", "remove"])
+def test_changed_embeddings_are_refused_naming_the_file(world, tmp_path, change):
+    # a changed .npy would silently move locate's answers: the recorded SHA-256 refuses it
+    meta_path, npy_path = index_paths(world["index"])
+    copy_meta, copy_npy = index_paths(tmp_path / "copy")
+    copy_meta.write_bytes(meta_path.read_bytes())
+    data = bytearray(npy_path.read_bytes())
+    if change == "flip a byte":
+        data[-5] ^= 0x01
+    elif change == "flip a row's sign":
+        emb = np.load(npy_path)
+        emb[3] = -emb[3]
+        header = len(data) - emb.nbytes
+        data[header:] = emb.tobytes()
+    elif change == "truncate":
+        data = data[: len(data) // 2]
+    if change != "remove":
+        copy_npy.write_bytes(bytes(data))
+    with pytest.raises(UserInputError, match="copy"):
+        open_index(copy_meta)
+    result = runner.invoke(app, ["locate", "--index", str(copy_meta), world["eval"].query_files[0], "--device", "cpu"])
+    assert result.exit_code == 2 and "copy.npy" in result.output and "rebuild" in result.output
+
+
+def test_index_is_not_written_over_other_files(world, tmp_path):
+    other = tmp_path / "mine.npy"
+    np.save(other, np.zeros(3))
+    result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--dataset", "vigor-same",
+                                 "--data-root", str(world["root"]), "--out", str(tmp_path / "mine"), "--device", "cpu"])
+    assert result.exit_code == 2 and "mine.npy" in result.output
+    np.testing.assert_array_equal(np.load(other), np.zeros(3))
+    assert not (tmp_path / "mine.json").exists()

@@ -81,9 +81,11 @@ mod python {
         Ok((to_2d(py, idx, n, k)?, to_2d(py, dist, n, k)?))
     }
 
-    /// pack_batches(pair_class, neighbours, batch_size, neighbour_select, max_failed_pops, seed)
-    ///   -> (batches (n_batches, batch_size) int64, dropped, via_neighbour)
+    /// pack_batches(pair_class, neighbours, batch_size, neighbour_select, max_failed_pops, seed,
+    ///   neighbour_range=None) -> (batches (n_batches, batch_size) int64, dropped, via_neighbour)
     #[pyfunction]
+    #[pyo3(signature = (pair_class, neighbours, batch_size, neighbour_select, max_failed_pops, seed, neighbour_range=None))]
+    #[allow(clippy::too_many_arguments)]
     fn pack_batches<'py>(
         py: Python<'py>,
         pair_class: PyReadonlyArray1<'py, i64>,
@@ -92,6 +94,7 @@ mod python {
         neighbour_select: usize,
         max_failed_pops: usize,
         seed: u64,
+        neighbour_range: Option<usize>,
     ) -> PyResult<(Bound<'py, PyArray2<i64>>, usize, usize)> {
         let classes = as_slice(&pair_class, "pair_class")?.to_vec();
         let nb_owned = match &neighbours {
@@ -111,11 +114,12 @@ mod python {
             });
         let packed = py
             .detach(|| {
-                pack::pack_batches(
+                pack::pack_batches_in_range(
                     &classes,
                     nb,
                     batch_size,
                     neighbour_select,
+                    neighbour_range.unwrap_or(usize::MAX),
                     max_failed_pops,
                     seed,
                 )

@@ -25,8 +25,9 @@
 //! later pair for later, which changes which pairs end up placed.
 //! Deliberate differences that cannot change the result: the walk also ends once every
 //! pair in the queue was put back since the last anchor (nothing can anchor any more; the
-//! reference spins on to its limit); the lists are whole rows (the caller slices them to
-//! `neighbour_range`), with -1 padding skipped. Not followed: CVUSA's copy of the loop
+//! reference spins on to its limit); the lists are whole rows, with -1 padding skipped: s4g's
+//! caller slices them to `neighbour_range` before packing, while `pack_batches_in_range`
+//! cuts each anchor's list as it stands, as the reference does. Not followed: CVUSA's copy of the loop
 //! never pulls class id 0 (a truthiness test on the id), an accident of that file.
 //! The walk runs on one thread (only the input check uses several), so the result depends
 //! on the inputs and seed alone.
@@ -76,6 +77,30 @@ pub fn pack_batches(
     max_failed_pops: usize,
     seed: u64,
 ) -> Result<Packed, SamplerError> {
+    pack_batches_in_range(
+        pair_class,
+        neighbours,
+        batch_size,
+        neighbour_select,
+        usize::MAX,
+        max_failed_pops,
+        seed,
+    )
+}
+
+/// `pack_batches`, with each anchor's list cut to its first `neighbour_range` entries at
+/// the moment it anchors, after the classes it pulled in before were removed (the
+/// reference's `similarity_pool[idx][:neighbour_range]`): entries beyond the range move up
+/// as earlier ones are used. `usize::MAX`: the whole list, as `pack_batches`.
+pub fn pack_batches_in_range(
+    pair_class: &[i64],
+    neighbours: Option<Neighbours>,
+    batch_size: usize,
+    neighbour_select: usize,
+    neighbour_range: usize,
+    max_failed_pops: usize,
+    seed: u64,
+) -> Result<Packed, SamplerError> {
     let compacted: Vec<i64>;
     let pair_class = match neighbours {
         // Without neighbour lists only distinctness matters; sparse ids (say 10^12) must not
@@ -102,7 +127,7 @@ pub fn pack_batches(
     // select / 2 fixed plus select / 2 random, as the reference: an odd select loses one.
     let mut lists = neighbours
         .filter(|_| neighbour_select >= 2)
-        .map(|nb| Lists::new(nb, neighbour_select / 2));
+        .map(|nb| Lists::new(nb, neighbour_select / 2, neighbour_range));
     walk(
         &mut queue,
         pair_class,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DatasetName, command, console, dataset_name, err_console
+from s4g.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, err_console
 from s4g.errors import UserInputError
 from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, npz_kind
 
@@ -70,6 +70,7 @@ def neighbours_cmd(
     ] = None,
     split_dir: Annotated[str, typer.Option("--split-dir", help="Split folder of --dataset.")] = "splits",
     k: Annotated[int, typer.Option("--k", help="Neighbours per point (exact, haversine).")] = 128,
+    lists: Annotated[str, typer.Option(metavar="s4g|released", help=LISTS_HELP)] = "s4g",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing neighbours file.")] = False,
 ) -> None:
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
@@ -78,8 +79,11 @@ def neighbours_cmd(
 
     from s4g.data.tables import read_coords
     from s4g.fileio import save_npz
+    from s4g.geo import haversine_m
+    from s4g.released import check_lists, released_gps_neighbours
     from s4g.sampling import gps_neighbours
 
+    check_lists(lists)
     if (coords is None) == (dataset is None):
         raise UserInputError("give either --coords FILE.csv or --dataset NAME --data-root DIR")
     if coords is not None:
@@ -100,7 +104,12 @@ def neighbours_cmd(
     check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords), ("--data-root", data_root)])
     start = time.perf_counter()
     with console.status(f"exact {k}-NN of {len(lat):,} points..."):
-        idx, dist = gps_neighbours(lat, lon, k)
+        if lists == "released":
+            idx = released_gps_neighbours(lat, lon, k)
+            dist = haversine_m(np.asarray(lat)[:, None], np.asarray(lon)[:, None], np.asarray(lat)[idx],
+                               np.asarray(lon)[idx])
+        else:
+            idx, dist = gps_neighbours(lat, lon, k)
     seconds = time.perf_counter() - start
     save_npz(out, idx=idx, dist_m=dist)
     console.print(

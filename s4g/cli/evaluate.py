@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, require_paths
 from s4g.errors import UserInputError, check_seed
 from s4g.fileio import (
     PNG_IMAGE,
@@ -207,6 +207,7 @@ def mine_command(
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
     split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
     k: Annotated[Optional[int], typer.Option(help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
+    lists: Annotated[Optional[str], typer.Option(metavar="s4g|released", help=LISTS_HELP + " Default: the run's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
@@ -239,7 +240,8 @@ def mine_command(
         k = int(config.get("neighbour_range", 128))
     train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
     nb = mine_training_set(model, train, k=k, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
-                           device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env)
+                           device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env,
+                           lists=lists or str(config.get("lists", "s4g")))
     if not env.is_main:  # under torchrun, rank 0 alone writes
         return
     # relative to the data root, as in the per-query CSV: the file stays valid when the data moves

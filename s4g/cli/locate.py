@@ -15,7 +15,7 @@ from s4g.errors import UserInputError
 @command("index")
 def index_cmd(
     checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (s4g, or timm/Sample4Geo weights).")],
-    out: Annotated[Path, typer.Option(help="Index file to write (.npz).")],
+    out: Annotated[Path, typer.Option(help="Index to write: NAME.json and NAME.npy (give NAME).")],
     images: Annotated[Optional[Path], typer.Option(help="Folder of aerial tiles (with --coords).")] = None,
     coords: Annotated[Optional[Path], typer.Option(help="CSV with a header naming file, lat, lon.")] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help="Index this dataset's reference tiles (with --data-root).")] = None,
@@ -26,7 +26,7 @@ def index_cmd(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index.")] = False,
 ) -> None:
     """Embed geo-tagged aerial tiles into an index file that s4g locate searches."""
     dataset = dataset_name(dataset)
@@ -37,15 +37,17 @@ def index_cmd(
 
     from s4g.data.tables import read_tiles
     from s4g.fileio import check_output
-    from s4g.index import INDEX_FILE, build_index
+    from s4g.index import INDEX_EMBEDDINGS, INDEX_FILE, build_index, index_paths
     from s4g.runtime import pick_device
 
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
         raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
     if batch_size < 1 or workers < 0:
         raise UserInputError(f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
-    check_output(out, INDEX_FILE, option="--out", overwrite=overwrite,
-                 inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
+    meta_path, npy_path = index_paths(out)
+    for path, kind in ((meta_path, INDEX_FILE), (npy_path, INDEX_EMBEDDINGS)):
+        check_output(path, kind, option="--out", overwrite=overwrite,
+                     inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
     dev = pick_device(device)
     kind = "aerial"
     if dataset is not None:
@@ -69,7 +71,7 @@ def index_cmd(
     )
     spacing = meta["tile_spacing_m"]
     console.print(
-        f"wrote {out}: {meta['count']} tiles, {meta['model']['embed_dim']}-d {meta['dtype']} "
+        f"wrote {meta_path} and {npy_path.name}: {meta['count']} tiles, {meta['model']['embed_dim']}-d {meta['dtype']} "
         f"embeddings ({meta['model']['backbone']})"
         + (f", median tile spacing {spacing:.1f} m" if spacing else "")
     )
@@ -78,7 +80,7 @@ def index_cmd(
 @command("locate")
 def locate_cmd(
     photos: Annotated[list[Path], typer.Argument(metavar="PHOTO", help="Ground photos: panoramas, or limited field of view with --fov.")],
-    index: Annotated[Path, typer.Option(help="Index file made by s4g index.")],
+    index: Annotated[Path, typer.Option(help="Index made by s4g index (NAME, NAME.json or NAME.npy).")],
     checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the one recorded in the index).")] = None,
     k: Annotated[int, typer.Option(help="Tiles listed per photo.")] = 5,
     fov: Annotated[Optional[float], typer.Option(help="The photos' horizontal field of view, degrees (default: 360° panoramas).")] = None,

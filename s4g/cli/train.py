@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g import datasets
-from s4g.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name, require_paths
+from s4g.cli.app import DATASET_HELP, LISTS_HELP, DatasetName, command, console, dataset_name, require_paths
 from s4g.config import TrainConfig
 from s4g.errors import UserInputError
 
@@ -55,6 +55,7 @@ def train_cmd(
     neighbour_range: Annotated[Optional[int], typer.Option(help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
     max_failed_pops: Annotated[Optional[int], typer.Option(help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 512).")] = None,
     gps_k: Annotated[Optional[int], typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
+    lists: Annotated[Optional[str], typer.Option(metavar="s4g|released", help=LISTS_HELP)] = None,
     eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
     aerial_size: Annotated[Optional[int], typer.Option(help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
     ground_size: Annotated[Optional[tuple[int, int]], typer.Option(metavar="H W", help=_preset("Height and width of the ground image fed to the model, pixels.", "ground_size"))] = None,
@@ -95,7 +96,7 @@ def train_cmd(
         ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
-        synth_locations=locations, chunk_size=_chunk_size(chunk_size),
+        synth_locations=locations, chunk_size=_chunk_size(chunk_size), lists=lists,
     )
     point = ResumePoint.read(resume) if resume is not None else None
     if dataset is not None:

@@ -12,6 +12,7 @@ from s4g.errors import UserInputError, check_seed
 from s4g.synth.cache import LAYOUT
 from s4g.synth.writer import MIN_LOCATIONS
 from s4g.model import BACKBONES, uses_batch_statistics
+from s4g.released import check_lists
 from s4g.weights import PRETRAINED_FROM
 
 
@@ -35,6 +36,7 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
         raise UserInputError(f"--backbone {cfg.backbone!r}: choose one of {', '.join(sorted(BACKBONES))}")
     if cfg.pretrained_from not in PRETRAINED_FROM:
         raise UserInputError(f"--pretrained-from {cfg.pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
+    check_lists(cfg.lists)
     if cfg.sampling not in SAMPLINGS:
         raise UserInputError(f"--sampling {cfg.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
     at_least_one = {"--epochs": cfg.epochs, "--batch-size": cfg.batch_size, "--log-every": cfg.log_every,

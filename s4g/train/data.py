@@ -18,6 +18,7 @@ from s4g.data.transforms import fov_size
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError
 from s4g.runtime import progress
+from s4g.released import released_gps_neighbours
 from s4g.sampling import PackStats, gps_neighbours, pack_batches
 from s4g.synth.baseline import colour_histogram_recall
 
@@ -32,14 +33,17 @@ class RunData:
     pairs: PairDataset
     baseline: dict[str, float] | None = None
 
-    _gps: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
+    _gps: dict[tuple[int, str], np.ndarray] = dataclasses.field(default_factory=dict)
 
-    def gps_neighbours(self, k: int) -> np.ndarray:
-        """(C, min(k, C-1)) int64 nearest other classes by great-circle distance, computed once."""
+    def gps_neighbours(self, k: int, lists: str = "s4g") -> np.ndarray:
+        """(C, min(k, C-1)) int64 nearest other classes, computed once: by great-circle
+        distance ("s4g"), or as the released scripts rank them ("released")."""
         k = min(k, self.train.num_classes - 1)
-        if k not in self._gps:
-            self._gps[k] = gps_neighbours(self.train.class_lat, self.train.class_lon, k)[0]
-        return self._gps[k]
+        if (k, lists) not in self._gps:
+            lat, lon = self.train.class_lat, self.train.class_lon
+            self._gps[k, lists] = (released_gps_neighbours(lat, lon, k) if lists == "released"
+                                   else gps_neighbours(lat, lon, k)[0])
+        return self._gps[k, lists]
 
 
 def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> RunData:
@@ -107,18 +111,24 @@ def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) 
         return None, "none"
     if cfg.sampling == "dss" and mined is not None:
         return mined, "mined"
-    return data.gps_neighbours(cfg.gps_k), "gps"
+    return data.gps_neighbours(cfg.gps_k, cfg.lists), "gps"
 
 
 def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> tuple[np.ndarray, PackStats]:
     """((n_batches, batch_size) int64 pair indices of `epoch`'s global batches, packing
     stats), seeded by seed + epoch. Each list is cut to its first neighbour_range entries, the
-    pool the reference draws from. UserInputError when not even one full batch can be packed."""
-    if neighbours is not None:
+    pool the reference draws from: before packing (s4g), or as each anchor draws, after its
+    earlier pulls were removed (--lists released). UserInputError when not even one full
+    batch can be packed."""
+    in_range = None
+    if neighbours is not None and cfg.lists == "released":
+        in_range = cfg.neighbour_range
+    elif neighbours is not None:
         neighbours = neighbours[:, : cfg.neighbour_range]
     batches, stats = pack_batches(data.train.pair_class, neighbours, cfg.batch_size,
                                   neighbour_select=cfg.neighbour_select, seed=cfg.seed + epoch,
-                                  max_failed_pops=cfg.max_failed_pops, return_stats=True)
+                                  max_failed_pops=cfg.max_failed_pops, return_stats=True,
+                                  neighbour_range=in_range)
     if len(batches) == 0:
         raise UserInputError(
             f"--batch-size {cfg.batch_size}: no full batch could be packed from "

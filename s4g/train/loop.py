@@ -291,7 +291,8 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
         # the same lists on every rank (rank 0's top-k over the gathered embeddings)
         state.mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
                                         ground_size=cfg.ground_size, device=env.device,
-                                        batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env)
+                                        batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env,
+                                        lists=cfg.lists)
     if env.is_main:
         # after the mining: a run continued from best.pt trains on the lists this epoch mined
         if improved:

@@ -120,6 +120,8 @@ impl State {
 pub(super) struct Lists<'a> {
     nb: Neighbours<'a>,
     half: usize,
+    /// Entries of the current list an anchor draws from (usize::MAX: all).
+    range: usize,
     head: Vec<u32>,
     /// (removed class id, next link of the same class's chain).
     removed: Vec<(u32, u32)>,
@@ -130,10 +132,11 @@ pub(super) struct Lists<'a> {
 }
 
 impl<'a> Lists<'a> {
-    pub fn new(nb: Neighbours<'a>, half: usize) -> Self {
+    pub fn new(nb: Neighbours<'a>, half: usize, range: usize) -> Self {
         Lists {
             nb,
             half,
+            range,
             head: vec![NONE; nb.rows],
             removed: Vec::new(),
             pending: Vec::new(),
@@ -176,6 +179,7 @@ impl<'a> Lists<'a> {
     /// Step 3 of the module docs for anchor class c (its pair already in the batch).
     pub fn pull_neighbours(&mut self, c: usize, st: &mut State, rng: &mut SplitMix64) {
         self.current(c);
+        self.pool.truncate(self.range);
         let n_fixed = self.half.min(self.pool.len());
         let n_random = self.half.min(self.pool.len() - n_fixed);
         // Partial Fisher–Yates of the rest: pool[n_fixed..n_fixed + n_random] is the draw.
