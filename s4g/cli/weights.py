@@ -28,12 +28,14 @@ def import_weights_cmd(
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
     dataset = dataset_name(dataset)
+    from s4g import datasets
     from s4g.checkpoint import CHECKPOINT_FILE, import_weights
     from s4g.fileio import check_output
 
     check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
-        src, out, backbone, dataset=dataset, aerial_size=aerial_size, ground_size=ground_size
+        src, out, backbone, preset=datasets.get(dataset).preset if dataset else None, dataset=dataset,
+        aerial_size=aerial_size, ground_size=ground_size,
     )
     console.print(
         f"wrote {out}: {config['backbone']}, aerial {config['aerial_size']}, ground "
