@@ -19,7 +19,6 @@ from s4g.config import Preset, TrainConfig
 from s4g.data import csvpairs, cvact, cvusa, university, vigor
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
-from s4g.synth import cache as synth_cache
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -79,6 +78,15 @@ _UNIVERSITY = Preset(ground_size=(384, 384), epochs=1, warmup_epochs=0.1, sampli
 # minutes on a small CPU (benches/bench_sampling.py). No augmentation: on a CPU the
 # photometric ops cost more than the tiny model's step, and a few hundred steps do not need
 # it to generalise. Workers 0: the tiny images decode faster in-process.
+def _synthetic_world(root: str | Path | None, *, locations: int, seed: int) -> Path:
+    """The data root of --dataset synthetic: `root`, or the cached world (s4g.synth.cache)."""
+    # The world and its renderers belong to the application; only a run that asks for the
+    # synthetic dataset loads them, so the registry (and `s4g --help`) stays light.
+    from s4g.synth import cache
+
+    return cache.ensure_world(root, locations=locations, seed=seed)
+
+
 _SYNTHETIC = Preset(
     aerial_size=64, ground_size=(32, 128), epochs=10, batch_size=64, warmup_epochs=1.0,
     sampling="random", neighbour_select=16, neighbour_range=32, gps_k=32, eval_every=1,
@@ -105,7 +113,7 @@ DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
     DatasetSpec("csv", "your own pairs.csv (query,reference,lat,lon[,split])", _PAPER,
                 csvpairs.load_train, csvpairs.load_eval, csvpairs.EVAL_SPLITS),
     DatasetSpec("synthetic", "the built-in procedural world in CVUSA's layout (CPU-sized)", _SYNTHETIC,
-                cvusa.load_train, cvusa.load_eval, cvusa.EVAL_SPLITS, prepare=synth_cache.ensure_world,
+                cvusa.load_train, cvusa.load_eval, cvusa.EVAL_SPLITS, prepare=_synthetic_world,
                 colour_baseline=True),
 )}
 NAMES = tuple(DATASETS)
