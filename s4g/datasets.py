@@ -20,6 +20,7 @@ from s4g.data import csvpairs, cvact, cvusa, university, vigor
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset.
@@ -73,11 +74,8 @@ _PAPER = Preset()
 _VIGOR = Preset(ground_size=(384, 768))
 _UNIVERSITY = Preset(ground_size=(384, 384), epochs=1, warmup_epochs=0.1, sampling="random", eval_every=1,
                      max_failed_pops=512)
-# The built-in CPU-sized default: a small world, a small backbone from scratch, evaluated
-# every epoch. Sizes and epochs chosen so that R@1 rises well above chance within a few
-# minutes on a small CPU (benches/bench_sampling.py). No augmentation: on a CPU the
-# photometric ops cost more than the tiny model's step, and a few hundred steps do not need
-# it to generalise. Workers 0: the tiny images decode faster in-process.
+
+
 def _synthetic_world(root: str | Path | None, *, locations: int, seed: int) -> Path:
     """The data root of --dataset synthetic: `root`, or the cached world (s4g.synth.cache)."""
     # The world and its renderers belong to the application; only a run that asks for the
@@ -87,6 +85,11 @@ def _synthetic_world(root: str | Path | None, *, locations: int, seed: int) -> P
     return cache.ensure_world(root, locations=locations, seed=seed)
 
 
+# The built-in CPU-sized default: a small world, a small backbone from scratch, evaluated
+# every epoch. Sizes and epochs chosen so that R@1 rises well above chance within a few
+# minutes on a small CPU (benches/bench_sampling.py). No augmentation: on a CPU the
+# photometric ops cost more than the tiny model's step, and a few hundred steps do not need
+# it to generalise. Workers 0: the tiny images decode faster in-process.
 _SYNTHETIC = Preset(
     aerial_size=64, ground_size=(32, 128), epochs=10, batch_size=64, warmup_epochs=1.0,
     sampling="random", neighbour_select=16, neighbour_range=32, gps_k=32, eval_every=1,
