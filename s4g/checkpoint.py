@@ -199,7 +199,7 @@ def import_weights(
 ) -> tuple[dict[str, Any], list[str]]:
     """Convert a timm/Sample4Geo ConvNeXt file at `src` into an s4g checkpoint at `out`.
 
-    sizes: dataset / aerial_size / ground_size for the stored config (weights.imported_config).
+    sizes: preset / dataset / aerial_size / ground_size for the stored config (weights.imported_config).
     Returns (the stored config, the source keys that were deliberately ignored).
     """
     if backbone is not None:

@@ -1,10 +1,12 @@
-"""Distances on the Earth in metres: one radius (the Rust sampler's), one haversine."""
+"""Distances on the Earth in metres: one radius, one haversine."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from s4g.sampling import EARTH_RADIUS_M, gps_neighbours
+#: Mean Earth radius in metres used for every distance; rust_sampler/src/geo.rs holds the same
+#: number for the Rust side (a test compares the two).
+EARTH_RADIUS_M: float = 6_371_008.8
 
 
 def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
@@ -18,6 +20,9 @@ def haversine_m(lat1, lon1, lat2, lon2) -> np.ndarray:
 def nearest_spacing_m(lat: np.ndarray, lon: np.ndarray) -> float | None:
     """Median distance in metres from a point to its nearest other point; None when fewer
     than two points have coordinates (NaN = unknown)."""
+    # The k-NN is the compiled extension's: imported here, so that loading geo does not load it.
+    from s4g.sampling import gps_neighbours
+
     ok = np.isfinite(lat) & np.isfinite(lon)
     if ok.sum() < 2:
         return None

@@ -15,6 +15,7 @@ import numpy as np
 
 from s4g import _sampler
 from s4g.errors import UserInputError
+from s4g.geo import EARTH_RADIUS_M
 
 __all__ = [
     "EARTH_RADIUS_M",
@@ -26,8 +27,6 @@ __all__ = [
     "topk_merge",
 ]
 
-#: Mean Earth radius in metres used for every distance.
-EARTH_RADIUS_M: float = _sampler.EARTH_RADIUS_M
 #: Packing gives up after this many consecutive pops that add no pair (as the reference does).
 MAX_FAILED_POPS: int = _sampler.MAX_FAILED_POPS
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from s4g import datasets
+from s4g.config import Preset
 from s4g.errors import UserInputError
 from s4g.fileio import file_sha256, load_weights_file
 from s4g.model import (
@@ -201,16 +201,18 @@ def imported_config(
     backbone: str,
     source: str | os.PathLike,
     *,
+    preset: Preset | None = None,
     dataset: str | None = None,
     aerial_size: int | None = None,
     ground_size: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The run config stored with imported weights: backbone and image sizes.
 
-    Sizes come from `dataset`'s preset (CVUSA's, 384 and 140x768, when no dataset is named),
-    then from the explicit sizes. "imported_from" records the source file and its SHA-256.
+    Sizes come from `preset` (the paper's, which is CVUSA's: 384 and 140x768, when None), then
+    from the explicit sizes; `dataset`, when given, is recorded as the run's dataset.
+    "imported_from" records the source file and its SHA-256.
     """
-    preset = datasets.get(dataset or "cvusa").preset
+    preset = preset or Preset()
     config: dict[str, Any] = {
         "backbone": backbone,
         "aerial_size": int(aerial_size or preset.aerial_size),

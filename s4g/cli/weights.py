@@ -29,6 +29,7 @@ def import_weights_cmd(
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
     dataset = dataset_name(dataset)
     require_paths(("the source file", src))
+    from s4g import datasets
     from s4g.checkpoint import CHECKPOINT_FILE, import_weights
     from s4g.fileio import check_output
     from s4g.train.checks import check_image_sizes
@@ -37,7 +38,8 @@ def import_weights_cmd(
 
     check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
-        src, out, backbone, dataset=dataset, aerial_size=aerial_size, ground_size=ground_size
+        src, out, backbone, preset=datasets.get(dataset).preset if dataset else None, dataset=dataset,
+        aerial_size=aerial_size, ground_size=ground_size,
     )
     console.print(
         f"wrote {out}: {config['backbone']}, aerial {config['aerial_size']}, ground "

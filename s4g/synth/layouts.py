@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from s4g.errors import UserInputError
-from s4g.sampling import EARTH_RADIUS_M
+from s4g.geo import EARTH_RADIUS_M
 from s4g.synth import world as sw
 from s4g.synth.tasks import world_for
 
