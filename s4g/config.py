@@ -68,6 +68,10 @@ class TrainConfig(Preset):
     `check_images`: read every training image's header before the first evaluation. `device`:
     "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N". `synth_locations` /
     `synth_seed`: size and seed of the synthetic world.
+    `backbone_args` (timm backbones: timm.create_model keywords), `head`, `head_args`,
+    `lora_rank`: the model (s4g.model.EmbeddingModel); `train_blocks` None trains the whole
+    backbone, N only its last N blocks/stages (s4g.model.set_trainable); the backbone's
+    learning rate is `backbone_lr_scale` times the head's.
     """
 
     dataset: str
@@ -86,6 +90,12 @@ class TrainConfig(Preset):
     synth_locations: int = 1500
     synth_seed: int = 0
     chunk_size: int | str = 0
+    backbone_args: dict[str, Any] | None = None
+    head: str = "pool"
+    head_args: dict[str, Any] | None = None
+    lora_rank: int = 0
+    train_blocks: int | None = None
+    backbone_lr_scale: float = 1.0
 
     @classmethod
     def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> "TrainConfig":
