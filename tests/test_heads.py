@@ -14,9 +14,11 @@ from s4g.model import build_model
 
 VIT = dict(depth=1, embed_dim=32, num_heads=2)
 
+
 def _features(b: int = 2, c: int = 8, h: int = 3, w: int = 5, seed: int = 0) -> Features:
     gen = torch.Generator().manual_seed(seed)
     return Features(torch.randn(b, c, h, w, generator=gen), torch.randn(b, c, generator=gen))
+
 
 def test_gem_with_p_1_is_the_mean_and_large_p_the_maximum():
     feats = _features()
@@ -29,6 +31,7 @@ def test_gem_with_p_1_is_the_mean_and_large_p_the_maximum():
     expected = ((1 + 8 + 27 + 64) / 4) ** (1 / 3)
     assert GeM(1)(Features(grid, None)).item() == pytest.approx(expected, rel=1e-6)
     assert GeM(8).p.requires_grad  # p is learned, as in the paper
+
 
 def test_mixvpr_defaults_and_its_projections_by_hand():
     head = MixVPR(1024)  # the paper's ResNet-50 layer-3 setting: 1024 channels, 20x20
@@ -46,6 +49,7 @@ def test_mixvpr_defaults_and_its_projections_by_hand():
     # another map size is pooled to the mixer's (a panorama and a tile share the head)
     assert head(_features(h=6, w=20)).shape == (2, 12)
 
+
 def test_salad_sinkhorn_marginals_as_in_the_paper():
     # Columns (features) sum to 1 after every iteration; rows converge to 1 per cluster and
     # n - m for the dust bin.
@@ -60,6 +64,7 @@ def test_salad_sinkhorn_marginals_as_in_the_paper():
     torch.testing.assert_close(plan.sum(2), torch.tensor([[1.0] * m + [n - m]] * b), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(plan.sum(1), torch.ones(b, n))
 
+
 def test_salad_defaults_shapes_and_normalisation():
     head = SALAD(768).eval()  # DINOv2-B's width; 64 clusters x 128 + 256 token
     assert head.out_dim == 8448
@@ -71,6 +76,7 @@ def test_salad_defaults_shapes_and_normalisation():
     with pytest.raises(UserInputError, match="more than 64 feature positions"):
         head(_features(c=768, h=4, w=8))
 
+
 def test_class_token_head_and_refusals():
     feats = _features()
     assert torch.equal(ClassToken(8)(feats), feats.cls)
@@ -81,6 +87,7 @@ def test_class_token_head_and_refusals():
         build_head("gem", 8, has_cls=False, args={"nonsense": 1})
     with pytest.raises(UserInputError, match="--head"):
         build_head("netvlad", 8, has_cls=True)
+
 
 @pytest.mark.parametrize("head, args", [("pool", None), ("cls", None), ("gem", None),
                                         ("mixvpr", {"in_h": 2, "in_w": 4}),
@@ -94,6 +101,7 @@ def test_every_head_gives_unit_embeddings_of_embed_dim(head, args):
     if head == "cls":  # after the final norm, the register tokens skipped
         tokens = model.encoder.forward_features(torch.randn(1, 3, 28, 28))
         assert tokens.shape[1] == 1 + 4 + 4
+
 
 def test_gem_head_on_a_convnext_takes_the_last_stage_map():
     torch.manual_seed(0)
