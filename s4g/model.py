@@ -85,7 +85,9 @@ def check_backbone(name: str) -> None:
     """UserInputError unless `name` is an s4g backbone or a model timm knows."""
     if is_timm(name):
         model = name[len(TIMM_PREFIX):]
-        if model not in _import_timm().list_models():
+        timm = _import_timm()
+        # a pretrained tag ("vit_base_patch14_dinov2.lvd142m") picks timm's weights of the model
+        if not timm.models.is_model(timm.models.split_model_name_tag(model)[0]):
             raise UserInputError(f"--backbone {name}: timm has no model {model!r} (timm.list_models() lists them)")
         return
     if name not in BACKBONES:
@@ -300,7 +302,7 @@ def set_trainable(model: EmbeddingModel, train_blocks: int | None) -> None:
             for module in group:
                 module.requires_grad_(True)
         enc = model.encoder
-        tail = ([enc.norm, getattr(enc, "fc_norm", None)] if model.family == "timm"
+        tail = ([getattr(enc, "norm", None), getattr(enc, "fc_norm", None)] if model.family == "timm"
                 else [getattr(enc, "classifier", None)])
         for module in tail:
             if isinstance(module, nn.Module):
