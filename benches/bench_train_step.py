@@ -11,13 +11,28 @@ Random tensors stand in for images, so the figure is the model step alone.
 Each recipe is timed in --rounds alternating rounds, best round kept. Prints images/s, model
 TFLOP/s and (with --peak-tflops, the GPU's dense bf16 peak) the share of peak;
 writes benches/results/bench_train_step.json.
+
+    python benches/bench_train_step.py --backbones [--batch-size 2] [--aerial-size 56]
+        [--ground-size 28 112] [--steps 3]
+compares encoders instead (ConvNeXt-B, DINOv2-S/B with heads, --train-blocks 4, LoRA): the
+s4g step's seconds per step and peak memory at the given (small) sizes, rounded to a ViT's
+patch, each variant in a process of its own (CPU: the process's peak resident set; GPU: the
+peak allocated by torch), and FLOPs per pair (forward + backward, one ground and one aerial
+image) counted on the meta device at the paper's sizes (ConvNeXt 384 and 140x768; patch-14 ViTs
+392 and 140x770, the nearest multiples of 14; patch-16 ViTs 384 and 144x768), also for the
+COUNTED encoders. Writes benches/results/bench_train_step_backbones.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import math
 import platform
+import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -25,9 +40,32 @@ from harness import banner, parse, table, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
 from s4g.loss import InfoNCE
-from s4g.model import build_model
+from s4g.model import build_model, set_trainable
 from s4g.runtime import mixed_precision
-from s4g.train.step import TrainStep
+from s4g.train.step import TrainStep, param_groups
+
+_DINO_S, _DINO_B = "timm/vit_small_patch14_dinov2", "timm/vit_base_patch14_dinov2"
+# label -> (backbone, head, --train-blocks, --lora-rank)
+VARIANTS = {
+    "ConvNeXt-B": ("convnext_base", "pool", None, 0),
+    "DINOv2-S": (_DINO_S, "pool", None, 0),
+    "DINOv2-B": (_DINO_B, "pool", None, 0),
+    "DINOv2-B + SALAD": (_DINO_B, "salad", None, 0),
+    "DINOv2-B + MixVPR": (_DINO_B, "mixvpr", None, 0),
+    "DINOv2-B --train-blocks 4": (_DINO_B, "pool", 4, 0),
+    "DINOv2-B --lora-rank 16": (_DINO_B, "pool", None, 16),
+}
+# Counted only (parameters, FLOPs per pair), not timed: the docs' table of encoders.
+COUNTED = {
+    "DINOv2-S reg4": ("timm/vit_small_patch14_reg4_dinov2", "pool", None, 0),
+    "DINOv2-L": ("timm/vit_large_patch14_dinov2", "pool", None, 0),
+    "DINOv3-S": ("timm/vit_small_patch16_dinov3", "pool", None, 0),
+    "DINOv3-B": ("timm/vit_base_patch16_dinov3", "pool", None, 0),
+    "DINOv3-B + SALAD": ("timm/vit_base_patch16_dinov3", "salad", None, 0),
+    "DINOv3-L": ("timm/vit_large_patch16_dinov3", "pool", None, 0),
+    "ConvNeXt-B + GeM": ("convnext_base", "gem", None, 0),
+}
+PAPER_SIZES = {14: (392, (140, 770)), 16: (384, (144, 768)), None: (384, (140, 768))}
 
 
 def _setup(args, device, channels_last: bool):
@@ -96,6 +134,107 @@ def _step_flops(args, device) -> int:
     return counter.get_total_flops() * args.batch_size // 2
 
 
+def _variant_model(label: str):
+    backbone, head, train_blocks, lora = {**VARIANTS, **COUNTED}[label]
+    model = build_model(backbone, head=head, lora_rank=lora)
+    set_trainable(model, train_blocks)
+    return model
+
+
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    # torch.utils.flop_counter's own formula ignores `groups` in the backward pass, which counts a
+    # depthwise convolution's (ConvNeXt's 7x7) gradients 65-fold at 64 groups; each of the input
+    # and weight gradients of a (not transposed) convolution costs what its forward pass costs.
+    output_mask = args[-1]
+    forward = 2 * math.prod(grad_out_shape) * math.prod(w_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _pair_flops(label: str) -> tuple[int, int]:
+    """(FLOPs of forward + backward of one ground and one aerial image at the paper's sizes,
+    trained parameters), counted on the meta device: no memory, no arithmetic."""
+    with torch.device("meta"):
+        model = _variant_model(label)
+        aerial, (h, w) = PAPER_SIZES[model.patch_size]
+        ground, tile = torch.randn(1, 3, h, w), torch.randn(1, 3, aerial, aerial)
+    fixed = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=fixed) as counter:
+        (model(ground).sum() + model(tile).sum()).backward()
+    return counter.get_total_flops(), sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _one_variant(args, device) -> dict:
+    # Runs in a process of its own, so that the peak memory is this variant's alone.
+    label = args.one
+    torch.manual_seed(0)
+    model = _variant_model(label)
+    loss_fn = InfoNCE()
+    net = TrainStep(model, loss_fn).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(param_groups(model, loss_fn), lr=1e-4)
+    autocast, scaler = mixed_precision(device)
+    patch = model.patch_size or 1
+    h, w, a = (max(patch, round(v / patch) * patch) for v in (*args.ground_size, args.aerial_size))
+    ground = torch.randn(args.batch_size, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
+    aerial = torch.randn(args.batch_size, 3, a, a, device=device).contiguous(memory_format=torch.channels_last)
+    params = [p for g in opt.param_groups for p in g["params"]]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast():
+            loss = net(ground, aerial)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_value_(params, 100.0)
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"s_per_step": min(times), "peak_memory_bytes": peak, "sizes": [a, [h, w]],
+            "parameters": sum(p.numel() for p in model.parameters()), "embed_dim": model.embed_dim}
+
+
+def compare_backbones(args, device, name: str) -> None:
+    banner(device=name, batch=args.batch_size, aerial=args.aerial_size, ground=args.ground_size,
+           steps=args.steps, memory="peak RSS of the process" if device.type == "cpu" else "peak CUDA allocated")
+    rows = {}
+    for label in args.only or VARIANTS:
+        cmd = [sys.executable, __file__, "--one", label, "--device", args.device, "--batch-size",
+               str(args.batch_size), "--aerial-size", str(args.aerial_size), "--ground-size",
+               *map(str, args.ground_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        row["flops_per_pair_paper_sizes"], row["trained_parameters"] = _pair_flops(label)
+        rows[label] = row
+        print(f"  {label}: {row['s_per_step']:.3f} s/step", flush=True)
+    counted = {}
+    for label in COUNTED:
+        flops, params = _pair_flops(label)
+        counted[label] = {"flops_per_pair_paper_sizes": flops, "parameters": params}
+    full = rows.get("DINOv2-B")
+    table(["encoder", "params (M)", "trained (M)", "D", "s/step", "peak MiB", "GFLOP/pair @paper", "vs DINOv2-B step"],
+          [(label, r["parameters"] / 1e6, r["trained_parameters"] / 1e6, r["embed_dim"], r["s_per_step"],
+            r["peak_memory_bytes"] / 2**20, r["flops_per_pair_paper_sizes"] / 1e9,
+            f"{r['s_per_step'] / full['s_per_step']:.2f}x" if full else "") for label, r in rows.items()])
+    table(["encoder (counted only)", "params (M)", "GFLOP/pair @paper"],
+          [(label, r["parameters"] / 1e6, r["flops_per_pair_paper_sizes"] / 1e9) for label, r in counted.items()])
+    write_result("bench_train_step_backbones", {"args": vars(args), "device": name, "results": rows,
+                                                "counted": counted, "paper_sizes": {str(k): v for k, v in
+                                                                                    PAPER_SIZES.items()}}, args.out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="convnext_base")
@@ -109,11 +248,21 @@ def main() -> None:
     ap.add_argument("--peak-tflops", type=float, default=None, help="the device's dense peak")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=None, help="JSON path (default benches/results/bench_train_step.json)")
+    ap.add_argument("--backbones", action="store_true", help="compare the encoders (VARIANTS) instead")
+    ap.add_argument("--only", nargs="+", choices=list(VARIANTS), default=None,
+                    help="with --backbones: time these variants only (all are counted)")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # one variant, in a child process
     smoke = {"backbone": "convnext_micro", "batch_size": 2, "aerial_size": 64, "ground_size": [32, 128],
              "steps": 1, "warmup": 0, "rounds": 1, "log_every": 1}
     args = parse(ap, smoke)
     device = torch.device(args.device)
+    if args.one is not None:
+        print(json.dumps(_one_variant(args, device)))
+        return
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    if args.backbones:
+        compare_backbones(args, device, name)
+        return
     flops = _step_flops(args, device)
     banner(device=name, backbone=args.backbone, batch=args.batch_size, aerial=args.aerial_size,
            ground=args.ground_size, tflop_per_step=round(flops / 1e12, 3))

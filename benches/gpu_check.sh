@@ -8,8 +8,9 @@
 #
 # Installs the wheel with `pip install --no-deps --target` into a scratch folder (nothing
 # else on the machine changes), then: the CUDA tests; bench_train_step.py at the paper's sizes
-# (ConvNeXt-B, bf16, channels-last; images/s and % of the GPU's dense bf16 peak); the loader
-# bench with the augmentation on the GPU; evaluation and mining at VIGOR-test scale (52,605 ×
+# (ConvNeXt-B, bf16, channels-last; images/s and % of the GPU's dense bf16 peak) and a DINOv2-B
+# step (timm, 392 and 140x770: the sizes rounded to its 14-pixel patch); the loader bench with
+# the augmentation on the GPU; evaluation and mining at VIGOR-test scale (52,605 ×
 # 90,618, D = 1024, random unit embeddings); a short synthetic training on CUDA with
 # augmentation on; the chunked step's memory and time (bench_chunked_step.py). Each step has a
 # time limit and a failing step does not stop the others.
@@ -53,12 +54,16 @@ if [[ $MODE == gpu ]]; then
     CVUSA_STEP=(--batch-size 64 --aerial-size 384 --ground-size 140 768 --rounds 2)
     LOADER=(--pairs 4 --items 24 --batch 128 --repeats 2); LOCATIONS=600; EPOCHS=2; BATCH=64
     CHUNK_ARGS=(--configs paper --steps 3)  # ConvNeXt-B bf16, plain/8/32/128 and auto under memory caps
+    # DINOv2-B at the paper's CVUSA sizes rounded to its 14-pixel patch, 64 pairs as CVUSA_STEP
+    DINO=timm/vit_base_patch14_dinov2; DINO_STEP=(--batch-size 64 --aerial-size 392 --ground-size 140 770 --rounds 2)
 else
     DEVICE=cpu; BACKBONE=convnext_micro; EVAL_ARGS=(--scale 0.005 --quick --repeat 1 --no-torch-mining)
     VIGOR_STEP=(--batch-size 2 --aerial-size 64 --ground-size 64 128 --rounds 1 --steps 2 --warmup 1)
     CVUSA_STEP=(--batch-size 2 --aerial-size 64 --ground-size 32 128 --rounds 1 --steps 2 --warmup 1)
     LOADER=(--pairs 1 --items 2 --batch 4 --repeats 1 --datasets vigor); LOCATIONS=60; EPOCHS=1; BATCH=16
     CHUNK_ARGS=(--configs synthetic --runs 8:plain 8:4 --steps 1 --warmup 0)
+    DINO=timm/vit_small_patch14_dinov2
+    DINO_STEP=(--batch-size 2 --aerial-size 56 --ground-size 28 112 --rounds 1 --steps 2 --warmup 1)
 fi
 PEAK=$("$PY" -P -c "
 import os, torch
@@ -74,6 +79,8 @@ step train_step_vigor 150 "$PY" benches/bench_train_step.py --backbone "$BACKBON
     "${VIGOR_STEP[@]}" "${PEAK_ARG[@]}" --out "$WORK/parts/train_step_vigor.json"
 step train_step_cvusa 120 "$PY" benches/bench_train_step.py --backbone "$BACKBONE" --device "$DEVICE" \
     "${CVUSA_STEP[@]}" "${PEAK_ARG[@]}" --out "$WORK/parts/train_step_cvusa.json"
+step train_step_dinov2 150 "$PY" benches/bench_train_step.py --backbone "$DINO" --device "$DEVICE" \
+    "${DINO_STEP[@]}" "${PEAK_ARG[@]}" --out "$WORK/parts/train_step_dinov2.json"
 step loader 150 "$PY" benches/bench_loader.py --device "$DEVICE" "${LOADER[@]}" --out "$WORK/parts/loader.json"
 step eval_mining 150 "$PY" benches/bench_eval.py "${EVAL_ARGS[@]}" --out "$WORK/parts/eval_mining.json"
 step chunked_step 180 "$PY" benches/bench_chunked_step.py --device "$DEVICE" "${CHUNK_ARGS[@]}" \
@@ -103,6 +110,7 @@ for line in """$STATUS_JSON""".strip().splitlines():
     log = os.path.join(parts, name + ".log")
     steps[name]["log_tail"] = open(log).read()[-1500:] if os.path.exists(log) else ""
 figures = {"train_step_vigor": load("train_step_vigor.json"), "train_step_cvusa": load("train_step_cvusa.json"),
+           "train_step_dinov2": load("train_step_dinov2.json"),
            "loader": load("loader.json"), "eval_mining": load("eval_mining.json"),
            "chunked_step": load("chunked_step.json"),
            "train_synthetic": load("train_synthetic.jsonl")}

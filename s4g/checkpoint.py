@@ -2,8 +2,12 @@
 `torch.load(..., weights_only=True)`.
 
     {"format": "s4g-checkpoint", "version": 2, "backbone": str, "model": state dict,
+     "architecture": what rebuilds the model (EmbeddingModel.architecture: backbone, its timm
+       arguments, head, head arguments, LoRA rank),
      "config": run configuration (dataset, data_root, image sizes, ...), + training state,
      "sha256": hex digest of every other entry (payload_digest)}
+
+A file without "architecture" holds a model with the backbone's own pooling and no LoRA.
 
 The digest is written at save time and checked at every load, so a byte changed on the disk
 or in a copy is an error naming the file, never a silently different model. Version-1 files
@@ -97,6 +101,7 @@ def save_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "backbone": model.backbone,
+        "architecture": model.architecture(),
         "model": model.state_dict(),
         "config": dict(config),
         **state,
@@ -155,6 +160,9 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
                 f"{path}: the checkpoint's '{key}' entry ({what}) {found}; the file is damaged or was "
                 "not written by s4g" + ("" if not run_state else ", so training cannot resume from it")
             )
+    arch = obj.get("architecture", {})
+    if not isinstance(arch, Mapping) or not all(isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")):
+        raise UserInputError(f"{path}: the checkpoint's 'architecture' entry is malformed; the file is damaged")
     bad = next((k for k, v in obj["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise UserInputError(f"{path}: the checkpoint's model entry {bad!r} is not a tensor; the file is damaged")
@@ -188,10 +196,22 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[EmbeddingModel, dict[str, 
             ) from err
         return model, weights.imported_config(backbone, path)
     obj = verify(obj, path)
-    check_backbone(obj["backbone"])
-    model = empty_model(obj["backbone"])
+    model = model_from(obj, str(path))
     load_state_strict(model, obj["model"], source=str(path), assign=True)
     return model.eval(), dict(obj["config"])
+
+
+def model_from(obj: Mapping[str, Any], source: str) -> EmbeddingModel:
+    """The empty EmbeddingModel a verified checkpoint's "architecture" (or, for files that
+    predate it, "backbone") describes, ready for load_state_strict(..., assign=True)."""
+    arch = dict(obj.get("architecture") or {"backbone": obj["backbone"]})
+    backbone = arch.pop("backbone", obj["backbone"])
+    check_backbone(backbone)
+    known = {"backbone_args", "head", "head_args", "lora_rank"}
+    if set(arch) - known:
+        raise UserInputError(f"{source}: the checkpoint's architecture has entries this s4g does not know "
+                             f"({', '.join(sorted(set(arch) - known))}); update s4g")
+    return empty_model(backbone, **arch)
 
 
 def import_weights(
@@ -215,6 +235,6 @@ def import_weights(
 
 __all__ = [
     "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "MODEL_ENTRIES", "RUN_ENTRIES",
-    "UnverifiedCheckpointWarning", "import_weights", "is_checkpoint", "load_checkpoint", "payload_digest",
+    "UnverifiedCheckpointWarning", "import_weights", "is_checkpoint", "load_checkpoint", "model_from", "payload_digest",
     "read_checkpoint", "save_checkpoint", "verify",
 ]

@@ -79,6 +79,10 @@ class TrainConfig(Preset):
     `synth_seed`: size and seed of the synthetic world. `lists`: "s4g" (exact GPS lists, a
     tile mined by the mean of its queries, lists cut to `neighbour_range` before packing) or
     "released" (the released code's lists: s4g.released).
+    `backbone_args` (timm backbones: timm.create_model keywords), `head`, `head_args`,
+    `lora_rank`: the model (s4g.model.EmbeddingModel); `train_blocks` None trains the whole
+    backbone, N only its last N blocks/stages (s4g.model.set_trainable); the backbone's
+    learning rate is `backbone_lr_scale` times the head's.
     """
 
     dataset: str
@@ -98,6 +102,12 @@ class TrainConfig(Preset):
     synth_seed: int = 0
     chunk_size: int | str = 0
     lists: str = "s4g"
+    backbone_args: dict[str, Any] | None = None
+    head: str = "pool"
+    head_args: dict[str, Any] | None = None
+    lora_rank: int = 0
+    train_blocks: int | None = None
+    backbone_lr_scale: float = 1.0
 
     @classmethod
     def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> "TrainConfig":

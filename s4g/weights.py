@@ -27,9 +27,13 @@ from s4g.errors import UserInputError
 from s4g.fileio import file_sha256, load_weights_file
 from s4g.model import (
     BACKBONES,
+    TIMM_PREFIX,
     EmbeddingModel,
     build_model,
+    check_backbone,
+    create_timm,
     empty_model,
+    is_timm,
     load_state_strict,
 )
 
@@ -271,13 +275,43 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
     return True
 
 
-def _encoder_state(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+def _encoder_state(state: Mapping[str, torch.Tensor], source: str,
+                   own: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """A torchvision-layout encoder state dict from a torchvision or a timm ConvNeXt one,
-    without the ImageNet classifier."""
+    without the ImageNet classifier (nor the pooling norm when `own`, the encoder's state
+    dict, has none: a head replaces it)."""
     if is_timm_convnext(state):
         state, _ = timm_to_torchvision(state, source)
     head = ("classifier.2.", "fc.")  # the ImageNet classifier the embedding model drops
+    if own is not None and not any(k.startswith("classifier.") for k in own):
+        head = (*head, "classifier.")
     return {k: v for k, v in state.items() if not k.startswith(head)}
+
+
+def _timm_encoder(backbone: str, args: Mapping[str, Any], pretrained: bool,
+                  weights_file: str | os.PathLike | None) -> torch.nn.Module:
+    """timm's model for `backbone` (without classifier): from `weights_file` (timm's own
+    state dict of that model, loaded strictly), timm's download (`pretrained`), or random."""
+    if weights_file is not None:
+        encoder = create_timm(backbone, args)
+        state = unwrap_state_dict(load_weights_file(weights_file), str(weights_file))
+        # the ImageNet classifier, absent with num_classes=0
+        state = {k: v for k, v in state.items() if not k.startswith("head.") or k in encoder.state_dict()}
+        load_state_strict(encoder, state, source=str(weights_file))
+        return encoder
+    if not pretrained:
+        return create_timm(backbone, args)
+    try:
+        return create_timm(backbone, args, pretrained=True)
+    except UserInputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - hub and network failures come in many types
+        name = backbone[len(TIMM_PREFIX):]
+        raise UserInputError(
+            f"timm could not fetch the weights of {name} ({type(err).__name__}: {err}); download its "
+            "model.safetensors from the Hugging Face hub (timm/<name with its tag>) and pass it with --weights "
+            "FILE, or train from random initialisation with --no-pretrained"
+        ) from err
 
 
 def initial_model(
@@ -286,20 +320,33 @@ def initial_model(
     pretrained: bool = False,
     pretrained_from: str = "timm",
     weights_file: str | os.PathLike | None = None,
+    head: str = "pool",
+    head_args: Mapping[str, Any] | None = None,
+    lora_rank: int = 0,
+    backbone_args: Mapping[str, Any] | None = None,
 ) -> EmbeddingModel:
     """The encoder a training run starts from.
 
     weights_file: a local state dict of the same backbone (torchvision's layout, or timm's —
       e.g. a downloaded convnext_base.fb_in22k_ft_in1k_384 — as .safetensors or a PyTorch
-      file); the classifier is ignored, everything else loads strictly. Wins over pretrained.
+      file; for a timm/<name> backbone timm's state dict of that model); the classifier is
+      ignored, everything else loads strictly. Wins over pretrained.
     pretrained: start from downloaded ImageNet weights; pretrained_from "timm" = the paper's
-      (TIMM_WEIGHTS, via the optional timm package), "torchvision" = torchvision's ImageNet-1k
-      weights at 224 px. Otherwise the backbone is randomly initialised.
+      (TIMM_WEIGHTS, via the optional timm package; a timm/<name> backbone: timm's default
+      weights of that model), "torchvision" = torchvision's ImageNet-1k weights at 224 px.
+      Otherwise the backbone is randomly initialised.
+    head, head_args, lora_rank, backbone_args: as s4g.model.build_model; the head and the LoRA
+      matrices start from their own initialisation.
     """
     if pretrained_from not in PRETRAINED_FROM:
         raise UserInputError(f"--pretrained-from {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
+    arch = dict(head=head, head_args=head_args, lora_rank=lora_rank, backbone_args=backbone_args)
+    if is_timm(backbone):
+        check_backbone(backbone)
+        encoder = _timm_encoder(backbone, backbone_args or {}, pretrained, weights_file)
+        return EmbeddingModel(backbone, encoder, head, head_args, lora_rank, backbone_args)
     if weights_file is not None:
-        model = build_model(backbone)
+        model = build_model(backbone, **arch)
         loaded = load_weights_file(weights_file)
         if isinstance(loaded, Mapping) and loaded.get("format") == "s4g-checkpoint":  # checkpoint.CHECKPOINT_FORMAT
             raise UserInputError(
@@ -308,25 +355,26 @@ def initial_model(
                 "or evaluate it with s4g eval --checkpoint; --weights takes ImageNet backbone weights in "
                 "torchvision's or timm's layout")
         state = unwrap_state_dict(loaded, str(weights_file))
-        load_state_strict(model.encoder, _encoder_state(state, str(weights_file)), source=str(weights_file))
+        own = model.encoder.state_dict()
+        load_state_strict(model.encoder, _encoder_state(state, str(weights_file), own), source=str(weights_file))
         return model
     if not pretrained:
-        return build_model(backbone)
+        return build_model(backbone, **arch)
     if pretrained_from == "timm":
         if backbone not in TIMM_WEIGHTS:
             raise UserInputError(
                 f"--backbone {backbone} has no timm weights s4g can import (ConvNeXt tiny to large do); "
                 "pass --pretrained-from torchvision, or --no-pretrained"
             )
-        model = build_model(backbone)
-        state = _encoder_state(_timm_state_dict(backbone), TIMM_WEIGHTS[backbone])
+        model = build_model(backbone, **arch)
+        state = _encoder_state(_timm_state_dict(backbone), TIMM_WEIGHTS[backbone], model.encoder.state_dict())
         load_state_strict(model.encoder, state, source=f"timm's {TIMM_WEIGHTS[backbone]}")
         return model
     _, weights_enum = BACKBONES.get(backbone, (None, None))
     if weights_enum is None:
         raise UserInputError(f"--backbone {backbone} has no pretrained weights; pass --no-pretrained")
     try:
-        return build_model(backbone, weights_enum.DEFAULT)
+        return build_model(backbone, weights_enum.DEFAULT, **arch)
     except (OSError, RuntimeError) as err:  # torchvision's download failed
         raise UserInputError(
             f"torchvision could not fetch the ImageNet weights of {backbone} ({err}); on a machine without "

@@ -52,7 +52,10 @@ def _inputs(ctx: typer.Context, checkpoint: Optional[Path], runs_dir: Path, devi
         if env.is_main:
             console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
     model, config = load_checkpoint(checkpoint)
-    return checkpoint, model, config, inference_config(config, str(checkpoint), **given), env
+    cfg = inference_config(config, str(checkpoint), **given)
+    model.check_image_size(*cfg.ground_size, "--ground-size")  # a ViT's patch must tile the images
+    model.check_image_size(cfg.aerial_size, cfg.aerial_size, "--aerial-size")
+    return checkpoint, model, config, cfg, env
 
 
 @command("eval")
@@ -85,6 +88,8 @@ def eval_command(
     examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 megapixels).")] = 8,
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
     examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
+    aerial_size: Annotated[Optional[int], typer.Option(help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
+    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(metavar="H W", help=f"Height and width of the ground image fed to the model, pixels. {_FROM_CKPT}")] = None,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
     and the localisation error in metres where the dataset knows positions.
@@ -107,7 +112,7 @@ def eval_command(
     ckpt, model, _, cfg, env = _inputs(
         ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
         split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
-        random_heading=random_heading,
+        random_heading=random_heading, aerial_size=aerial_size, ground_size=ground_size,
     )
     out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
     outputs = ((out, METRICS_FILE, "--json" if json_out else "the default --json"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Optional
@@ -41,7 +42,7 @@ def train_cmd(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or --overwrite.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, not deleted.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help=_preset(f"Encoder: {', '.join(_BACKBONES)}.", "backbone"))] = None,
+    backbone: Annotated[Optional[str], typer.Option(help=_preset(f"Encoder: {', '.join(_BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
     pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
     pretrained_from: Annotated[Optional[str], typer.Option(help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); torchvision: ImageNet-1k at 224 px (default timm).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or .pth.")] = None,
@@ -79,6 +80,12 @@ def train_cmd(
              "as the whole batch for about one more forward pass. auto: the largest N that fits the free "
              "GPU memory (a short probe; no chunking on the CPU or when the batch fits). 0: the whole batch "
              "at once (default).")] = None,
+    head: Annotated[Optional[str], typer.Option(help="Aggregation head: pool (the backbone's own, default), cls, gem, mixvpr or salad (docs/backbones.md).")] = None,
+    head_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
+    backbone_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
+    train_blocks: Annotated[Optional[int], typer.Option(help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
+    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: off).")] = None,
+    backbone_lr_scale: Annotated[Optional[float], typer.Option(help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     dataset = dataset_name(dataset)
@@ -96,7 +103,9 @@ def train_cmd(
         ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
-        synth_locations=locations, chunk_size=_chunk_size(chunk_size), lists=lists,
+        synth_locations=locations, chunk_size=_chunk_size(chunk_size), lists=lists, head=head,
+        head_args=key_values(head_arg, "--head-arg"), backbone_args=key_values(backbone_arg, "--backbone-arg"),
+        train_blocks=train_blocks, lora_rank=lora_rank, backbone_lr_scale=backbone_lr_scale,
     )
     point = ResumePoint.read(resume) if resume is not None else None
     if dataset is not None:
@@ -108,6 +117,23 @@ def train_cmd(
     run_dir = run(cfg, resume=point, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         console.print(f"run directory: {run_dir}")
+
+
+def key_values(items: list[str] | None, option: str) -> dict | None:
+    """{KEY: VALUE} from repeated KEY=VALUE options; a VALUE that reads as JSON (6, 0.3, true)
+    takes that type, anything else stays text. None when the option is not given."""
+    if not items:
+        return None
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"{option} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = json.loads(text)
+        except ValueError:
+            out[key.strip()] = text
+    return out
 
 
 def _chunk_size(text: str | None) -> int | str | None:

@@ -9,10 +9,11 @@ from s4g.config import SAMPLINGS, TrainConfig
 from s4g.data.transforms import check_fov
 from s4g.datasets import DatasetSpec
 from s4g.errors import UserInputError, check_seed
+from s4g.heads import HEADS
+from s4g.model import check_backbone, uses_batch_statistics
+from s4g.released import check_lists
 from s4g.synth.cache import LAYOUT
 from s4g.synth.writer import MIN_LOCATIONS
-from s4g.model import BACKBONES, uses_batch_statistics
-from s4g.released import check_lists
 from s4g.weights import PRETRAINED_FROM
 
 
@@ -32,8 +33,16 @@ def check_image_sizes(aerial_size: int | None, ground_size: tuple[int, ...] | li
 
 def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
     """The rules that need no data: option values, the dataset's capabilities, the process count."""
-    if cfg.backbone not in BACKBONES:
-        raise UserInputError(f"--backbone {cfg.backbone!r}: choose one of {', '.join(sorted(BACKBONES))}")
+    check_backbone(cfg.backbone)
+    if cfg.head not in HEADS:
+        raise UserInputError(f"--head {cfg.head!r}: choose one of {', '.join(HEADS)}")
+    if cfg.lora_rank < 0 or (cfg.train_blocks is not None and cfg.train_blocks < 0):
+        raise UserInputError("--lora-rank and --train-blocks must be 0 or more")
+    if not (math.isfinite(cfg.backbone_lr_scale) and cfg.backbone_lr_scale >= 0):
+        raise UserInputError(f"--backbone-lr-scale must be a finite number >= 0, got {cfg.backbone_lr_scale}")
+    if cfg.train_blocks is not None and uses_batch_statistics(cfg.backbone, cfg.backbone_args):
+        raise UserInputError(f"--train-blocks with --backbone {cfg.backbone}: its frozen BatchNorm layers would "
+                             "still update their running statistics; use a convnext_* or ViT backbone")
     if cfg.pretrained_from not in PRETRAINED_FROM:
         raise UserInputError(f"--pretrained-from {cfg.pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
     check_lists(cfg.lists)
@@ -91,7 +100,7 @@ def _check_chunk_size(cfg: TrainConfig) -> None:
         raise UserInputError(
             f"--chunk-size {size!r}: expected a number of pairs per chunk (0 = the whole batch at once) or auto"
         )
-    if size != 0 and uses_batch_statistics(cfg.backbone):
+    if size != 0 and uses_batch_statistics(cfg.backbone, cfg.backbone_args):
         raise UserInputError(
             f"--chunk-size with --backbone {cfg.backbone}: its BatchNorm layers normalise each forward pass "
             "with the statistics of the images in it, so a chunked step would not compute the whole batch's "

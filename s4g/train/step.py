@@ -24,6 +24,7 @@ from s4g.train.chunksize import plan_chunks
 from s4g.train.gradcache import average_gradients, broadcast_parameters, cached_backward
 from s4g.train.schedule import lr_at
 from s4g.train.state import MetricsLog, RunState, restore_run_checkpoint, seed_all
+from s4g.model import set_trainable
 from s4g.weights import initial_model
 
 
@@ -64,12 +65,14 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
     cfg.ground_size, the default), for --chunk-size auto's memory probe."""
     seed_all(cfg.seed)
     model = initial_model(cfg.backbone, pretrained=cfg.pretrained, pretrained_from=cfg.pretrained_from,
-                          weights_file=cfg.weights)
+                          weights_file=cfg.weights, head=cfg.head, head_args=cfg.head_args,
+                          lora_rank=cfg.lora_rank, backbone_args=cfg.backbone_args)
+    model.check_image_size(*(ground_hw or cfg.ground_size), "--ground-size" if cfg.fov is None else "--fov's crop")
+    model.check_image_size(cfg.aerial_size, cfg.aerial_size, "--aerial-size")
+    set_trainable(model, cfg.train_blocks)
     loss_fn = InfoNCE(cfg.label_smoothing, rank=env.rank, world_size=env.world_size)
-    # Weight decay on every parameter, biases, norms and the temperature included, as the
-    # released training scripts (decay_exclue_bias = False) trained the published models.
-    params = [*model.parameters(), *loss_fn.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, loss_fn, cfg.backbone_lr_scale), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     autocast, scaler = runtime.mixed_precision(env.device)
     parts = Parts(model, loss_fn, optimizer, scaler, autocast, model)
     state = restore_run_checkpoint(ckpt, parts) if ckpt is not None else RunState()
@@ -88,6 +91,23 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
         broadcast_parameters(net)
     parts.net = net
     return parts, state
+
+
+def param_groups(model: nn.Module, loss_fn: nn.Module, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """AdamW's parameter groups: the trainable parameters only (frozen ones get no update,
+    no moments and no all-reduce), the backbone's in a group of its own whose "lr_scale"
+    multiplies the scheduled learning rate when backbone_lr_scale is not 1.
+
+    Weight decay on every parameter, biases, norms and the temperature included, as the
+    released training scripts (decay_exclue_bias = False) trained the published models.
+    """
+    if backbone_lr_scale == 1.0:
+        return [{"params": [p for p in (*model.parameters(), *loss_fn.parameters()) if p.requires_grad]}]
+    encoder = {id(p) for p in model.encoder.parameters()}
+    own = [p for p in model.parameters() if p.requires_grad and id(p) in encoder]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
+    return [{"params": own, "lr_scale": backbone_lr_scale},
+            {"params": [*rest, *loss_fn.parameters()], "lr_scale": 1.0}]
 
 
 def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
@@ -158,7 +178,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
             if ground.shape[0] >= 2:  # --skip-bad-images may empty a batch: nothing to contrast
                 lr = lr_at(step, base_lr=cfg.lr, warmup_steps=warmup, total_steps=total)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 # uint8 views to the device; photometric augmentation and normalisation run there
                 ground = augment_batch(ground, ground_params, env.device)
                 aerial = augment_batch(aerial, aerial_params, env.device)
@@ -182,4 +202,4 @@ def train_one_epoch(parts: Parts, loader: DataLoader, env: DistEnv, cfg: TrainCo
     return step
 
 
-__all__ = ["Parts", "TrainStep", "batch_gradients", "build_parts", "train_one_epoch", "train_step"]
+__all__ = ["Parts", "TrainStep", "batch_gradients", "build_parts", "param_groups", "train_one_epoch", "train_step"]
