@@ -3,7 +3,7 @@ against the plain step, for one batch of pairs of random images.
 
 Each run is a batch size and a chunk ("plain": the whole batch in one forward pass; N: the
 chunked step in chunks of N pairs, N = batch included, which shows the cost of the extra
-forward pass alone). It runs s4g's own step (s4g.train.step.train_step: AdamW, autocast and
+forward pass alone). It runs s4g's own step (s4g.app.jobs.train.step.train_step: AdamW, autocast and
 loss scaling as training uses them on that device, channels-last) for --warmup steps, then
 --steps timed ones, and reports
   held:  memory held between steps (weights, gradients, AdamW moments, the batch's images),
@@ -39,14 +39,14 @@ from pathlib import Path
 import torch
 from harness import banner, parse, table, write_result
 
+from s4g.app.jobs.train.step import Parts, TrainStep, train_step
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
 from s4g.errors import UserInputError
-from s4g.loss import InfoNCE
-from s4g.model import build_model
+from s4g.model.chunksize import plan_chunks
+from s4g.model.encoder import build_model
+from s4g.model.loss import InfoNCE
 from s4g.runtime import mixed_precision
-from s4g.train.chunksize import plan_chunks
-from s4g.train.step import Parts, TrainStep, train_step
 
 CONFIGS = {  # name -> (backbone, aerial side, ground (H, W)), pixels
     "paper": ("convnext_base", 384, (140, 768)),

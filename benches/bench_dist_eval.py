@@ -34,13 +34,13 @@ import torch.multiprocessing as mp
 from harness import banner, parse, table, timed, write_result
 
 from s4g import distributed as D
-from s4g.datasets import load_eval, load_train
-from s4g.embed import embed_eval_set, embed_files, view_size
-from s4g.evaluate import retrieval_metrics
-from s4g.inference import evaluate_split, mine_training_set
-from s4g.mining import class_query_embeddings, similar_references
-from s4g.model import build_model
-from s4g.synth.writer import write_layout
+from s4g.app.jobs.inference import evaluate_split, mine_training_set
+from s4g.app.synth.writer import write_layout
+from s4g.data.registry import load_eval, load_train
+from s4g.model.encoder import build_model
+from s4g.retrieval.embed import embed_eval_set, embed_files, view_size
+from s4g.retrieval.evaluate import retrieval_metrics
+from s4g.retrieval.mining import class_query_embeddings, similar_references
 
 MODES = [("1 process, default threads", 1, None), ("1 process, 1 thread", 1, 1), ("2 processes, 1 thread each", 2, 1)]
 

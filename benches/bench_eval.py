@@ -2,8 +2,8 @@
 
 Compares, in one run on one device:
 - bare blocked matmuls (the floor: the same blocks, scores only, nothing reduced),
-- s4g.evaluate.retrieval_metrics (R@k, R@1%, AP, hit rate),
-- s4g.mining.similar_references, k=128 (Rust merge on the CPU; the torch path beside it),
+- s4g.retrieval.evaluate.retrieval_metrics (R@k, R@1%, AP, hit rate),
+- s4g.retrieval.mining.similar_references, k=128 (Rust merge on the CPU; the torch path beside it),
 - faiss-cpu IndexFlatIP exact search, k=128 (when faiss is installed),
 - the dense approach (full Q×R matrix + argsort per row) at a scale where it fits.
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from harness import banner, parse, table, write_result
 
-from s4g import evaluate, mining
-from s4g.evaluate import retrieval_metrics
-from s4g.mining import similar_references
+from s4g.retrieval import evaluate, mining
+from s4g.retrieval.evaluate import retrieval_metrics
+from s4g.retrieval.mining import similar_references
 from s4g.runtime import pick_device
 
 VIGOR_Q, VIGOR_R = 52_605, 90_618

@@ -39,11 +39,11 @@ from PIL import Image
 from torch.nn import functional as nnf
 from torch.utils.data import default_collate
 
-from s4g.data import augment as A
-from s4g.data.dataset import PairDataset
-from s4g.data.images import load_image
 from s4g.data.records import TrainSet
-from s4g.data.transforms import draw_geometry, paired_geometry, resize, tile_geometry
+from s4g.pipeline import augment as A
+from s4g.pipeline.dataset import PairDataset
+from s4g.pipeline.images import load_image
+from s4g.pipeline.transforms import draw_geometry, paired_geometry, resize, tile_geometry
 
 # name: (query file (H, W), tile side, ground model size (H, W), aerial model side, query kind)
 DATASETS = {

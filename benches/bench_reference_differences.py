@@ -27,13 +27,13 @@ from bench_gps import vigor_like
 from harness import banner, parse, table, write_result
 from rich.console import Console
 
-from s4g import datasets
-from s4g.checkpoint import load_checkpoint
-from s4g.embed import embed_files, view_size
-from s4g.mining import class_query_embeddings, similar_references
+from s4g.app.jobs.train import run
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
+from s4g.model.checkpoint import load_checkpoint
+from s4g.retrieval.embed import embed_files, view_size
+from s4g.retrieval.mining import class_query_embeddings, similar_references
 from s4g.sampling import gps_neighbours
-from s4g.synth.writer import write_layout
-from s4g.train import run
 
 
 def degrees_as_radians_knn(lat: np.ndarray, lon: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:

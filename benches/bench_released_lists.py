@@ -23,9 +23,9 @@ import numpy as np
 from harness import banner, table, write_result
 from rich.console import Console
 
-from s4g import datasets
-from s4g.synth.writer import write_layout
-from s4g.train import run
+from s4g.app.jobs.train import run
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
 
 
 def train_once(root: Path, out: Path, lists: str, seed: int, args) -> dict:

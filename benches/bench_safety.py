@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from harness import banner, parse, table, timed, write_result
 
-from s4g.checkpoint import read_checkpoint, save_checkpoint
-from s4g.data.images import find_bad_images, load_image
-from s4g.datasets import load_train
-from s4g.model import build_model
-from s4g.synth.writer import write_layout
+from s4g.app.synth.writer import write_layout
+from s4g.data.registry import load_train
+from s4g.model.checkpoint import read_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.pipeline.images import find_bad_images, load_image
 
 CVUSA_TRAIN_IMAGES = 2 * 35_532  # panoramas + tiles of CVUSA's training split
 

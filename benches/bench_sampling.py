@@ -1,7 +1,7 @@
 """Sampling ablation on the synthetic world: random batches vs GPS vs GPS->DSS.
 
 Each setting trains the `synthetic` preset (same world, epochs and seeds; only --sampling
-changes) through s4g.train.run, and reads R@1 per epoch back from metrics.jsonl. The
+changes) through s4g.app.jobs.train.run, and reads R@1 per epoch back from metrics.jsonl. The
 colour-histogram baseline of the same test set is printed alongside, so the numbers can be
 read honestly: from scratch, in miniature, hard negatives are not expected to help (neighbours
 share much of a tile and the model has nothing to refine yet).
@@ -25,8 +25,8 @@ import torch
 from harness import banner, parse, table, write_result
 from rich.console import Console
 
-from s4g import datasets
-from s4g.train import run
+from s4g.app.jobs.train import run
+from s4g.data import registry as datasets
 
 SAMPLINGS = ("random", "gps", "dss")
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 from harness import banner, parse, table, write_result
 
-from s4g.synth import render as sr
-from s4g.synth import world as sw
-from s4g.synth.writer import SIZES, write_layout
+from s4g.app.synth import render as sr
+from s4g.app.synth import world as sw
+from s4g.app.synth.writer import SIZES, write_layout
 
 
 def python_panorama(world: sw.World, y: float, x: float, hw: tuple[int, int], eye_m: float = 2.0,

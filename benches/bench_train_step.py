@@ -39,10 +39,10 @@ import torch
 from harness import banner, parse, table, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
-from s4g.loss import InfoNCE
-from s4g.model import build_model, set_trainable
+from s4g.app.jobs.train.step import TrainStep, param_groups
+from s4g.model.encoder import build_model, set_trainable
+from s4g.model.loss import InfoNCE
 from s4g.runtime import mixed_precision
-from s4g.train.step import TrainStep, param_groups
 
 _DINO_S, _DINO_B = "timm/vit_small_patch14_dinov2", "timm/vit_base_patch14_dinov2"
 # label -> (backbone, head, --train-blocks, --lora-rank)

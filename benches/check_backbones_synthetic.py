@@ -45,7 +45,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         run = work / name.replace(" ", "_").replace("-", "")
-        cmd = [sys.executable, "-c", "from s4g.cli import main; main()", "train", "--dataset", "synthetic",
+        cmd = [sys.executable, "-c", "from s4g.app.cli import main; main()", "train", "--dataset", "synthetic",
                "--data-root", str(work / "world"), "--locations", str(args.locations), "--out", str(run),
                "--epochs", str(args.epochs), "--aerial-size", "56", "--ground-size", "28", "112",
                "--device", "cpu", *VIT, *extra]

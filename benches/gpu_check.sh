@@ -85,7 +85,7 @@ step loader 150 "$PY" benches/bench_loader.py --device "$DEVICE" "${LOADER[@]}" 
 step eval_mining 150 "$PY" benches/bench_eval.py "${EVAL_ARGS[@]}" --out "$WORK/parts/eval_mining.json"
 step chunked_step 180 "$PY" benches/bench_chunked_step.py --device "$DEVICE" "${CHUNK_ARGS[@]}" \
     --out "$WORK/parts/chunked_step.json"
-step train_synthetic 150 "$PY" -P -c "from s4g.cli import main; main()" train --dataset synthetic \
+step train_synthetic 150 "$PY" -P -c "from s4g.app.cli import main; main()" train --dataset synthetic \
     --device "$DEVICE" --locations "$LOCATIONS" --epochs "$EPOCHS" --batch-size "$BATCH" --augment --workers 4 \
     --out "$WORK/run"
 cp "$WORK/run/metrics.jsonl" "$WORK/parts/train_synthetic.jsonl" 2>/dev/null

@@ -1,7 +1,7 @@
 """Run configuration: one frozen dataclass per run, built once from the command line.
 
 `Preset` is a dataset's training recipe (the paper's values; each dataset's lives in its
-s4g.datasets entry), `TrainConfig` everything one training run depends on (saved as
+s4g.data.registry entry), `TrainConfig` everything one training run depends on (saved as
 config.json and in every checkpoint), `InferenceConfig` what `s4g eval` and `s4g mine` read.
 """
 
@@ -78,10 +78,10 @@ class TrainConfig(Preset):
     "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N". `synth_locations` /
     `synth_seed`: size and seed of the synthetic world. `lists`: "s4g" (exact GPS lists, a
     tile mined by the mean of its queries, lists cut to `neighbour_range` before packing) or
-    "released" (the released code's lists: s4g.released).
+    "released" (the released code's lists: s4g.retrieval.released).
     `backbone_args` (timm backbones: timm.create_model keywords), `head`, `head_args`,
-    `lora_rank`: the model (s4g.model.EmbeddingModel); `train_blocks` None trains the whole
-    backbone, N only its last N blocks/stages (s4g.model.set_trainable); the backbone's
+    `lora_rank`: the model (s4g.model.encoder.EmbeddingModel); `train_blocks` None trains the whole
+    backbone, N only its last N blocks/stages (s4g.model.encoder.set_trainable); the backbone's
     learning rate is `backbone_lr_scale` times the head's.
     """
 

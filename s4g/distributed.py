@@ -3,7 +3,7 @@
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is a single process and
 nothing here touches torch.distributed. NCCL on CUDA, gloo on CPU.
 
-Sharded inference (s4g.embed with an env): every rank embeds a contiguous run of whole
+Sharded inference (s4g.retrieval.embed with an env): every rank embeds a contiguous run of whole
 batches (`batch_shares`), the rows are gathered on rank 0 only (`gather_rows`; the others
 would hold a copy they never read: 0.6 GB for VIGOR's test set in float32), rank 0 alone
 scores them (`main_result`) and every rank receives the result. A failure on one rank is
@@ -12,7 +12,7 @@ under torchrun a failure anywhere else is named on every rank too (`failures_nam
 
 Several nodes: LOCAL_RANK picks the GPU, global rank 0 writes; what lives in node-local
 folders is prepared once per node (`node_first`). torchrun --max-restarts: `elastic` tells a
-restarted group from a first start (s4g.train.loop continues the run from its last.pt).
+restarted group from a first start (s4g.app.jobs.train.loop continues the run from its last.pt).
 
 Timeout: a collective waits at most S4G_DIST_TIMEOUT_MIN minutes (default 30) for the other
 ranks. The work that one rank does alone while the others wait is small: scoring the gathered
@@ -162,7 +162,7 @@ def rank_share(batches: np.ndarray, env: DistEnv) -> np.ndarray:
     each, so the gathered loss sees exactly the global batch.
     """
     n, b = batches.shape
-    if b % env.world_size:  # s4g.train.checks refuses such a --batch-size up front
+    if b % env.world_size:  # s4g.app.jobs.train.checks refuses such a --batch-size up front
         raise ValueError(f"batch size {b} is not divisible by the world size {env.world_size}")
     share = b // env.world_size
     return batches[:, env.rank * share:(env.rank + 1) * share]

@@ -67,7 +67,7 @@ def mixed_precision(device: torch.device) -> tuple[Callable[[], contextlib.Abstr
 def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """`tensor` on `device`. A host tensor bound for a GPU is pinned first: a copy from pageable
     memory waits for all work queued on the stream, which would stall the host once per small
-    parameter tensor (s4g.data.augment)."""
+    parameter tensor (s4g.pipeline.augment)."""
     device = torch.device(device)
     if device.type == "cuda" and tensor.device.type == "cpu":
         return tensor.pin_memory().to(device, non_blocking=True)

@@ -1,4 +1,4 @@
-"""The per-image definition of s4g.data.augment's photometric ops: the oracle the batched ops
+"""The per-image definition of s4g.pipeline.augment's photometric ops: the oracle the batched ops
 are tested against (tests/test_augment.py, tests/test_augment_albumentations.py) and the
 host-side path benches/bench_loader.py times. torchvision's functional ops, albumentations
 1.3.1's kernel and hole formulas written out, libjpeg for the JPEG step.
@@ -13,7 +13,16 @@ import torch
 from torch.nn import functional as nnf
 from torchvision.transforms.v2 import functional as F
 
-from s4g.data.augment import BLUR, COARSE, GRID, IMAGENET_MEAN, IMAGENET_STD, KERNEL, SHARPEN, PhotoParams
+from s4g.pipeline.augment import (
+    BLUR,
+    COARSE,
+    GRID,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    KERNEL,
+    SHARPEN,
+    PhotoParams,
+)
 
 
 def advanced_blur_kernel(ksize: int, sigma_x: float, sigma_y: float, angle: float, beta: float,

@@ -13,7 +13,7 @@ TINY_ARGS = ["--locations", "60", "--aerial-size", "32", "--ground-size", "32", 
              "--batch-size", "8", "--eval-batch-size", "32", "--log-every", "2", "--workers", "0",
              "--device", "cpu"]
 # Runs `s4g` in a fresh interpreter; argv after "-c CODE" becomes the command line.
-CLI = "import sys; from s4g.cli import main; sys.argv[0] = 's4g'; main()"
+CLI = "import sys; from s4g.app.cli import main; sys.argv[0] = 's4g'; main()"
 
 
 def snapshot(*roots: Path) -> dict[str, bytes]:

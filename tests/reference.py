@@ -258,7 +258,7 @@ def topk_dense(scores: np.ndarray, k: int, exclude) -> tuple[np.ndarray, np.ndar
 
 
 # ---------------------------------------------------------------------------------------
-# Retrieval-metric protocols (oracles for s4g.evaluate.retrieval_metrics).
+# Retrieval-metric protocols (oracles for s4g.retrieval.evaluate.retrieval_metrics).
 #
 # Each follows the shape of the evaluation code behind the published numbers: one query at
 # a time, on that query's full row of scores. Written here from the definitions, not copied.

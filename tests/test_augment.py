@@ -16,13 +16,13 @@ from test_images import photo
 from torch.utils.data import DataLoader, default_collate
 from torchvision.transforms.v2 import functional as F
 
-from s4g.data import augment as A
-from s4g.data import photoops as ops
-from s4g.data.dataset import PairDataset, collate_pairs
-from s4g.data.jpeg import jpeg_roundtrip
 from s4g.data.records import TrainSet
-from s4g.data.transforms import TrainTransform
 from s4g.distributed import DistEnv, rank_share
+from s4g.pipeline import augment as A
+from s4g.pipeline import photoops as ops
+from s4g.pipeline.dataset import PairDataset, collate_pairs
+from s4g.pipeline.jpeg import jpeg_roundtrip
+from s4g.pipeline.transforms import TrainTransform
 
 N, H, W = 6, 24, 40
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from s4g.data import augment as A
-from s4g.data import photoops as ops
+from s4g.pipeline import augment as A
+from s4g.pipeline import photoops as ops
 
 cv2 = pytest.importorskip("cv2")
 

@@ -14,16 +14,16 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.jobs.train.step import Parts, TrainStep, batch_gradients, param_groups
+from s4g.app.synth.cache import ensure_world
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
 from s4g.errors import UserInputError
-from s4g.loss import InfoNCE
-from s4g.model import build_model, create_timm, set_trainable
-from s4g.synth.cache import ensure_world
-from s4g.synth.writer import write_layout
-from s4g.train.step import Parts, TrainStep, batch_gradients, param_groups
-from s4g.weights import initial_model
+from s4g.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model, create_timm, set_trainable
+from s4g.model.loss import InfoNCE
+from s4g.model.weights import initial_model
 
 DINOV2 = "timm/vit_small_patch14_dinov2"
 VIT = dict(depth=2, embed_dim=64, num_heads=2)

@@ -22,14 +22,14 @@ import torch.multiprocessing as mp
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.jobs.train.step import Parts, TrainStep, batch_gradients, build_parts, train_step
+from s4g.app.synth.cache import ensure_world
+from s4g.data import registry as datasets
 from s4g.distributed import DistEnv
-from s4g.loss import InfoNCE
-from s4g.model import EmbeddingModel
-from s4g.synth.cache import ensure_world
-from s4g.train.chunksize import balanced_chunk, largest_fitting, plan_chunks, probe_largest_chunk
-from s4g.train.step import Parts, TrainStep, batch_gradients, build_parts, train_step
+from s4g.model.chunksize import balanced_chunk, largest_fitting, plan_chunks, probe_largest_chunk
+from s4g.model.encoder import EmbeddingModel
+from s4g.model.loss import InfoNCE
 
 CPU = torch.device("cpu")
 PAIRS = 10

@@ -9,8 +9,8 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from s4g.cli import app
-from s4g.cli.app import user_error_message
+from s4g.app.cli import app
+from s4g.app.cli.app import user_error_message
 from s4g.errors import UserInputError
 
 runner = CliRunner()
@@ -44,7 +44,7 @@ def test_a_bug_shows_its_traceback(tmp_path, error):
         "import sys, s4g.sampling\n"
         f"def broken(*a, **k): raise {error}\n"
         "s4g.sampling.gps_neighbours = broken\n"
-        "from s4g.cli import main\n"
+        "from s4g.app.cli import main\n"
         "sys.argv = ['s4g'] + sys.argv[1:]\n"
         "main()\n"
     )

@@ -13,15 +13,15 @@ from PIL import Image
 from reference import haversine_np
 from typer.testing import CliRunner
 
-from s4g.checkpoint import payload_digest, save_checkpoint
-from s4g.cli import app
-from s4g.datasets import load_eval, load_train
-from s4g.embed import embed_files
-from s4g.evaluate import evaluate_retrieval
-from s4g.model import build_model
-from s4g.pictures import CELL, grid_boxes, query_width
-from s4g.results import pick_examples
-from s4g.synth.writer import write_layout
+from s4g.app.cli import app
+from s4g.app.pictures import CELL, grid_boxes, query_width
+from s4g.app.synth.writer import write_layout
+from s4g.data.registry import load_eval, load_train
+from s4g.model.checkpoint import payload_digest, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.retrieval.embed import embed_files
+from s4g.retrieval.evaluate import evaluate_retrieval
+from s4g.retrieval.results import pick_examples
 
 runner = CliRunner()
 SIZES = {"aerial_size": 64, "ground_size": [32, 128]}  # ConvNeXt needs >= 32 px per side
@@ -49,7 +49,7 @@ def checkpoint(world, tmp_path_factory) -> Path:
 
 
 def embed(path: Path, files, size_hw):
-    from s4g.checkpoint import load_checkpoint
+    from s4g.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path)
     return embed_files(model, files, size_hw, device="cpu", batch_size=5, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from typer.testing import CliRunner
 
-from s4g.cli import app
+from s4g.app.cli import app
 from s4g.sampling import gps_neighbours
 
 runner = CliRunner()
@@ -81,7 +81,7 @@ def test_k_too_large_and_source_required(tmp_path):
 def test_dataset_classes(tmp_path, monkeypatch):
     import dataclasses
 
-    from s4g import datasets
+    from s4g.data import registry as datasets
     from s4g.data.records import TrainSet
 
     def fake_load(root, *, split_dir="splits"):

@@ -11,12 +11,18 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from s4g.data.augment import PhotoParams
-from s4g.data.dataset import BAD_CLASS, BadImageWarning, ImageDataset, PairDataset, collate_pairs
-from s4g.data.images import load_image
 from s4g.data.records import TrainSet
-from s4g.data.transforms import crop_fov, eval_transform
 from s4g.errors import UserInputError
+from s4g.pipeline.augment import PhotoParams
+from s4g.pipeline.dataset import (
+    BAD_CLASS,
+    BadImageWarning,
+    ImageDataset,
+    PairDataset,
+    collate_pairs,
+)
+from s4g.pipeline.images import load_image
+from s4g.pipeline.transforms import crop_fov, eval_transform
 
 
 def make_pairs(root: Path, n: int = 6) -> TrainSet:

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.jobs.inference import shown_metrics
+from s4g.app.jobs.train.data import RunData, epoch_batches
+from s4g.data import registry as datasets
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
-from s4g.evaluate import PROTOCOLS
-from s4g.inference import shown_metrics
+from s4g.retrieval.evaluate import PROTOCOLS
 from s4g.sampling import pack_batches
-from s4g.train.data import RunData, epoch_batches
 
 
 @pytest.mark.parametrize("name", datasets.NAMES)

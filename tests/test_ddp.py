@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from s4g import datasets
+from s4g.app.jobs.train import run
+from s4g.app.synth.cache import ensure_world
 from s4g.config import TrainConfig
+from s4g.data import registry as datasets
 from s4g.distributed import DistEnv, rank_share
-from s4g.synth.cache import ensure_world
-from s4g.train import run
 
 TINY = dict(synth_locations=60, aerial_size=32, ground_size=(32, 64), batch_size=8,
             eval_batch_size=32, log_every=2, workers=0, epochs=1, device="cpu", sampling="gps",

@@ -25,18 +25,18 @@ import torch
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
-from s4g import datasets
 from s4g import distributed as D
-from s4g.checkpoint import load_checkpoint, save_checkpoint
-from s4g.cli import app
-from s4g.datasets import load_eval, load_train
-from s4g.embed import embed_files
+from s4g.app.cli import app
+from s4g.app.jobs.inference import evaluate_split, mine_training_set
+from s4g.app.jobs.train import loop, run
+from s4g.app.synth.cache import ensure_world
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
+from s4g.data.registry import load_eval, load_train
 from s4g.errors import UserInputError
-from s4g.inference import evaluate_split, mine_training_set
-from s4g.model import build_model
-from s4g.synth.cache import ensure_world
-from s4g.synth.writer import write_layout
-from s4g.train import loop, run
+from s4g.model.checkpoint import load_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.retrieval.embed import embed_files
 
 SIZES = dict(aerial_size=64, ground_size=(32, 64))  # ConvNeXt needs >= 32 px per side
 # 1: a copied image embeds to the same bits (elsewhere in a batch it may differ in the last

@@ -9,7 +9,7 @@ import torch
 from reference import sample4geo_protocol, university1652_protocol
 
 from s4g.errors import UserInputError
-from s4g.evaluate import PROTOCOLS, evaluate_retrieval, one_percent_k, retrieval_metrics
+from s4g.retrieval.evaluate import PROTOCOLS, evaluate_retrieval, one_percent_k, retrieval_metrics
 
 
 def exact_embeddings(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:

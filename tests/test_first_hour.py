@@ -15,9 +15,9 @@ from probes import TINY_ARGS, child_env, cli_subprocess_args, squash
 from typer.testing import CliRunner
 
 from s4g import fileio
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
 from s4g.errors import UserInputError
-from s4g.synth.cache import ensure_world
 
 runner = CliRunner()
 COMMANDS = ("synth", "neighbours", "train", "eval", "mine", "plot", "import-weights", "index", "locate")
@@ -38,11 +38,11 @@ def test_help_keeps_brackets_and_shows_no_python_types():
 
 
 def test_train_help_says_what_preset_options_are_and_their_values():
-    from s4g import datasets
-    from s4g.model import BACKBONES
+    from s4g.data import registry as datasets
+    from s4g.model.encoder import BACKBONES
 
     text = squash(help_of("train"))
-    from s4g.cli.train import _BACKBONES
+    from s4g.app.cli.train import _BACKBONES
 
     assert set(_BACKBONES) == set(BACKBONES)  # the help's list is the model registry's
     assert all(name in text for name in BACKBONES)
@@ -55,8 +55,8 @@ def test_train_help_says_what_preset_options_are_and_their_values():
 
 
 def test_the_default_workers_fit_the_machine():
-    from s4g import datasets
     from s4g.config import usable_cpus
+    from s4g.data import registry as datasets
 
     for name in ("cvusa", "vigor-same", "university-d2s"):
         assert datasets.train_config(name).workers <= usable_cpus()
@@ -108,7 +108,7 @@ def world(tmp_path_factory) -> Path:
 
 
 def test_best_r1_counts_epoch_0_and_resume_names_its_epoch(world, tmp_path, monkeypatch):
-    import s4g.train.loop as loop
+    import s4g.app.jobs.train.loop as loop
 
     real = loop._evaluate
 
@@ -133,9 +133,9 @@ def test_best_r1_counts_epoch_0_and_resume_names_its_epoch(world, tmp_path, monk
 
 
 def test_an_s4g_checkpoint_given_as_weights_is_named(world, tmp_path):
-    from s4g.checkpoint import save_checkpoint
-    from s4g.model import build_model
-    from s4g.weights import initial_model
+    from s4g.model.checkpoint import save_checkpoint
+    from s4g.model.encoder import build_model
+    from s4g.model.weights import initial_model
 
     ckpt = tmp_path / "best.pt"
     save_checkpoint(ckpt, build_model("convnext_micro"), {"dataset": "synthetic"}, epoch=3)
@@ -148,7 +148,7 @@ def test_an_s4g_checkpoint_given_as_weights_is_named(world, tmp_path):
 
 def test_offline_hub_is_asked_once_then_left(monkeypatch, tmp_path):
     pytest.importorskip("timm")
-    from s4g import weights
+    from s4g.model import weights
 
     def no_network(*args, **kwargs):
         raise OSError(errno.ENETUNREACH, "Network is unreachable")

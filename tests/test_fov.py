@@ -10,18 +10,18 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.checkpoint import load_checkpoint, save_checkpoint
-from s4g.cli import app
-from s4g.data.augment import normalise
-from s4g.data.dataset import ImageDataset
-from s4g.data.images import load_image
-from s4g.data.transforms import crop_fov, fov_size, resize
-from s4g.datasets import load_eval
-from s4g.embed import embed_eval_set
+from s4g.app.cli import app
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
+from s4g.data.registry import load_eval
 from s4g.errors import UserInputError
-from s4g.model import build_model
-from s4g.synth.writer import write_layout
+from s4g.model.checkpoint import load_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.pipeline.augment import normalise
+from s4g.pipeline.dataset import ImageDataset
+from s4g.pipeline.images import load_image
+from s4g.pipeline.transforms import crop_fov, fov_size, resize
+from s4g.retrieval.embed import embed_eval_set
 
 runner = CliRunner()
 AERIAL, GROUND = 64, (32, 128)
@@ -101,7 +101,7 @@ def test_eval_cli_fov_options(world, tmp_path):
 
 
 def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
-    from s4g.train.data import load_run_data
+    from s4g.app.jobs.train.data import load_run_data
 
     cfg = datasets.train_config("cvusa", data_root=str(world["root"]), aerial_size=AERIAL, ground_size=GROUND,
                                 fov=90, random_heading=True, batch_size=4, sampling="random", workers=0)
@@ -109,10 +109,10 @@ def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
     ground, aerial, *_ = pairs[0]
     assert ground.shape == (3, 32, 32) and aerial.shape == (3, AERIAL, AERIAL)
     # the command line hands --fov / --random-heading to the run config
-    import s4g.train
+    import s4g.app.jobs.train
 
     seen = []
-    monkeypatch.setattr(s4g.train, "run", lambda cfg, **kwargs: seen.append(cfg) or "x")
+    monkeypatch.setattr(s4g.app.jobs.train, "run", lambda cfg, **kwargs: seen.append(cfg) or "x")
     result = runner.invoke(app, ["train", "--dataset", "cvusa", "--data-root", str(world["root"]),
                                  "--fov", "90", "--random-heading"])
     assert result.exit_code == 0, result.output

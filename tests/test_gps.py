@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import haversine_np, knn_bruteforce
 
 from s4g.errors import UserInputError
 from s4g.sampling import EARTH_RADIUS_M, gps_neighbours
-
-from reference import haversine_np, knn_bruteforce
 
 # Special values where great-circle code usually breaks: poles, the antimeridian, zero.
 LATS = st.one_of(st.floats(-90, 90), st.sampled_from([90.0, -90.0, 89.999999, 0.0, -0.0]))

@@ -1,4 +1,4 @@
-"""Aggregation heads (s4g.heads): shapes at the papers' defaults, unit-length embeddings, and
+"""Aggregation heads (s4g.model.heads): shapes at the papers' defaults, unit-length embeddings, and
 small cases checked by hand (GeM p=1 is the mean, MixVPR without mixers is two projections,
 SALAD's Sinkhorn marginals, the class token)."""
 
@@ -9,8 +9,16 @@ import torch
 import torch.nn.functional as F
 
 from s4g.errors import UserInputError
-from s4g.heads import SALAD, ClassToken, Features, GeM, MixVPR, build_head, log_optimal_transport
-from s4g.model import build_model
+from s4g.model.encoder import build_model
+from s4g.model.heads import (
+    SALAD,
+    ClassToken,
+    Features,
+    GeM,
+    MixVPR,
+    build_head,
+    log_optimal_transport,
+)
 
 VIT = dict(depth=1, embed_dim=32, num_heads=2)
 

@@ -15,11 +15,11 @@ from PIL import Image
 from probes import TINY_ARGS, assert_unchanged, error_paragraph, snapshot
 from typer.testing import CliRunner
 
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
 from s4g.data._files import IMAGE_SUFFIXES, list_images
-from s4g.data.images import DECODABLE, image_problem, load_image
 from s4g.errors import UserInputError
-from s4g.synth.cache import ensure_world
+from s4g.pipeline.images import DECODABLE, image_problem, load_image
 
 
 def jpeg_bytes(size=(96, 64), seed=0) -> bytes:

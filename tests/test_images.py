@@ -7,9 +7,9 @@ import torch
 from PIL import Image
 from torch.nn import functional as nnf
 
-from s4g.data.images import SCALED_DECODE_MIN_PIXELS, load_image
-from s4g.data.transforms import resize
 from s4g.errors import UserInputError
+from s4g.pipeline.images import SCALED_DECODE_MIN_PIXELS, load_image
+from s4g.pipeline.transforms import resize
 
 
 def photo(h: int, w: int, seed: int = 0) -> torch.Tensor:

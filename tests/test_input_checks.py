@@ -17,14 +17,14 @@ from probes import TINY_ARGS, assert_unchanged, error_paragraph, snapshot, squas
 from typer.testing import CliRunner
 
 import s4g
-from s4g.cli import app
-from s4g.cli.app import user_error_message
-from s4g.data.dataset import PairDataset
-from s4g.data.images import find_bad_images, image_problem, load_image
-from s4g.datasets import load_eval, load_train
+from s4g.app.cli import app
+from s4g.app.cli.app import user_error_message
+from s4g.app.synth.cache import ensure_world
+from s4g.app.synth.writer import write_layout
+from s4g.data.registry import load_eval, load_train
 from s4g.errors import UserInputError
-from s4g.synth.cache import ensure_world
-from s4g.synth.writer import write_layout
+from s4g.pipeline.dataset import PairDataset
+from s4g.pipeline.images import find_bad_images, image_problem, load_image
 
 runner = CliRunner()
 BOM = "\ufeff"

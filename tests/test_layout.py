@@ -17,14 +17,14 @@ import s4g
 
 PACKAGE = Path(s4g.__file__).resolve().parent
 # Everything under these is the application; every other module of s4g is the library.
-APPLICATION = ("s4g.cli", "s4g.synth", "s4g.train", "s4g.inference", "s4g.locate", "s4g.pictures", "s4g.plot")
+APPLICATION = ("s4g.app",)
 # The one deliberate crossing, inside a function: --dataset synthetic's data root is the cached
 # world, which the application renders; the registry loads it only when a run asks for it.
-LAZY_CROSSINGS = {("s4g.datasets", "s4g.synth.cache")}
+LAZY_CROSSINGS = {("s4g.data.registry", "s4g.app.synth.cache")}
 # What `--help` may load: the CLI, the dataset registry and readers (numpy only), and the small
 # modules they stand on.
-HELP_MAY_LOAD = ("s4g.cli", "s4g.data", "s4g.datasets", "s4g.config", "s4g.errors", "s4g.fileio")
-SYNTHETIC_WORLD = "s4g.synth"
+HELP_MAY_LOAD = ("s4g.app.cli", "s4g.data", "s4g.data.registry", "s4g.config", "s4g.errors", "s4g.fileio")
+SYNTHETIC_WORLD = "s4g.app.synth"
 
 
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -127,14 +127,14 @@ def test_no_import_cycle():
 def _commands() -> list[str]:
     import typer.main
 
-    from s4g.cli import app
+    from s4g.app.cli import app
 
     return sorted(typer.main.get_command(app).commands)
 
 
 _PROBE = """
 import json, sys
-from s4g.cli import main
+from s4g.app.cli import main
 sys.argv = ["s4g", *sys.argv[1:], "--help"]
 try:
     main()
@@ -156,14 +156,15 @@ def test_help_loads_no_torch_no_extension_no_world(command):
     assert not [m for m in s4g_loaded if _under(m, (SYNTHETIC_WORLD,))]
     packages_above = {p.rsplit(".", i)[0] for p in HELP_MAY_LOAD for i in range(p.count(".") + 1)}
     assert {m for m in s4g_loaded if not _under(m, HELP_MAY_LOAD)} <= packages_above, sorted(s4g_loaded)
-    assert {"s4g.cli", "s4g.datasets"} <= s4g_loaded
+    assert {"s4g.app.cli", "s4g.data.registry"} <= s4g_loaded
 
 
 def test_split_constants_agree():
     """The values the cut imports used to carry: the Earth radius the Rust side uses, and the
     preset imported weights default to (CVUSA's)."""
-    from s4g import _sampler, datasets, geo
+    from s4g import _sampler, geo
     from s4g.config import Preset
+    from s4g.data import registry as datasets
 
     assert geo.EARTH_RADIUS_M == _sampler.EARTH_RADIUS_M
     assert datasets.get("cvusa").preset == Preset()

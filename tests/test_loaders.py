@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from s4g.data.cvact import MissingPairsWarning, scan_split
+from s4g.data.registry import NAMES, load_eval, load_train
 from s4g.data.utm import utm_to_latlon
-from s4g.datasets import NAMES, load_eval, load_train
 from s4g.errors import UserInputError
 
 
@@ -410,7 +410,7 @@ def test_a_drive_letter_elsewhere_names_the_line(tmp_path):
         load_train("csv", tmp_path)
 
 
-# "synthetic" reads a CVUSA tree (its root is made by s4g.synth.cache, tested elsewhere)
+# "synthetic" reads a CVUSA tree (its root is made by s4g.app.synth.cache, tested elsewhere)
 READERS = [name for name in NAMES if name != "synthetic"]
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from s4g.app.synth.writer import write_layout
 from s4g.data.cvact import MissingPairsWarning
-from s4g.datasets import load_eval, load_train
+from s4g.data.registry import load_eval, load_train
 from s4g.errors import UserInputError
-from s4g.synth.writer import write_layout
 
 
 @pytest.fixture(scope="module")

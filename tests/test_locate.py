@@ -10,19 +10,19 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from s4g.checkpoint import load_checkpoint, save_checkpoint
-from s4g.cli import app
-from s4g.data.augment import normalise
-from s4g.data.dataset import ImageDataset
-from s4g.datasets import load_eval
-from s4g.embed import embed_files
+from s4g.app.cli import app
+from s4g.app.jobs.locate import consensus
+from s4g.app.pictures import CELL, grid_boxes, query_width
+from s4g.app.synth.writer import write_layout
+from s4g.data.registry import load_eval
 from s4g.errors import UserInputError
 from s4g.geo import haversine_m
-from s4g.index import index_paths, open_index
-from s4g.locate import consensus
-from s4g.model import build_model
-from s4g.pictures import CELL, grid_boxes, query_width
-from s4g.synth.writer import write_layout
+from s4g.model.checkpoint import load_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.pipeline.augment import normalise
+from s4g.pipeline.dataset import ImageDataset
+from s4g.retrieval.embed import embed_files
+from s4g.retrieval.index import index_paths, open_index
 
 runner = CliRunner()
 AERIAL, GROUND = 64, (32, 128)

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from s4g.loss import INIT_LOGIT_SCALE, InfoNCE, gather_features
+from s4g.model.loss import INIT_LOGIT_SCALE, InfoNCE, gather_features
 
 
 def _smoothed_ce(row: np.ndarray, target: int, eps: float) -> float:
@@ -55,7 +55,7 @@ def test_gather_by_monkeypatch(monkeypatch):
     world, rank, b = 3, 1, 4
     full_q = F.normalize(torch.randn(world * b, 8), dim=-1)
     full_r = F.normalize(torch.randn(world * b, 8), dim=-1)
-    import s4g.loss
+    import s4g.model.loss
 
     def fake_all_gather(t):
         full = full_q if t.data_ptr() == local_q.data_ptr() else full_r
@@ -63,7 +63,7 @@ def test_gather_by_monkeypatch(monkeypatch):
 
     local_q = full_q[rank * b:(rank + 1) * b].clone().requires_grad_()
     local_r = full_r[rank * b:(rank + 1) * b].clone().requires_grad_()
-    monkeypatch.setattr(s4g.loss, "_all_gather", fake_all_gather)
+    monkeypatch.setattr(s4g.model.loss, "_all_gather", fake_all_gather)
     all_q, all_r = gather_features(local_q, local_r, rank, world)
     assert torch.equal(all_q, full_q) and torch.equal(all_r, full_r)
     # The local rows are the very tensors passed in, so they keep their gradient.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from s4g import mining
-from s4g.mining import block_topk, similar_references
+from s4g.retrieval import mining
+from s4g.retrieval.mining import block_topk, similar_references
 
 METHODS = ["torch", "rust"]
 

@@ -26,10 +26,10 @@ import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from s4g import distributed as D
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
 from s4g.errors import UserInputError
 from s4g.runtime import pick_device
-from s4g.synth.cache import ensure_world
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 
@@ -261,8 +261,8 @@ def test_each_local_rank_takes_its_own_gpu(monkeypatch):
 def test_a_restart_continues_only_the_run_its_own_job_wrote(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from s4g import datasets
-    from s4g.train.loop import ELASTIC_MARK, _elastic_restart
+    from s4g.app.jobs.train.loop import ELASTIC_MARK, _elastic_restart
+    from s4g.data import registry as datasets
 
     env = D.DistEnv(0, 1, 0, torch.device("cpu"))
     console = Console(file=io.StringIO())

@@ -17,9 +17,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from reference import sample4geo_protocol, university1652_protocol
 
-from s4g.evaluate import evaluate_retrieval
-from s4g.mining import similar_references
-from s4g.scoring import duplicate_groups
+from s4g.retrieval.evaluate import evaluate_retrieval
+from s4g.retrieval.mining import similar_references
+from s4g.retrieval.scoring import duplicate_groups
 
 # The case that ranked 1 when the query sat alone in its chunk: rows 0 (the positive) and 1
 # (another label) are equal; MKL's single-row product scores them one ulp apart.

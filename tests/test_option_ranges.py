@@ -4,16 +4,15 @@ nothing written."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from PIL import Image
 from probes import error_paragraph, snapshot
 from typer.testing import CliRunner
 
-from s4g.checkpoint import save_checkpoint
-from s4g.cli import app
-from s4g.model import build_model
+from s4g.app.cli import app
+from s4g.model.checkpoint import save_checkpoint
+from s4g.model.encoder import build_model
 
 runner = CliRunner()
 

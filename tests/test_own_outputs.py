@@ -11,12 +11,12 @@ from PIL import Image
 from probes import assert_unchanged, error_paragraph, snapshot
 from typer.testing import CliRunner
 
-from s4g.checkpoint import save_checkpoint
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
+from s4g.app.synth.writer import write_layout
 from s4g.errors import UserInputError
-from s4g.cli import app
-from s4g.model import build_model
-from s4g.synth.cache import ensure_world
-from s4g.synth.writer import write_layout
+from s4g.model.checkpoint import save_checkpoint
+from s4g.model.encoder import build_model
 
 runner = CliRunner()
 
@@ -148,7 +148,7 @@ def test_synth_never_deletes_an_earlier_world_without_overwrite(tmp_path):
 
 
 def test_a_cached_world_rewritten_by_synth_is_not_trusted(tmp_path, monkeypatch):
-    from s4g.synth.cache import default_root
+    from s4g.app.synth.cache import default_root
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = ensure_world(None, locations=6, seed=0)
@@ -171,7 +171,7 @@ def test_a_cached_world_rewritten_by_synth_is_not_trusted(tmp_path, monkeypatch)
 def test_a_world_cached_by_an_earlier_s4g_is_checked_by_its_manifest(tmp_path):
     import json
 
-    from s4g.synth.cache import world_params
+    from s4g.app.synth.cache import world_params
 
     named = tmp_path / "old"
     ensure_world(named, locations=6, seed=0)

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import MAX_FAILED_POPS, ReferenceDraws, check_packing, pack_reference
 
 from s4g.errors import UserInputError
 from s4g.sampling import pack_batches
-
-from reference import MAX_FAILED_POPS, ReferenceDraws, check_packing, pack_reference
 
 
 def world(seed: int, pairs: int, classes: int, width: int, pad: float = 0.1):

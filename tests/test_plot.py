@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from s4g.cli import app
-from s4g.plot import MISSING_EXTRA, training_curve
+from s4g.app.cli import app
+from s4g.app.plot import MISSING_EXTRA, training_curve
 
 runner = CliRunner()
 
 
 def write_run(path, epochs=3, steps=4, log_every=2, metres=True, offset=0.0):
-    """A run directory whose metrics.jsonl has the records s4g.train writes: training logs
+    """A run directory whose metrics.jsonl has the records s4g.app.jobs.train writes: training logs
     (epoch, step, loss, lr, scale), sampling records, the colour baseline and evaluations."""
     path.mkdir(parents=True)
     records = [{"epoch": 0, "kind": "colour_baseline", "R@1": 8.0, "R@5": 20.0, "R@10": 30.0, "R@1%": 12.0}]

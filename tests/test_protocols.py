@@ -17,13 +17,13 @@ import torch
 from reference import sample4geo_protocol, university1652_protocol
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.checkpoint import load_checkpoint, save_checkpoint
-from s4g.cli import app
-from s4g.embed import embed_eval_set
-from s4g.model import build_model
-from s4g.synth.cache import ensure_world
-from s4g.synth.writer import write_layout
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
+from s4g.model.checkpoint import load_checkpoint, save_checkpoint
+from s4g.model.encoder import build_model
+from s4g.retrieval.embed import embed_eval_set
 
 SIZES = {"aerial_size": 32, "ground_size": [32, 64]}
 LAYOUTS = {"cvusa": ("cvusa", 24), "cvact": ("cvact", 30), "vigor-same": ("vigor", 40), "vigor-cross": ("vigor", 40),

@@ -9,13 +9,14 @@ import pytest
 from reference import pack_reference, released_gps_lists, released_tile_queries
 from typer.testing import CliRunner
 
-from s4g import datasets, released
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.synth.writer import write_layout
+from s4g.data import registry as datasets
 from s4g.errors import UserInputError
-from s4g.mining import similar_references
-from s4g.released import check_lists, last_query_embeddings, released_gps_neighbours
+from s4g.retrieval import released
+from s4g.retrieval.mining import similar_references
+from s4g.retrieval.released import check_lists, last_query_embeddings, released_gps_neighbours
 from s4g.sampling import pack_batches
-from s4g.synth.writer import write_layout
 
 pytest.importorskip("sklearn")
 WORLDS = {"cvusa": "cvusa", "vigor": "vigor-same", "university": "university-d2s"}

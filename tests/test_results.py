@@ -10,9 +10,17 @@ import pytest
 from PIL import Image
 from reference import haversine_np
 
+from s4g.app.pictures import (
+    CELL,
+    COLOURS,
+    FRAME,
+    examples_picture,
+    grid_boxes,
+    query_width,
+    save_png,
+)
 from s4g.data.records import EvalSet
-from s4g.pictures import CELL, COLOURS, FRAME, examples_picture, grid_boxes, query_width, save_png
-from s4g.results import (
+from s4g.retrieval.results import (
     WITHIN_M,
     error_summary,
     per_query_header,

@@ -27,9 +27,9 @@ from probes import (
 from typer.testing import CliRunner
 
 from s4g import fileio
-from s4g.cli import app
-from s4g.synth.cache import ensure_world
-from s4g.train.rundir import LOCK_NAME
+from s4g.app.cli import app
+from s4g.app.rundir import LOCK_NAME
+from s4g.app.synth.cache import ensure_world
 
 runner = CliRunner()
 # Generous bounds for waiting on child processes on a loaded machine (never asserted on).
@@ -133,7 +133,7 @@ def test_a_missing_out_folder_is_not_left_behind_by_a_refused_run(world, tmp_pat
 # the machine runs, with no timing in the test.
 HOLD = f"""
 import os, sys, time
-import s4g.train.loop as loop
+import s4g.app.jobs.train.loop as loop
 go = sys.argv.pop(1)
 claimed = loop._prepare
 def held(*args, **kwargs):

@@ -10,8 +10,8 @@ import pytest
 from probes import TINY_ARGS, assert_unchanged, error_paragraph, snapshot
 from typer.testing import CliRunner
 
-from s4g.cli import app
-from s4g.synth.cache import ensure_world
+from s4g.app.cli import app
+from s4g.app.synth.cache import ensure_world
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ from probes import (
 from typer.testing import CliRunner
 
 from s4g import fileio
-from s4g.checkpoint import save_checkpoint
-from s4g.cli import app
-from s4g.model import build_model
-from s4g.synth.writer import write_layout
+from s4g.app.cli import app
+from s4g.app.synth.writer import write_layout
+from s4g.model.checkpoint import save_checkpoint
+from s4g.model.encoder import build_model
 
 try:
     import resource
@@ -274,7 +274,7 @@ def test_a_write_the_kernel_refuses_is_one_paragraph(run_dir, tmp_path):
     """A real failed write, without root: the file-size limit makes the kernel refuse the
     checkpoint's bytes past 64 KB (EFBIG), as a full disk refuses them (ENOSPC)."""
     before = snapshot(run_dir)
-    code = ("import sys\nfrom s4g.checkpoint import save_checkpoint\nfrom s4g.model import build_model\n"
+    code = ("import sys\nfrom s4g.model.checkpoint import save_checkpoint\nfrom s4g.model.encoder import build_model\n"
             "try:\n    save_checkpoint(sys.argv[1], build_model('convnext_micro'), {})\n"
             "except OSError as err:\n    print(f'error: {err.filename}: {err.strerror}')\n")
     done = subprocess.run([sys.executable, "-c", code, str(run_dir / "best.pt")], capture_output=True,

@@ -13,10 +13,10 @@ import torch
 from test_dataset import make_pairs
 from torch.utils.data import DataLoader
 
-import s4g.embed
-import s4g.train.loop
-from s4g.data.dataset import PairDataset
+import s4g.app.jobs.train.loop
+import s4g.retrieval.embed
 from s4g.distributed import DistEnv
+from s4g.pipeline.dataset import PairDataset
 
 CPU_ENV = DistEnv(0, 1, 0, torch.device("cpu"))
 
@@ -28,9 +28,9 @@ def spawning(monkeypatch, module) -> None:
 def test_training_loader_under_spawn(tmp_path, monkeypatch):
     data = SimpleNamespace(pairs=PairDataset(make_pairs(tmp_path), 12, (8, 32), fov=180, random_heading=True))
     batches = np.array([[4, 1, 0], [2, 5, 3]], dtype=np.int64)
-    serial = list(s4g.train.loop._loader(SimpleNamespace(workers=0), data, batches, 1, CPU_ENV))
-    spawning(monkeypatch, s4g.train.loop)
-    loader = s4g.train.loop._loader(SimpleNamespace(workers=2), data, batches, 1, CPU_ENV)
+    serial = list(s4g.app.jobs.train.loop._loader(SimpleNamespace(workers=0), data, batches, 1, CPU_ENV))
+    spawning(monkeypatch, s4g.app.jobs.train.loop)
+    loader = s4g.app.jobs.train.loop._loader(SimpleNamespace(workers=2), data, batches, 1, CPU_ENV)
     assert loader.multiprocessing_context is not None
     assert loader.multiprocessing_context.get_start_method() == "spawn"
     got = list(loader)
@@ -47,10 +47,10 @@ def test_embedding_loader_under_spawn(tmp_path, monkeypatch):
     files = make_pairs(tmp_path).reference_files
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
-    embed = functools.partial(s4g.embed.embed_files, model, files, (8, 8), device="cpu", batch_size=4,
+    embed = functools.partial(s4g.retrieval.embed.embed_files, model, files, (8, 8), device="cpu", batch_size=4,
                               progress=False)
     serial = embed(workers=0)
-    spawning(monkeypatch, s4g.embed)
+    spawning(monkeypatch, s4g.retrieval.embed)
     got = embed(workers=2)
     assert serial.shape == got.shape == (len(files), 4)
     np.testing.assert_array_equal(got, serial)

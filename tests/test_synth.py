@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from s4g.cli import app
+from s4g.app.cli import app
+from s4g.app.synth import render as sr
+from s4g.app.synth import world as sw
+from s4g.app.synth.writer import write_layout
 from s4g.errors import UserInputError
-from s4g.synth import render as sr
-from s4g.synth import world as sw
-from s4g.synth.baseline import colour_histogram_recall
-from s4g.synth.writer import write_layout
+from s4g.retrieval.baseline import colour_histogram_recall
 
 EARTH_R = 6_371_008.8
 

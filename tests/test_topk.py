@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import topk_dense
 
 from s4g.errors import UserInputError
 from s4g.sampling import topk_init, topk_merge
-
-from reference import topk_dense
 
 
 def blocked(scores: np.ndarray, k: int, exclude: np.ndarray, width: int):

@@ -12,12 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from s4g import datasets
-from s4g.cli import app
-from s4g.synth.cache import ensure_world
-from s4g.train import run
-from s4g.train.schedule import evaluates_after, lr_at, mines_after
-from s4g.train.state import rng_state, set_rng_state
+from s4g.app.cli import app
+from s4g.app.jobs.train import run
+from s4g.app.jobs.train.schedule import evaluates_after, lr_at, mines_after
+from s4g.app.jobs.train.state import rng_state, set_rng_state
+from s4g.app.synth.cache import ensure_world
+from s4g.data import registry as datasets
 
 # A world small enough for seconds-long runs on a shared 2-core machine.
 TINY = dict(synth_locations=60, aerial_size=32, ground_size=(32, 64), batch_size=8,
@@ -164,7 +164,7 @@ def test_bad_inputs_exit_2(world, tmp_path):
 
 
 def test_out_of_memory_names_the_batch_size(monkeypatch, tmp_path):
-    import s4g.train.loop as train_mod
+    import s4g.app.jobs.train.loop as train_mod
     from s4g.errors import UserInputError
 
     def boom(*args, **kwargs):
@@ -190,8 +190,8 @@ def test_cli_resume_without_dataset_continues_the_saved_run(world, tmp_path):
 
 
 def test_weight_decay_on_every_parameter_as_the_reference():
+    from s4g.app.jobs.train.step import build_parts
     from s4g.distributed import DistEnv
-    from s4g.train.step import build_parts
 
     cfg = datasets.train_config("synthetic", weight_decay=0.05, device="cpu")
     parts, _ = build_parts(cfg, DistEnv(0, 1, 0, torch.device("cpu")), None)

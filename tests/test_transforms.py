@@ -10,16 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from s4g.data.images import load_image
-from s4g.data.augment import IMAGENET_MEAN, normalise
-from s4g.data.transforms import (
+from s4g.errors import UserInputError
+from s4g.pipeline.augment import IMAGENET_MEAN, normalise
+from s4g.pipeline.images import load_image
+from s4g.pipeline.transforms import (
     TrainTransform,
     crop_fov,
     draw_geometry,
     eval_transform,
     paired_geometry,
 )
-from s4g.errors import UserInputError
 
 
 def colour_of(az_deg: np.ndarray, world_turn_deg: float) -> np.ndarray:
@@ -181,8 +181,8 @@ def test_load_image_errors_name_the_file(tmp_path):
 def test_paired_geometry_matches_rendered_rotated_world(turns):
     """Render a pair, turn the synthetic world by `turns` quarter turns, render the same spot
     again: the paired transform of the first pair must equal the second, bit for bit."""
-    from s4g.synth import render as synth_render
-    from s4g.synth import world as sw
+    from s4g.app.synth import render as synth_render
+    from s4g.app.synth import world as sw
 
     world = sw.make_world((160, 160), 7)
     y, x = 83.0, 77.0
@@ -222,7 +222,7 @@ def test_train_transform_turns_after_the_resize_as_paired_geometry_before_it():
     paired_geometry followed by the resize, up to the resize's rounding."""
     from test_images import photo
 
-    from s4g.data.transforms import resize
+    from s4g.pipeline.transforms import resize
 
     pano, tile = photo(40, 160, 1), photo(48, 48, 2)
     seen = set()

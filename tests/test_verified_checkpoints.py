@@ -16,7 +16,9 @@ import torch
 from probes import assert_unchanged, error_paragraph, snapshot
 from typer.testing import CliRunner
 
-from s4g.checkpoint import (
+from s4g.app.cli import app
+from s4g.errors import UserInputError
+from s4g.model.checkpoint import (
     CHECKPOINT_VERSION,
     UnverifiedCheckpointWarning,
     load_checkpoint,
@@ -24,9 +26,7 @@ from s4g.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from s4g.cli import app
-from s4g.errors import UserInputError
-from s4g.model import build_model
+from s4g.model.encoder import build_model
 
 runner = CliRunner()
 CONFIG = {"dataset": "cvusa", "data_root": "/nowhere", "aerial_size": 64, "ground_size": [32, 128]}

@@ -8,7 +8,7 @@ from importlib.metadata import version
 from typer.testing import CliRunner
 
 import s4g
-from s4g.cli import app
+from s4g.app.cli import app
 
 
 def test_version_names_the_release_and_the_commit():

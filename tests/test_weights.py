@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from torchvision.ops import StochasticDepth
 from typer.testing import CliRunner
 
-from s4g.checkpoint import load_checkpoint
-from s4g.cli import app
-from s4g.model import empty_model
-from s4g.weights import load_timm_weights
+from s4g.app.cli import app
+from s4g.model.checkpoint import load_checkpoint
+from s4g.model.encoder import empty_model
+from s4g.model.weights import load_timm_weights
 
 runner = CliRunner()
 
@@ -180,7 +180,7 @@ def test_files_that_are_not_convnext_weights_exit_2(tmp_path, kind):
 
 def test_eval_runs_on_released_weights_directly(tmp_path):
     _timm()
-    from s4g.synth.writer import write_layout
+    from s4g.app.synth.writer import write_layout
 
     root = tmp_path / "cvusa"
     write_layout("cvusa", root, locations=8, seed=1, workers=1)
@@ -199,7 +199,7 @@ def test_eval_runs_on_released_weights_directly(tmp_path):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_training_starts_from_a_timm_weights_file(tmp_path, suffix):
     _timm()
-    from s4g.weights import initial_model
+    from s4g.model.weights import initial_model
 
     timm_model = _timm_micro()  # timm's layout, as convnext_base.fb_in22k_ft_in1k_384 is
     path = tmp_path / f"weights{suffix}"
@@ -215,7 +215,7 @@ def test_training_starts_from_a_timm_weights_file(tmp_path, suffix):
 
 def test_broken_safetensors_file_is_named(tmp_path):
     from s4g.errors import UserInputError
-    from s4g.weights import initial_model
+    from s4g.model.weights import initial_model
 
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
@@ -236,7 +236,8 @@ def test_a_safetensors_header_of_the_wrong_shape_is_named(tmp_path, header):
 
 def test_pretrained_fetches_the_papers_timm_weights(monkeypatch):
     timm = _timm()
-    from s4g import datasets, weights
+    from s4g.data import registry as datasets
+    from s4g.model import weights
 
     assert weights.TIMM_WEIGHTS["convnext_base"] == "convnext_base.fb_in22k_ft_in1k_384"
     for name in ("cvusa", "cvact", "vigor-same", "vigor-cross", "university-d2s"):
@@ -259,7 +260,7 @@ def test_pretrained_without_timm_says_both_ways(monkeypatch):
     import sys
 
     from s4g.errors import UserInputError
-    from s4g.weights import initial_model
+    from s4g.model.weights import initial_model
 
     monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` fails as if not installed
     with pytest.raises(UserInputError) as info:

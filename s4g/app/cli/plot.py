@@ -1,0 +1,36 @@
+"""`s4g plot`: training curves of one or several runs, from their metrics.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from s4g.app.cli.app import command, console
+from s4g.errors import UserInputError
+
+
+@command("plot")
+def plot_cmd(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (with metrics.jsonl); several share one figure.")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Image to write; its suffix picks the format (.png, .pdf, .svg). Default: RUN_DIR/curves.png "
+             "for one run; needed with several.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing figure (a plot made earlier).")] = False,
+) -> None:
+    """Training curves: loss, learning rate, temperature and the evaluation metrics against
+    epoch (needs the optional extra: pip install "s4g[plot]")."""
+    option = "--out"
+    if out is None:
+        if len(runs) > 1:
+            raise UserInputError(f"--out is needed to compare {len(runs)} runs in one figure")
+        out, option = runs[0] / "curves.png", "the default --out"
+    from s4g.app.plot import draw_runs
+    from s4g.fileio import FIGURE, check_output
+
+    check_output(out, FIGURE, option=option, overwrite=overwrite,
+                 inputs=[("the metrics.jsonl of a run", run / "metrics.jsonl") for run in runs])
+
+    panels = draw_runs(runs, out)
+    console.print(f"{len(panels)} panels of {len(runs)} run(s) written to {out}")

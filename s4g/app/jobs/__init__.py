@@ -1,0 +1,1 @@
+"""One job per command: train (the run), inference (eval and mine), locate."""

@@ -1,0 +1,186 @@
+"""torch Datasets over the loaders' records: training pairs and plain image lists.
+
+Items are uint8 images at the model's size (decoded at a reduced DCT scale where that
+suffices: s4g.pipeline.images); normalisation and the photometric augmentation run on the batch on
+the training device (s4g.pipeline.augment.augment_batch), 4x fewer bytes to copy than float32.
+
+Randomness is a pure function of (seed, epoch, index): every item builds its own numpy
+generator (flip, rotation, heading, photometric parameters), so results do not depend on the
+number of workers, on which worker or rank gets which batch, or on the caller's global RNG.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from s4g.data.records import TrainSet
+from s4g.errors import UserInputError
+from s4g.pipeline.augment import PhotoParams, no_photometric
+from s4g.pipeline.images import load_image
+from s4g.pipeline.transforms import TrainTransform, check_fov, eval_transform, uncropped_size
+
+BAD_CLASS = -1
+
+
+def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """A numpy generator determined by (seed, epoch, index)."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, dtype=np.uint64)
+    return np.random.default_rng(int(state[0]))
+
+
+class BadImageWarning(UserWarning):
+    """A training pair was dropped because one of its images could not be decoded."""
+
+
+class PairDataset(Dataset):
+    """Training pairs: item i -> (ground uint8 (3,H,W), aerial uint8 (3,S,S), class id int,
+    ground PhotoParams, aerial PhotoParams); augment_batch turns a batch of either view into
+    the model's float input.
+
+    train_set: the loader's TrainSet; aerial_size: S; ground_size: (H, W) of the ground view
+    fed to the model (after the field-of-view crop when fov is set). augment: paired
+    geometric augmentation and photometric parameters (transforms.TrainTransform), else
+    resize only (parameters that only normalise).
+    fov: horizontal field of view in degrees for panoramas (None = full 360); the crop is
+    centred on north, or on a random heading per item when random_heading.
+
+    Use with `DataLoader(ds, batch_sampler=batches.tolist(), num_workers=N,
+    collate_fn=collate_pairs)`. Call
+    set_epoch(e) before creating each epoch's iterator (with persistent_workers the
+    workers keep the epoch they were started with).
+
+    An undecodable image raises UserInputError naming the file. With skip_bad_images=True
+    the item instead comes back as zero images with class id -1 (BAD_CLASS), a
+    BadImageWarning names the file, and `bad_items` counts it in that process;
+    `collate_fn=collate_pairs` drops such items from their batch (the batch stays
+    class-unique, it is only shorter).
+    """
+
+    def __init__(
+        self,
+        train_set: TrainSet,
+        aerial_size: int,
+        ground_size: tuple[int, int],
+        *,
+        augment: bool = True,
+        fov: float | None = None,
+        random_heading: bool = False,
+        skip_bad_images: bool = False,
+        seed: int = 0,
+    ):
+        self.query_files = list(train_set.query_files)
+        self.reference_files = list(train_set.reference_files)
+        self.pair_class = np.asarray(train_set.pair_class, dtype=np.int64)
+        self.transform = TrainTransform(
+            aerial_size, ground_size, query_kind=train_set.query_kind, augment=augment,
+            fov_deg=fov if train_set.query_kind == "panorama" else None,
+        )
+        self.aerial_size, self.ground_size = int(aerial_size), tuple(int(v) for v in ground_size)
+        self._decode_ground, self._decode_aerial = self.transform.decode_sizes()
+        self.random_heading, self.skip_bad_images = random_heading, skip_bad_images
+        self.seed, self.epoch, self.bad_items = int(seed), 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration draw epoch `epoch`'s augmentations."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.query_files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, PhotoParams, PhotoParams]:
+        index = int(index)
+        rng = _item_rng(self.seed, self.epoch, index)
+        cls = int(self.pair_class[index])
+        try:
+            ground = load_image(self.query_files[index], self._decode_ground)
+            aerial = load_image(self.reference_files[cls], self._decode_aerial)
+        except UserInputError as err:
+            if not self.skip_bad_images:
+                raise UserInputError(f"{err} To train without the pairs whose images cannot be read, "
+                                     "pass --skip-bad-images.") from None
+            self.bad_items += 1
+            warnings.warn(BadImageWarning(f"skipping training pair {index}: {err}"), stacklevel=2)
+            h, w = self.ground_size
+            s = self.aerial_size
+            zeros = torch.zeros(3, h, w, dtype=torch.uint8), torch.zeros(3, s, s, dtype=torch.uint8)
+            return *zeros, BAD_CLASS, no_photometric(), no_photometric()
+        heading = float(rng.uniform(0.0, 360.0)) if self.random_heading else 0.0
+        ground, aerial, ground_params, aerial_params = self.transform(ground, aerial, rng, heading)
+        return ground, aerial, cls, ground_params, aerial_params
+
+
+def collate_pairs(batch: Sequence[tuple]):
+    """A batch of PairDataset items, without the items marked bad (class id -1).
+
+    -> (ground uint8 (B', 3, H, W), aerial uint8 (B', 3, S, S), class ids (B',) int64, ground
+    PhotoParams, aerial PhotoParams), B' <= B. The images are stacked channels-last, the
+    layout the decoders and the resize leave them in (a plain copy, not a transpose) and the
+    model's input layout.
+    """
+    kept = [item for item in batch if item[2] != BAD_CLASS] or list(batch[:1])
+    ground, aerial, cls, ground_params, aerial_params = zip(*kept)
+    out = [_stack_channels_last(ground), _stack_channels_last(aerial), torch.tensor(cls, dtype=torch.int64),
+           default_collate(ground_params), default_collate(aerial_params)]
+    if kept[0][2] == BAD_CLASS:  # every item was bad: an empty batch
+        return [type(part)(*(t[:0] for t in part)) if isinstance(part, tuple) else part[:0] for part in out]
+    return out
+
+
+def _stack_channels_last(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    h, w = images[0].shape[1:]
+    out = torch.empty((len(images), h, w, 3), dtype=torch.uint8)
+    if get_worker_info() is not None:
+        # stacked straight into shared memory, as default_collate does in a worker: the batch
+        # then reaches the main process without a second copy
+        out.share_memory_()
+    torch.stack([image.permute(1, 2, 0) for image in images], out=out)
+    return out.permute(0, 3, 1, 2)
+
+
+class ImageDataset(Dataset):
+    """Plain images for embedding: item i -> (uint8 (3, H, W), i); the batch is normalised on
+    the model's device (s4g.pipeline.augment.normalise).
+
+    files: image paths; size_hw: (H, W) output size (after the field-of-view crop). fov:
+    degrees of horizontal field of view cut from each (panorama) image, centred at
+    heading_deg (default 0 = north), or at a heading drawn uniformly from [0, 360) per item
+    from (seed, i) when random_heading. JPEGs are decoded at a reduced DCT scale where that
+    still gives size_hw (s4g.pipeline.images). An undecodable file raises UserInputError naming it.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        size_hw: tuple[int, int],
+        *,
+        fov: float | None = None,
+        heading_deg: float | None = None,
+        random_heading: bool = False,
+        seed: int = 0,
+    ):
+        check_fov(fov)
+        if fov is None and (heading_deg is not None or random_heading):
+            raise UserInputError("a heading (--random-heading) needs a field of view (--fov).")
+        self.files = list(files)
+        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
+        self.fov, self.heading_deg, self.random_heading, self.seed = fov, heading_deg, random_heading, int(seed)
+        self._apply = eval_transform(self.size_hw, fov)
+        self._decode_size = uncropped_size(self.size_hw, fov)
+
+    def heading(self, index: int) -> float:
+        """The heading in degrees (clockwise from north) item `index` is cut at."""
+        if self.random_heading:
+            return float(_item_rng(self.seed, 0, index).uniform(0.0, 360.0))
+        return float(self.heading_deg or 0.0)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        index = int(index)
+        return self._apply(load_image(self.files[index], self._decode_size), self.heading(index)), index
