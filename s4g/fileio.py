@@ -218,7 +218,8 @@ def _refusal(err: Exception) -> str:
     if found:
         return f"it refers to {found.group(1)}, which is not a tensor or a plain value"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(("Check the documentation", "Weights only load failed"))]
+    boilerplate = ("Check the documentation", "Weights only load failed")
+    useful = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(boilerplate)]
     return f"{type(err).__name__}: {useful[0] if useful else (lines[0] if lines else '')}"
 
 

@@ -69,8 +69,8 @@ def test_eval_prints_and_writes_the_dense_metrics(world, checkpoint, tmp_path):
     q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
     r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
     scores = q @ r.T
-    ranks = np.array([(s[ev.reference_labels != l] > s[ev.reference_labels == l].max()).sum()
-                      for s, l in zip(scores, ev.query_labels)])
+    ranks = np.array([(s[ev.reference_labels != label] > s[ev.reference_labels == label].max()).sum()
+                      for s, label in zip(scores, ev.query_labels)])
     assert saved["queries"] == len(ev.query_files) and saved["dataset"] == "cvusa"
     for k in (1, 5, 10):
         assert saved["metrics"][f"R@{k}"] == pytest.approx(100 * np.mean(ranks < k))

@@ -63,7 +63,7 @@ def _loadmat(path: Path) -> dict:
         ) from None
     try:
         return loadmat(str(path))
-    except Exception as err:  # scipy raises several types for a bad file
+    except Exception as err:  # noqa: BLE001 - scipy raises several types for a bad file
         raise UserInputError(
             f"cannot read {str(path)!r} as a MATLAB v5 file ({err}); expected CVACT's ACT_data.mat."
         ) from None

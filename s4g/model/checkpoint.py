@@ -161,7 +161,9 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
                 "not written by s4g" + ("" if not run_state else ", so training cannot resume from it")
             )
     arch = obj.get("architecture", {})
-    if not isinstance(arch, Mapping) or not all(isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")):
+    if not isinstance(arch, Mapping) or not all(
+        isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")
+    ):
         raise UserInputError(f"{path}: the checkpoint's 'architecture' entry is malformed; the file is damaged")
     bad = next((k for k, v in obj["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:

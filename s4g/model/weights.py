@@ -305,7 +305,7 @@ def _timm_encoder(backbone: str, args: Mapping[str, Any], pretrained: bool,
         return create_timm(backbone, args, pretrained=True)
     except UserInputError:
         raise
-    except Exception as err:  # noqa: BLE001 - hub and network failures come in many types
+    except Exception as err:  # hub and network failures come in many types; re-raised below
         name = backbone[len(TIMM_PREFIX):]
         raise UserInputError(
             f"timm could not fetch the weights of {name} ({type(err).__name__}: {err}); download its "
@@ -383,6 +383,6 @@ def initial_model(
 
 
 __all__ = [
-    "CONVNEXT_ARCH", "PRETRAINED_FROM", "TIMM_WEIGHTS", "check_convnext_backbone", "imported_config", "infer_convnext_backbone", "initial_model",
-    "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
+    "CONVNEXT_ARCH", "PRETRAINED_FROM", "TIMM_WEIGHTS", "check_convnext_backbone", "imported_config",
+    "infer_convnext_backbone", "initial_model", "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
 ]

@@ -74,7 +74,7 @@ def embed_files(
         with keep_rng:
             rows = _embed_rows(model, dataset, shares[env.rank], device, batch_size, workers,
                                progress and env.is_main, label)
-    except Exception as err:  # shared below, so that no rank waits for this one in the gather
+    except Exception as err:  # noqa: BLE001 - re-raised on every rank by exchange(), so none waits in the gather
         failure = err
     dims = exchange(env, None if rows is None else rows.shape[1], failure)
     return gather_rows(env, rows, [len(s) for s in shares], max(d for d in dims if d is not None))

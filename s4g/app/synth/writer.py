@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from s4g.app.synth import tasks as synth_tasks
 from s4g.app.synth.dense import VIGOR_LAYOUTS, plan_university, plan_vigor

@@ -114,7 +114,9 @@ def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) 
     return data.gps_neighbours(cfg.gps_k, cfg.lists), "gps"
 
 
-def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> tuple[np.ndarray, PackStats]:
+def epoch_batches(
+    cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int
+) -> tuple[np.ndarray, PackStats]:
     """((n_batches, batch_size) int64 pair indices of `epoch`'s global batches, packing
     stats), seeded by seed + epoch. Each list is cut to its first neighbour_range entries, the
     pool the reference draws from: before packing (s4g), or as each anchor draws, after its

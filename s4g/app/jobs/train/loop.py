@@ -185,7 +185,9 @@ def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
     diff = [f"{key}: {saved.get(key)!r} in the checkpoint vs {mine.get(key)!r} now"
             for key in RESUME_KEYS if mine.get(key) != saved.get(key)]
     if diff:
-        raise UserInputError(f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
+        raise UserInputError(
+            f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")"
+        )
 
 
 def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None,
