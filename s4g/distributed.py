@@ -270,7 +270,7 @@ def gather_rows(env: DistEnv, rows: np.ndarray | None, counts: list[int], dim: i
             piece[: len(mine)] = mine.to(dev)
         bucket = [torch.empty_like(piece) for _ in range(env.world_size)] if env.is_main else None
         dist.gather(piece, bucket, dst=0)
-        if out is not None:
+        if out is not None and bucket is not None:  # both rank 0's
             for rank, got in enumerate(bucket):
                 take = max(0, min(size, counts[rank] - s))
                 out[starts[rank] + s : starts[rank] + s + take] = got[:take].cpu().numpy()

@@ -125,7 +125,7 @@ def collate_pairs(batch: Sequence[tuple]):
     kept = [item for item in batch if item[2] != BAD_CLASS] or list(batch[:1])
     ground, aerial, cls, ground_params, aerial_params = zip(*kept)
     out = [_stack_channels_last(ground), _stack_channels_last(aerial), torch.tensor(cls, dtype=torch.int64),
-           default_collate(ground_params), default_collate(aerial_params)]
+           default_collate(list(ground_params)), default_collate(list(aerial_params))]
     if kept[0][2] == BAD_CLASS:  # every item was bad: an empty batch
         return [type(part)(*(t[:0] for t in part)) if isinstance(part, tuple) else part[:0] for part in out]
     return out
