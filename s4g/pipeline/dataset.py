@@ -80,7 +80,8 @@ class PairDataset(Dataset):
             aerial_size, ground_size, query_kind=train_set.query_kind, augment=augment,
             fov_deg=fov if train_set.query_kind == "panorama" else None,
         )
-        self.aerial_size, self.ground_size = int(aerial_size), tuple(int(v) for v in ground_size)
+        ground_h, ground_w = (int(v) for v in ground_size)
+        self.aerial_size, self.ground_size = int(aerial_size), (ground_h, ground_w)
         self._decode_ground, self._decode_aerial = self.transform.decode_sizes()
         self.random_heading, self.skip_bad_images = random_heading, skip_bad_images
         self.seed, self.epoch, self.bad_items = int(seed), 0, 0

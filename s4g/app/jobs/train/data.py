@@ -41,6 +41,7 @@ class RunData:
         k = min(k, self.train.num_classes - 1)
         if (k, lists) not in self._gps:
             lat, lon = self.train.class_lat, self.train.class_lon
+            assert lat is not None and lon is not None  # load_run_data refuses gps/dss sampling without them
             self._gps[k, lists] = (released_gps_neighbours(lat, lon, k) if lists == "released"
                                    else gps_neighbours(lat, lon, k)[0])
         return self._gps[k, lists]
