@@ -47,7 +47,11 @@ from s4g.fileio import atomic_path, save_json
 LAYOUTS = ("cvusa", "cvact", "vigor", "university")
 # Bumped whenever the same arguments would render different files (caches key on it).
 GENERATOR_VERSION = 1
+
+
 class ImageSizes(TypedDict):
+    """Rendered image sizes in pixels: the aerial tile's side, the ground view's (H, W)."""
+
     aerial: int
     ground: tuple[int, int]
 
