@@ -32,7 +32,7 @@ def base(tmp_path_factory) -> dict[str, list]:
     for i in range(6):
         Image.new("RGB", (8, 8)).save(tmp / "tiles" / f"t{i}.png")
     Image.new("RGB", (16, 8)).save(tmp / "photo.png")
-    state = dict(build_model("convnext_micro").state_dict().items())
+    state = dict(build_model("convnext_micro").state_dict())
     torch.save(state, tmp / "weights.pth")
     out = tmp / "out"
     return {
