@@ -74,7 +74,8 @@ def test_weights_load_strictly(tmp_path):
 def test_sizes_are_checked_against_the_patch():
     model = build_model(DINOV2, backbone_args=VIT)
     model.check_image_size(28, 56, "--ground-size")
-    with pytest.raises(UserInputError, match=r"--ground-size: 30x64.*multiples of 14.*28 or 42 \(height\) and 56 or 70"):
+    nearest = r"--ground-size: 30x64.*multiples of 14.*28 or 42 \(height\) and 56 or 70"
+    with pytest.raises(UserInputError, match=nearest):
         model.check_image_size(30, 64, "--ground-size")
     with pytest.raises(UserInputError, match="the image size"):
         model(torch.randn(1, 3, 28, 50))
@@ -176,7 +177,8 @@ HEAD_ARGS = {"mixvpr": ["--head-arg", "in_h=2", "--head-arg", "in_w=2", "--head-
 RUNS = {
     "pool": ["--head", "pool"],
     "gem": ["--head", "gem"],
-    "mixvpr-train-blocks": ["--head", "mixvpr", *HEAD_ARGS["mixvpr"], "--train-blocks", "1", "--backbone-lr-scale", "0.5"],
+    "mixvpr-train-blocks": ["--head", "mixvpr", *HEAD_ARGS["mixvpr"],
+                            "--train-blocks", "1", "--backbone-lr-scale", "0.5"],
     "salad-lora": ["--head", "salad", *HEAD_ARGS["salad"], "--lora-rank", "2"],
 }
 RESUMED = ("mixvpr-train-blocks", "salad-lora")
