@@ -173,7 +173,8 @@ def test_checkpoint_records_and_rebuilds_the_architecture(tmp_path):
 HEAD_ARGS = {"mixvpr": ["--head-arg", "in_h=2", "--head-arg", "in_w=2", "--head-arg", "out_channels=16"],
              "salad": ["--head-arg", "num_clusters=3", "--head-arg", "cluster_dim=8", "--head-arg", "token_dim=8"]}
 # One training run per head (cls: test_heads.py; a run with it is pool's with another key). The
-# partial fine-tuning runs carry two heads, and they are trained one epoch, then resumed for a second.
+# MixVPR and SALAD runs are also the partial fine-tuning ones, trained one epoch and resumed for a
+# second, so that one run checks both.
 RUNS = {
     "pool": ["--head", "pool"],
     "gem": ["--head", "gem"],
