@@ -206,7 +206,7 @@ class EmbeddingModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> Features:
         """The backbone's local features (B, C, h, w) and class token (B, C) or None."""
-        enc = self.encoder
+        enc: Any = self.encoder  # torchvision's or timm's module, whose layers differ by family
         if self.family == "convnext":
             return Features(enc.features(x), None)
         if self.family == "resnet":
@@ -217,6 +217,7 @@ class EmbeddingModel(nn.Module):
             return Features(out, None)
         prefix = int(getattr(enc, "num_prefix_tokens", 0))
         p = self.patch_size
+        assert p is not None  # a timm model whose features are tokens has a patch embedding
         grid = out[:, prefix:].transpose(1, 2).reshape(out.shape[0], out.shape[2], x.shape[-2] // p, x.shape[-1] // p)
         cls = out[:, 0] if getattr(enc, "cls_token", None) is not None else None
         return Features(grid, cls)
@@ -227,7 +228,7 @@ class EmbeddingModel(nn.Module):
         if self.head is not None:
             return F.normalize(self.head(self.features(x)).float(), dim=-1)
         if self.family == "timm":
-            enc = self.encoder
+            enc: Any = self.encoder  # timm's model: forward_head is its API, not nn.Module's
             return F.normalize(enc.forward_head(enc.forward_features(x), pre_logits=True).float(), dim=-1)
         return F.normalize(self.encoder(x).float(), dim=-1)
 
@@ -272,7 +273,7 @@ def uses_batch_statistics(backbone: str, backbone_args: Mapping[str, Any] | None
 def block_groups(model: EmbeddingModel) -> list[list[nn.Module]]:
     """The backbone's units that --train-blocks counts from the end: a ViT's transformer
     blocks, a ConvNeXt's stages (each with the downsampling layer before it)."""
-    enc = model.encoder
+    enc: Any = model.encoder  # torchvision's or timm's module, whose layers differ by family
     if model.family == "convnext":
         return [[enc.features[i], enc.features[i + 1]] for i in range(0, len(enc.features), 2)]
     blocks = getattr(enc, "blocks", None) if model.family == "timm" else None
@@ -303,9 +304,9 @@ def set_trainable(model: EmbeddingModel, train_blocks: int | None) -> None:
         enc = model.encoder
         tail = ([getattr(enc, "norm", None), getattr(enc, "fc_norm", None)] if model.family == "timm"
                 else [getattr(enc, "classifier", None)])
-        for module in tail:
-            if isinstance(module, nn.Module):
-                module.requires_grad_(True)
+        for end in tail:
+            if isinstance(end, nn.Module):
+                end.requires_grad_(True)
     for name, param in model.encoder.named_parameters():
         if ".lora_" in name:
             param.requires_grad_(True)
