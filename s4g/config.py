@@ -110,14 +110,14 @@ class TrainConfig(Preset):
     backbone_lr_scale: float = 1.0
 
     @classmethod
-    def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> "TrainConfig":
+    def from_preset(cls, dataset: str, preset: Preset, **overrides: Any) -> TrainConfig:
         """`preset`'s values for `dataset`, then `overrides` (field name -> value; None = keep)."""
         base = dataclasses.asdict(preset)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls._make(dataset=dataset, **base)
 
     @classmethod
-    def from_dict(cls, saved: dict, **overrides: Any) -> "TrainConfig":
+    def from_dict(cls, saved: dict, **overrides: Any) -> TrainConfig:
         """The config a run saved (config.json / a checkpoint's "config"), then `overrides`
         (None = keep); keys this version does not know are ignored."""
         values = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
@@ -127,7 +127,7 @@ class TrainConfig(Preset):
         return cls._make(**values)
 
     @classmethod
-    def _make(cls, **values: Any) -> "TrainConfig":
+    def _make(cls, **values: Any) -> TrainConfig:
         unknown = sorted(set(values) - set(cls.__dataclass_fields__))
         if unknown:
             raise TypeError(f"unknown training option(s): {', '.join(unknown)}")

@@ -207,7 +207,7 @@ def node_first(env: DistEnv, fn: Callable[[], T]) -> T:
         if (env.local_rank == 0) == turn:
             try:
                 result = fn()
-            except Exception as err:  # every rank must hear of it before this one stops
+            except Exception as err:  # noqa: BLE001 - re-raised on every rank by exchange()
                 failure = err
         exchange(env, None, failure)
     return result
@@ -242,7 +242,7 @@ def main_result(env: DistEnv | None, fn: Callable[[], T]) -> T:
     if env.is_main:
         try:
             box[0] = ("ok", fn())
-        except Exception as err:  # every rank must hear of it before rank 0 stops
+        except Exception as err:  # noqa: BLE001 - re-raised on every rank below
             failure, box[0] = err, ("failed", *_describe(err))
     dist.broadcast_object_list(box, src=0)
     if failure is not None:
@@ -270,7 +270,7 @@ def gather_rows(env: DistEnv, rows: np.ndarray | None, counts: list[int], dim: i
             piece[: len(mine)] = mine.to(dev)
         bucket = [torch.empty_like(piece) for _ in range(env.world_size)] if env.is_main else None
         dist.gather(piece, bucket, dst=0)
-        if out is not None:
+        if out is not None and bucket is not None:  # both rank 0's
             for rank, got in enumerate(bucket):
                 take = max(0, min(size, counts[rank] - s))
                 out[starts[rank] + s : starts[rank] + s + take] = got[:take].cpu().numpy()

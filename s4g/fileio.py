@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -142,7 +142,8 @@ def figure_mark(fmt: str) -> dict[str, str]:
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """np.savez to `path` atomically, with s4g's mark as one more member."""
     with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, **arrays, **{MARK: np.array(_MARK_TEXT)})
+        members: dict[str, Any] = {**arrays, MARK: np.array(_MARK_TEXT)}
+        np.savez(tmp, **members)
 
 
 def save_json(path: str | os.PathLike, obj: object) -> None:
@@ -171,7 +172,8 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     # A Python file object, not the path: torch's C++ writer cannot take a path that is not UTF-8.
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         try:
-            torch.save(obj, Recording())
+            # torch's writer calls only write and flush, which is all a Recording has
+            torch.save(obj, cast("IO[bytes]", Recording()))
         except RuntimeError:
             if failed:
                 raise failed[0] from None
@@ -218,7 +220,8 @@ def _refusal(err: Exception) -> str:
     if found:
         return f"it refers to {found.group(1)}, which is not a tensor or a plain value"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(("Check the documentation", "Weights only load failed"))]
+    boilerplate = ("Check the documentation", "Weights only load failed")
+    useful = [ln for ln in lines if "weights_only" not in ln and not ln.startswith(boilerplate)]
     return f"{type(err).__name__}: {useful[0] if useful else (lines[0] if lines else '')}"
 
 
@@ -424,7 +427,7 @@ def check_distinct_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None
                 )
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[str]:
     """Delete the temporary files an interrupted `atomic_path` left in `folder` (names
     `.<target>.<8 characters>.tmp[.ext]`); returns their names. Only for a folder no other
     process writes into (a locked run folder)."""

@@ -57,7 +57,9 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def mixed_precision(device: torch.device) -> tuple[Callable[[], contextlib.AbstractContextManager], torch.amp.GradScaler]:
+def mixed_precision(
+    device: torch.device,
+) -> tuple[Callable[[], contextlib.AbstractContextManager], torch.amp.GradScaler]:
     """(autocast context factory, GradScaler) of a training step on `device`: fp16 needs loss
     scaling, bf16 and float32 do not (a disabled scaler is a no-op, so one step code serves all)."""
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)

@@ -9,9 +9,11 @@ Arrays passed in must not be modified by other threads during a call.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Callable
+from typing import TypedDict, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from s4g import _sampler
 from s4g.errors import UserInputError
@@ -38,7 +40,7 @@ class PackStats(TypedDict):
     via_neighbour: int
 
 
-def _array(x, dtype, name: str, ndim: int) -> np.ndarray:
+def _array(x: npt.ArrayLike, dtype: npt.DTypeLike, name: str, ndim: int) -> np.ndarray:
     try:
         arr = np.ascontiguousarray(x, dtype=dtype)
     except (TypeError, ValueError) as err:
@@ -48,7 +50,7 @@ def _array(x, dtype, name: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def _index_array(x, name: str, ndim: int) -> np.ndarray:
+def _index_array(x: npt.ArrayLike, name: str, ndim: int) -> np.ndarray:
     """An int64 array; float input is accepted only when every value is integral."""
     arr = np.asarray(x)
     if arr.dtype.kind == "f" and arr.size and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
@@ -58,7 +60,7 @@ def _index_array(x, name: str, ndim: int) -> np.ndarray:
     return _array(arr, np.int64, name, ndim)
 
 
-def _count(value, name: str, minimum: int) -> int:
+def _count(value: object, name: str, minimum: int) -> int:
     """An integer option >= minimum (bools and non-integers are refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise UserInputError(f"{name} must be an integer, got {value!r}")
@@ -67,7 +69,10 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _call(fn, *args):
+_R = TypeVar("_R")
+
+
+def _call(fn: Callable[..., _R], *args: object) -> _R:
     """Run a Rust function, turning its ValueError into UserInputError (the one place)."""
     try:
         return fn(*args)
@@ -75,7 +80,7 @@ def _call(fn, *args):
         raise UserInputError(str(err)) from None
 
 
-def gps_neighbours(lat_deg, lon_deg, k: int) -> tuple[np.ndarray, np.ndarray]:
+def gps_neighbours(lat_deg: npt.ArrayLike, lon_deg: npt.ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest *other* points of every point by great-circle (haversine) distance.
 
     Args:
@@ -101,8 +106,8 @@ def gps_neighbours(lat_deg, lon_deg, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pack_batches(
-    pair_class,
-    neighbours,
+    pair_class: npt.ArrayLike,
+    neighbours: npt.ArrayLike | None,
     batch_size: int,
     neighbour_select: int = 64,
     seed: int = 0,
@@ -160,7 +165,14 @@ def topk_init(q: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.full((q, k), -1, dtype=np.int64), np.full((q, k), -np.inf, dtype=np.float32)
 
 
-def topk_merge(scores, col_offset: int, k: int, exclude, best_idx, best_val) -> tuple[np.ndarray, np.ndarray]:
+def topk_merge(
+    scores: npt.ArrayLike,
+    col_offset: int,
+    k: int,
+    exclude: npt.ArrayLike,
+    best_idx: npt.ArrayLike,
+    best_val: npt.ArrayLike,
+) -> tuple[np.ndarray, np.ndarray]:
     """Merge a block of scores into each row's running top-k (for blocked mining).
 
     Args:

@@ -146,10 +146,11 @@ def pack_reference(pair_class, neighbours, batch_size: int, neighbour_select: in
     classes and the epoch's used pairs, a per-epoch copy of the neighbour lists from which
     each pulled-in class is removed (`list.remove`: first occurrence), and the break counter
     as the reference counts it (every pop that adds no pair: put back or already used;
-    stop at max_failed_pops: 1024 there, 512 in its University-1652 loop). A pair is its index; its class is pair_class[pair]. The lists
-    are the whole rows without -1 padding; neighbour_range None leaves the reference's
-    `similarity_pool[idx][:neighbour_range]` slice to the caller (s4g's order), an int takes it
-    here, on the list as it stands at each anchor (the reference's order). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
+    stop at max_failed_pops: 1024 there, 512 in its University-1652 loop). A pair is its index;
+    its class is pair_class[pair]. The lists are the whole rows without -1 padding;
+    neighbour_range None leaves the reference's `similarity_pool[idx][:neighbour_range]` slice to
+    the caller (s4g's order), an int takes it here, on the list as it stands at each anchor (the
+    reference's order). Returns (batches (n, batch_size) int64, dropped, via_neighbour), where
     via_neighbour counts the pairs of full batches that a neighbour list pulled in.
     """
     pair_class = [int(c) for c in pair_class]

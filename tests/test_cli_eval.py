@@ -69,8 +69,8 @@ def test_eval_prints_and_writes_the_dense_metrics(world, checkpoint, tmp_path):
     q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
     r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
     scores = q @ r.T
-    ranks = np.array([(s[ev.reference_labels != l] > s[ev.reference_labels == l].max()).sum()
-                      for s, l in zip(scores, ev.query_labels)])
+    ranks = np.array([(s[ev.reference_labels != label] > s[ev.reference_labels == label].max()).sum()
+                      for s, label in zip(scores, ev.query_labels)])
     assert saved["queries"] == len(ev.query_files) and saved["dataset"] == "cvusa"
     for k in (1, 5, 10):
         assert saved["metrics"][f"R@{k}"] == pytest.approx(100 * np.mean(ranks < k))
@@ -190,9 +190,8 @@ def poison(payload):
     [
         (lambda c, t: ["eval", "--checkpoint", t / "missing.pt"], "no such file"),
         (lambda c, t: ["eval", "--checkpoint", junk(t / "bad.pt")], "not a readable PyTorch file"),
-        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(backbone="resnet18",
-                                                                           architecture={**p["architecture"], "backbone": "resnet18"}))],
-         "missing keys"),
+        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(
+            backbone="resnet18", architecture={**p["architecture"], "backbone": "resnet18"}))], "missing keys"),
         (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, poison)], "NaN"),
         (lambda c, t: ["eval", "--checkpoint", c, "--split", "nope"], "split"),
         (lambda c, t: ["eval", "--checkpoint", c, "--dataset", "vigor-same"], "--data-root"),

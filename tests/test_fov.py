@@ -88,7 +88,8 @@ def test_eval_embeds_queries_at_the_cropped_scale(world):
 
 def test_eval_cli_fov_options(world, tmp_path):
     outs = []
-    for name, extra in (("north", []), ("rand", ["--random-heading", "--seed", "4"]), ("rand2", ["--random-heading", "--seed", "4"])):
+    random_heading = ["--random-heading", "--seed", "4"]
+    for name, extra in (("north", []), ("rand", random_heading), ("rand2", random_heading)):
         out = tmp_path / f"{name}.json"
         result = runner.invoke(app, ["eval", "--checkpoint", str(world["ckpt"]), "--fov", "90", "--device", "cpu",
                                      "--json", str(out), *extra])
@@ -127,7 +128,8 @@ def test_locate_fov_and_heading(world, tmp_path):
     assert result.exit_code == 0, result.output
 
     def scores(*args):
-        result = runner.invoke(app, ["locate", "--index", str(index), "--json", "--device", "cpu", "--k", "3", *map(str, args)])
+        result = runner.invoke(app, ["locate", "--index", str(index), "--json", "--device", "cpu", "--k", "3",
+                                     *map(str, args)])
         assert result.exit_code == 0, result.output
         return [[r["score"] for r in item["results"]] for item in json.loads(result.stdout)]
 

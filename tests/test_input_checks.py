@@ -87,7 +87,8 @@ def test_a_byte_order_mark_is_accepted_everywhere(cvusa, vigor, tmp_path):
         path.write_text(BOM + path.read_text(encoding="utf-8"), encoding="utf-8")
     for name, root in roots.items():
         src = cvusa if name == "cvusa" else vigor
-        assert load_train(name, root).query_files == [f.replace(str(src), str(root)) for f in load_train(name, src).query_files]
+        moved = [f.replace(str(src), str(root)) for f in load_train(name, src).query_files]
+        assert load_train(name, root).query_files == moved
         assert len(load_eval(name, root).reference_files) == len(load_eval(name, src).reference_files)
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(BOM + "query,reference,lat,lon\n" + "".join(
@@ -150,7 +151,8 @@ def test_a_bad_image_met_while_training_names_the_flag(damaged_world):
         pairs[train.query_files.index(bad)]
     # the same error raised in a DataLoader worker comes back wrapped; the CLI shows the message
     wrapped = UserInputError(f"Caught UserInputError in DataLoader worker process 0.\nOriginal Traceback (most "
-                             f"recent call last):\n  File \"x.py\", line 1\ns4g.errors.UserInputError: {caught.value}\n")
+                             f"recent call last):\n  File \"x.py\", line 1\n"
+                             f"s4g.errors.UserInputError: {caught.value}\n")
     assert user_error_message(wrapped) == str(caught.value)
 
 
@@ -170,7 +172,8 @@ def test_training_options_that_are_not_numbers(tmp_path):
 def test_every_flag_a_message_names_exists():
     command = typer.main.get_command(app)
     flags = {o for sub in command.commands.values() for p in sub.params for o in (*p.opts, *p.secondary_opts)}
-    flags |= {"--help", "--version", "--nproc-per-node", "--max-restarts", "--rdzv-id", "--standalone"}  # click's, the app's, torchrun's
+    # click's, the app's, torchrun's
+    flags |= {"--help", "--version", "--nproc-per-node", "--max-restarts", "--rdzv-id", "--standalone"}
     named = {}
     for path in Path(s4g.__file__).parent.rglob("*.py"):
         for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", path.read_text()):

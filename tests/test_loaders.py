@@ -205,7 +205,7 @@ def make_vigor(root: Path, layout: str = "original", split_dir: str = "splits", 
         d.mkdir(parents=True)
         (d / "satellite_list.txt").write_text("\n".join(tiles) + "\n")
 
-        def rows(names, positives):
+        def rows(names, positives, pano=pano, tiles=tiles):
             out = []
             for name, p in zip(names, positives):
                 touch(pano / name)

@@ -143,7 +143,8 @@ def test_geojson_and_picture_of_located_photos(world, tmp_path):
             # [lon, lat] order: Chicago's lon (-87.6) and lat (41.9) cannot be confused
             assert (lon, lat) == (index.lon[r["row"]], index.lat[r["row"]]) and lat != lon
             assert f["properties"]["tile"] == r["file"] and f["properties"]["score"] == r["score"]
-        agreed = [f for f in features if f["properties"]["kind"] == "consensus" and f["properties"]["photo"] == item["photo"]]
+        agreed = [f for f in features
+                  if f["properties"]["kind"] == "consensus" and f["properties"]["photo"] == item["photo"]]
         if item["consensus"] is None:
             assert not agreed
         else:
@@ -254,7 +255,8 @@ def test_bad_inputs_exit_2_naming_the_file(world, tmp_path):
     assert result.exit_code == 2 and "--images" in result.output
     photo = tmp_path / "p.png"
     Image.fromarray(np.zeros((8, 32, 3), np.uint8)).save(photo)
-    result = runner.invoke(app, ["locate", "--index", str(world["index"]), str(photo), "--fov", "90", "--heading", "10"])
+    result = runner.invoke(app, ["locate", "--index", str(world["index"]), str(photo),
+                                 "--fov", "90", "--heading", "10"])
     assert result.exit_code == 2 and "--heading" in result.output
 
 

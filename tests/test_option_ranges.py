@@ -32,7 +32,7 @@ def base(tmp_path_factory) -> dict[str, list]:
     for i in range(6):
         Image.new("RGB", (8, 8)).save(tmp / "tiles" / f"t{i}.png")
     Image.new("RGB", (16, 8)).save(tmp / "photo.png")
-    state = {k: v for k, v in build_model("convnext_micro").state_dict().items()}
+    state = dict(build_model("convnext_micro").state_dict())
     torch.save(state, tmp / "weights.pth")
     out = tmp / "out"
     return {
@@ -76,7 +76,8 @@ TUPLES = [("train", "--ground-size", ["-1", "64"]), ("import-weights", "--ground
 
 
 @pytest.mark.parametrize("command, option, values",
-                         [(c, o, [v]) for c, o, v in PROBES] + TUPLES, ids=lambda x: x if isinstance(x, str) else " ".join(x))
+                         [(c, o, [v]) for c, o, v in PROBES] + TUPLES,
+                         ids=lambda x: x if isinstance(x, str) else " ".join(x))
 def test_an_out_of_range_option_is_refused_before_any_work(base, command, option, values):
     before = snapshot(base["tmp"])
     extra = ["--random-heading", "--fov", "90"] if command == "eval" and option == "--seed" else []

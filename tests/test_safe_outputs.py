@@ -85,10 +85,10 @@ def test_no_command_writes_onto_an_input_or_another_kind_of_file(world, run_dir,
         "index --out onto a checkpoint": (["index", *ckpt, "--dataset", "cvusa", "--data-root", world,
                                            "--out", run_dir / "last.pt"], "not an s4g index"),
         "neighbours --out onto --coords": (["neighbours", "--coords", pts, "--k", "3", "--out", pts], "input"),
-        "neighbours --out onto --coords by a link": (["neighbours", "--coords", pts, "--k", "3", "--out", tmp_path / "link.npz"],
-                                                     "input"),
-        "neighbours --out onto a dataset image": (["neighbours", "--coords", pts, "--k", "3", "--out", tile, "--overwrite"],
-                                                  "not an s4g neighbours file"),
+        "neighbours --out onto --coords by a link": (["neighbours", "--coords", pts, "--k", "3",
+                                                      "--out", tmp_path / "link.npz"], "input"),
+        "neighbours --out onto a dataset image": (["neighbours", "--coords", pts, "--k", "3", "--out", tile,
+                                                   "--overwrite"], "not an s4g neighbours file"),
         "import-weights --out onto its source": (["import-weights", run_dir / "last.pt", "--out", run_dir / "last.pt"],
                                                  "input"),
         "import-weights --out onto a checkpoint": (["import-weights", pts, "--out", run_dir / "best.pt"],
@@ -140,7 +140,8 @@ def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
         "eval --json X --per-query X": (["eval", *ckpt, "--json", tmp_path / "o.csv", "--per-query",
                                          tmp_path / "o.csv"], ("--json", "--per-query")),
         "eval --per-query X --examples a link to X": (["eval", *ckpt, "--per-query", tmp_path / "o.csv",
-                                                       "--examples", tmp_path / "link.csv"], ("--per-query", "--examples")),
+                                                       "--examples", tmp_path / "link.csv"],
+                                                      ("--per-query", "--examples")),
         "eval --examples onto the default --json": (["eval", *ckpt, "--examples", default_json],
                                                     ("the default --json", "--examples")),
         "locate --geojson X --picture X": (["locate", photo, "--index", tmp_path / "none.npz", "--geojson",
@@ -159,7 +160,8 @@ def test_two_outputs_of_one_command_are_never_the_same_file(run_dir, tmp_path):
 
 def test_a_json_output_kind_reads_a_whole_file_only_when_it_starts_as_an_object(tmp_path, monkeypatch):
     kind = fileio.json_kind("a test file", "checkpoint", "metrics")
-    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}, "s4g_output": "written by s4g"}', encoding="utf-8")
+    (tmp_path / "bom.json").write_text('\ufeff  {"checkpoint": "c", "metrics": {}, "s4g_output": "written by s4g"}',
+                                       encoding="utf-8")
     (tmp_path / "list.json").write_text('[{"checkpoint": "c", "metrics": {}}]')
     (tmp_path / "big.bin").write_bytes(b"PK\x03\x04" + bytes(1 << 20))
     assert kind.matches(tmp_path / "bom.json") and not kind.matches(tmp_path / "list.json")
@@ -200,7 +202,8 @@ def test_evaluations_of_other_views_get_their_own_default_file(run_dir):
     full = run_dir / "eval-cvusa-test.json"
     before = snapshot(full)
     for extra, name in ((["--fov", "90"], "eval-cvusa-test-fov90-north.json"),
-                        (["--fov", "90", "--random-heading", "--seed", "3"], "eval-cvusa-test-fov90-random-seed3.json")):
+                        (["--fov", "90", "--random-heading", "--seed", "3"],
+                         "eval-cvusa-test-fov90-random-seed3.json")):
         result = invoke(*base, *extra)
         assert result.exit_code == 0, result.output
         saved = json.loads((run_dir / name).read_text())

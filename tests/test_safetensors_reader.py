@@ -12,8 +12,8 @@ from s4g.fileio import load_safetensors
 
 def test_tensors_are_views_of_one_mapping(tmp_path):
     save_file = pytest.importorskip("safetensors.torch").save_file  # timm's dependency: an independent writer
-    written = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int16), "c": torch.randn(2, dtype=torch.float64),
-               "d": torch.tensor([True, False]), "e": torch.empty(0)}
+    written = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int16),
+               "c": torch.randn(2, dtype=torch.float64), "d": torch.tensor([True, False]), "e": torch.empty(0)}
     path = tmp_path / "w.safetensors"
     save_file(written, str(path))
     before = path.read_bytes()

@@ -54,11 +54,15 @@ def test_eval_and_mining_epochs():
 
 
 def test_rng_state_roundtrip_through_weights_only_load(tmp_path):
-    torch.manual_seed(3); np.random.seed(4); random.seed(5)
+    torch.manual_seed(3)
+    np.random.seed(4)
+    random.seed(5)
     np.random.randn()  # leave a cached Gaussian in numpy's state
     torch.save(rng_state(), tmp_path / "rng.pt")
     expected = (torch.rand(3), np.random.rand(3), random.random())
-    torch.manual_seed(99); np.random.seed(99); random.seed(99)
+    torch.manual_seed(99)
+    np.random.seed(99)
+    random.seed(99)
     set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]

@@ -29,7 +29,7 @@ def _randomise(model: torch.nn.Module) -> torch.nn.Module:
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("gamma") or "norm" in name or name.endswith("bias"):
+            if name.endswith(("gamma", "bias")) or "norm" in name:
                 p.normal_(0.3, 0.4)
     return model.eval()
 

@@ -63,7 +63,7 @@ def _loadmat(path: Path) -> dict:
         ) from None
     try:
         return loadmat(str(path))
-    except Exception as err:  # scipy raises several types for a bad file
+    except Exception as err:  # noqa: BLE001 - scipy raises several types for a bad file
         raise UserInputError(
             f"cannot read {str(path)!r} as a MATLAB v5 file ({err}); expected CVACT's ACT_data.mat."
         ) from None
@@ -80,7 +80,7 @@ def _struct_field(mat: dict, path: Path, struct: str, field: str) -> np.ndarray:
     """mat[struct].field as a flat int64 array, read by name; UserInputError if absent."""
     arr = mat.get(struct)
     names = getattr(getattr(arr, "dtype", None), "names", None) or ()
-    if field not in names:
+    if arr is None or field not in names:
         found = ", ".join(sorted(k for k in mat if not k.startswith("__")))
         raise UserInputError(
             f"{str(path)!r} has no field {struct}.{field}; expected CVACT's ACT_data.mat with "
@@ -136,9 +136,9 @@ def scan_split(root: str | os.PathLike, split: str) -> CvactSplit:
         return CvactSplit(ids, sorted(g ^ a), None, None, folder)
     listed, lat, lon = _read_table(base, split)
     folder = base / "ANU_data_small"
-    grd = set(list_names(require_dir(folder / "streetview", "CVACT panoramas *_grdView.jpg")))
-    sat = set(list_names(require_dir(folder / "satview_polish", "CVACT tiles *_satView_polish.jpg")))
-    keep = np.array([i + GROUND_SUFFIX in grd and i + AERIAL_SUFFIX in sat for i in listed], dtype=bool)
+    grd_names = set(list_names(require_dir(folder / "streetview", "CVACT panoramas *_grdView.jpg")))
+    sat_names = set(list_names(require_dir(folder / "satview_polish", "CVACT tiles *_satView_polish.jpg")))
+    keep = np.array([i + GROUND_SUFFIX in grd_names and i + AERIAL_SUFFIX in sat_names for i in listed], dtype=bool)
     ids = [i for i, k in zip(listed, keep) if k]
     skipped = [i for i, k in zip(listed, keep) if not k]
     if not ids:

@@ -130,6 +130,7 @@ def load_train(root: str | os.PathLike, *, split_dir: str = "splits") -> TrainSe
     refs, pair_class = _dedupe(aerial)
     first = np.unique(pair_class, return_index=True)[1]
     where = _locations(base, ids[first], required=True)
+    assert where is not None  # required=True raises instead of returning None
     return TrainSet("cvusa", ground, refs, pair_class, where[:, 2], where[:, 3], query_kind="panorama")
 
 

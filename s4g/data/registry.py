@@ -128,7 +128,9 @@ def get(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise UserInputError(f"--dataset {name!r} is not a dataset s4g knows; choose one of: {', '.join(NAMES)}") from None
+        raise UserInputError(
+            f"--dataset {name!r} is not a dataset s4g knows; choose one of: {', '.join(NAMES)}"
+        ) from None
 
 
 def train_config(name: str, **overrides: Any) -> TrainConfig:

@@ -36,7 +36,8 @@ def read_rows(
     path = Path(path)
     # exists, not is_file: a pipe (--coords <(command), /dev/stdin) is read once, like a file
     if not path.exists() or path.is_dir():
-        raise UserInputError(f"{path}: {'a folder' if path.is_dir() else 'no such file'} (expected a CSV table with a header)")
+        what = "a folder" if path.is_dir() else "no such file"
+        raise UserInputError(f"{path}: {what} (expected a CSV table with a header)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)

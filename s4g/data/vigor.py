@@ -62,16 +62,16 @@ def tile_latlon(name: str, source: Path, line: int | None = None) -> tuple[float
         ) from None
 
 
-def _pano_positions(files: list[str]) -> dict[str, np.ndarray | None]:
-    """{"query_lat", "query_lon"} degrees from panorama names `{panoid},{lat},{lon},.jpg`;
-    both None when a name does not follow that form."""
+def _pano_positions(files: list[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(lat, lon) (Q,) degrees from panorama names `{panoid},{lat},{lon},.jpg`; both None when
+    a name does not follow that form."""
     try:
         latlon = np.array([os.path.basename(f).split(",")[1:3] for f in files], dtype=np.float64)
     except ValueError:
-        return {"query_lat": None, "query_lon": None}
+        return None, None
     if latlon.shape != (len(files), 2):
-        return {"query_lat": None, "query_lon": None}
-    return {"query_lat": latlon[:, 0], "query_lon": latlon[:, 1]}
+        return None, None
+    return latlon[:, 0], latlon[:, 1]
 
 
 def _references(root: Path, split_dir: str, cities, sat_dirs) -> tuple[list[str], dict, np.ndarray, np.ndarray]:
@@ -188,7 +188,8 @@ def load_eval(root: str | os.PathLike, split: str = "test", *, mode: str, split_
     pano_dirs, sat_dirs = detect_layout(base, cities)
     refs, index, lat, lon = _references(base, split_dir, cities, sat_dirs)
     panos, pos, semi = _pano_rows(base, split_dir, cities, pano_dirs, list_name, index)
+    query_lat, query_lon = _pano_positions(panos)
     return EvalSet(
         f"vigor-{mode}", panos, refs, pos, np.arange(len(refs), dtype=np.int64),
-        semi_positives=semi, reference_lat=lat, reference_lon=lon, **_pano_positions(panos),
+        semi_positives=semi, reference_lat=lat, reference_lon=lon, query_lat=query_lat, query_lon=query_lon,
     )

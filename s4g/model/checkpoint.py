@@ -37,12 +37,13 @@ from s4g.model.encoder import EmbeddingModel, check_backbone, empty_model, load_
 CHECKPOINT_FORMAT = "s4g-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: carries "sha256"; 1: no checksum
 # Entries every checkpoint has, and those a training run resumes from: (types, what it holds).
-MODEL_ENTRIES = {"backbone": (str, "the backbone name"), "model": (Mapping, "the model's state dict"),
-                 "config": (Mapping, "the run configuration")}
-RUN_ENTRIES = {"loss": (Mapping, "the loss state"), "optimizer": (Mapping, "the optimizer state"),
-               "scaler": (Mapping, "the gradient scaler state"), "epoch": (int, "the last epoch"),
-               "step": (int, "the step count"), "best_r1": ((int, float), "the best R@1"),
-               "rng": (Mapping, "the random generators' states")}
+_Entries = dict[str, tuple[type | tuple[type, ...], str]]
+MODEL_ENTRIES: _Entries = {"backbone": (str, "the backbone name"), "model": (Mapping, "the model's state dict"),
+                           "config": (Mapping, "the run configuration")}
+RUN_ENTRIES: _Entries = {"loss": (Mapping, "the loss state"), "optimizer": (Mapping, "the optimizer state"),
+                         "scaler": (Mapping, "the gradient scaler state"), "epoch": (int, "the last epoch"),
+                         "step": (int, "the step count"), "best_r1": ((int, float), "the best R@1"),
+                         "rng": (Mapping, "the random generators' states")}
 
 
 class UnverifiedCheckpointWarning(UserWarning):
@@ -161,7 +162,9 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
                 "not written by s4g" + ("" if not run_state else ", so training cannot resume from it")
             )
     arch = obj.get("architecture", {})
-    if not isinstance(arch, Mapping) or not all(isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")):
+    if not isinstance(arch, Mapping) or not all(
+        isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")
+    ):
         raise UserInputError(f"{path}: the checkpoint's 'architecture' entry is malformed; the file is damaged")
     bad = next((k for k, v in obj["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:

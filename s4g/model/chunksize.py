@@ -118,12 +118,13 @@ def probe_largest_chunk(model: nn.Module, optimizer: torch.optim.Optimizer,
     params = list(model.parameters())
     stashed = [p.grad for p in params]  # the trials accumulate into fresh gradients
     with torch.random.fork_rng(devices=rng_devices(device)):  # random images, stochastic depth
-        ground = torch.randn(upto, 3, *ground_hw, device=device).contiguous(memory_format=torch.channels_last)
-        aerial = torch.randn(upto, 3, *aerial_hw, device=device).contiguous(memory_format=torch.channels_last)
+        # (ground, aerial) in a list that the end empties: the closure below holds the list, not the images
+        images = [torch.randn(upto, 3, *hw, device=device).contiguous(memory_format=torch.channels_last)
+                  for hw in (ground_hw, aerial_hw)]
 
         def fits(n: int) -> bool:
             try:
-                _trial(model, autocast, ground[:n], aerial[:n], reserve)
+                _trial(model, autocast, images[0][:n], images[1][:n], reserve)
                 ok = True
             except torch.OutOfMemoryError:
                 ok = False
@@ -138,7 +139,7 @@ def probe_largest_chunk(model: nn.Module, optimizer: torch.optim.Optimizer,
         finally:
             for p, g in zip(params, stashed):
                 p.grad = g
-            ground = aerial = None  # free the images before emptying the cache
+            images.clear()  # free the images before emptying the cache
             torch.cuda.empty_cache()
 
 

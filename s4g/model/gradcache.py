@@ -85,6 +85,7 @@ def cached_backward(
     # Scaling here scales the cached embedding gradients, hence every parameter gradient of
     # pass 3, exactly as one scaled backward of the whole batch would.
     scaler.scale(loss).backward()
+    assert query.grad is not None and reference.grad is not None  # leaves that the backward reached
     d_query, d_reference = query.grad.split(chunk), reference.grad.split(chunk)
     with torch.random.fork_rng(devices=devices):  # pass 3 leaves the RNG where pass 1 did
         for g, a, state, dq, dr in zip(grounds, aerials, states, d_query, d_reference):

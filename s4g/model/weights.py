@@ -253,7 +253,7 @@ def _timm_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         # offline: the hub client would retry for about a minute before it gives up; it
         # reads its own cache only, at once
         os.environ["HF_HUB_OFFLINE"] = "1"
-        hub = sys.modules.get("huggingface_hub.constants")
+        hub: Any = sys.modules.get("huggingface_hub.constants")  # an optional package's module
         if hub is not None:
             hub.HF_HUB_OFFLINE = True
     try:
@@ -282,7 +282,7 @@ def _encoder_state(state: Mapping[str, torch.Tensor], source: str,
     dict, has none: a head replaces it)."""
     if is_timm_convnext(state):
         state, _ = timm_to_torchvision(state, source)
-    head = ("classifier.2.", "fc.")  # the ImageNet classifier the embedding model drops
+    head: tuple[str, ...] = ("classifier.2.", "fc.")  # the ImageNet classifier the embedding model drops
     if own is not None and not any(k.startswith("classifier.") for k in own):
         head = (*head, "classifier.")
     return {k: v for k, v in state.items() if not k.startswith(head)}
@@ -305,7 +305,7 @@ def _timm_encoder(backbone: str, args: Mapping[str, Any], pretrained: bool,
         return create_timm(backbone, args, pretrained=True)
     except UserInputError:
         raise
-    except Exception as err:  # noqa: BLE001 - hub and network failures come in many types
+    except Exception as err:  # hub and network failures come in many types; re-raised below
         name = backbone[len(TIMM_PREFIX):]
         raise UserInputError(
             f"timm could not fetch the weights of {name} ({type(err).__name__}: {err}); download its "
@@ -340,7 +340,7 @@ def initial_model(
     """
     if pretrained_from not in PRETRAINED_FROM:
         raise UserInputError(f"--pretrained-from {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
-    arch = dict(head=head, head_args=head_args, lora_rank=lora_rank, backbone_args=backbone_args)
+    arch: dict[str, Any] = dict(head=head, head_args=head_args, lora_rank=lora_rank, backbone_args=backbone_args)
     if is_timm(backbone):
         check_backbone(backbone)
         encoder = _timm_encoder(backbone, backbone_args or {}, pretrained, weights_file)
@@ -383,6 +383,6 @@ def initial_model(
 
 
 __all__ = [
-    "CONVNEXT_ARCH", "PRETRAINED_FROM", "TIMM_WEIGHTS", "check_convnext_backbone", "imported_config", "infer_convnext_backbone", "initial_model",
-    "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
+    "CONVNEXT_ARCH", "PRETRAINED_FROM", "TIMM_WEIGHTS", "check_convnext_backbone", "imported_config",
+    "infer_convnext_backbone", "initial_model", "load_timm_weights", "timm_to_torchvision", "unwrap_state_dict",
 ]

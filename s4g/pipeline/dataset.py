@@ -80,7 +80,8 @@ class PairDataset(Dataset):
             aerial_size, ground_size, query_kind=train_set.query_kind, augment=augment,
             fov_deg=fov if train_set.query_kind == "panorama" else None,
         )
-        self.aerial_size, self.ground_size = int(aerial_size), tuple(int(v) for v in ground_size)
+        ground_h, ground_w = (int(v) for v in ground_size)
+        self.aerial_size, self.ground_size = int(aerial_size), (ground_h, ground_w)
         self._decode_ground, self._decode_aerial = self.transform.decode_sizes()
         self.random_heading, self.skip_bad_images = random_heading, skip_bad_images
         self.seed, self.epoch, self.bad_items = int(seed), 0, 0
@@ -125,7 +126,7 @@ def collate_pairs(batch: Sequence[tuple]):
     kept = [item for item in batch if item[2] != BAD_CLASS] or list(batch[:1])
     ground, aerial, cls, ground_params, aerial_params = zip(*kept)
     out = [_stack_channels_last(ground), _stack_channels_last(aerial), torch.tensor(cls, dtype=torch.int64),
-           default_collate(ground_params), default_collate(aerial_params)]
+           default_collate(list(ground_params)), default_collate(list(aerial_params))]
     if kept[0][2] == BAD_CLASS:  # every item was bad: an empty batch
         return [type(part)(*(t[:0] for t in part)) if isinstance(part, tuple) else part[:0] for part in out]
     return out

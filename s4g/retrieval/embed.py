@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ def embed_files(
         with keep_rng:
             rows = _embed_rows(model, dataset, shares[env.rank], device, batch_size, workers,
                                progress and env.is_main, label)
-    except Exception as err:  # shared below, so that no rank waits for this one in the gather
+    except Exception as err:  # noqa: BLE001 - re-raised on every rank by exchange(), so none waits in the gather
         failure = err
     dims = exchange(env, None if rows is None else rows.shape[1], failure)
     return gather_rows(env, rows, [len(s) for s in shares], max(d for d in dims if d is not None))
@@ -154,8 +155,8 @@ def embed_eval_set(
     apply to panorama queries only. env: share the work over a process group (embed_files);
     ranks other than 0 get (None, None).
     """
-    common = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
-    view = {}
+    common: dict[str, Any] = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
+    view: dict[str, Any] = {}
     if eval_set.query_kind == "panorama" and (fov is not None or random_heading):
         view = dict(fov=fov, heading_deg=heading_deg, random_heading=random_heading, seed=seed)
     q = embed_files(

@@ -271,4 +271,5 @@ def build_index(
         model, paths, meta["reference_size"], device=device, batch_size=batch_size,
         workers=workers, progress=progress, label="tiles",
     )
+    assert emb is not None  # None only on the ranks other than 0 of a process group
     return write_index(out, emb, lat, lon, files, root, meta, float16=float16)

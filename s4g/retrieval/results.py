@@ -148,7 +148,7 @@ def write_per_query_csv(path: str | os.PathLike, eval_set: EvalSet, results: Spl
     it), rank as counted by the metrics (0 = found first), scores, error in metres and the
     query's position in degrees (empty where unknown). Written atomically. `results` must
     hold the top-k lists (split_results with k > 0)."""
-    if results.top is None:
+    if results.top is None or results.top_scores is None:
         raise ValueError("write_per_query_csv needs results with top-k lists (split_results(..., k > 0))")
     ev = eval_set
     n_q, k = results.top.shape

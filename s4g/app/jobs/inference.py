@@ -79,6 +79,7 @@ def inference_config(config: Mapping[str, Any], source: str, **given: Any) -> In
     workers = int(merged.get("workers", 0))
     if batch < 1 or workers < 0:
         raise UserInputError(f"--batch-size must be at least 1 and --workers at least 0, got {batch} and {workers}")
+    ground_h, ground_w = (int(v) for v in merged["ground_size"])
     return InferenceConfig(
         dataset=dataset,
         data_root=str(spec.data_root(merged.get("data_root"),
@@ -87,7 +88,7 @@ def inference_config(config: Mapping[str, Any], source: str, **given: Any) -> In
         split_dir=str(merged.get("split_dir", "splits")),
         split=spec.check_split(merged.get("split", merged.get("eval_split"))),
         aerial_size=int(merged["aerial_size"]),
-        ground_size=tuple(int(v) for v in merged["ground_size"]),
+        ground_size=(ground_h, ground_w),
         batch_size=batch,
         workers=workers,
         fov=merged.get("fov"),
@@ -127,7 +128,12 @@ def evaluate_split(
                           workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress,
                           env=env)
     model.train(was_training)
-    return D.main_result(env, lambda: split_results(q, r, eval_set, protocol=protocol, device=device, k=top_k))
+
+    def results() -> SplitResults:
+        assert q is not None and r is not None  # rank 0's, where main_result calls this
+        return split_results(q, r, eval_set, protocol=protocol, device=device, k=top_k)
+
+    return D.main_result(env, results)
 
 
 def shown_metrics(eval_set: EvalSet, metrics: Mapping[str, float]) -> list[str]:
@@ -176,7 +182,7 @@ def mine_training_set(
             f"{train_set.num_classes} references), got {k!r}"
         )
     was_training = model.training
-    common = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
+    common: dict[str, Any] = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
     q = embed_files(model, train_set.query_files, view_size(train_set.query_kind, aerial_size, ground_size),
                     label="training queries", **common)
     r = embed_files(model, train_set.reference_files, view_size("aerial", aerial_size, ground_size),
@@ -184,6 +190,7 @@ def mine_training_set(
     model.train(was_training)
 
     def nearest() -> np.ndarray:
+        assert q is not None and r is not None  # rank 0's, where main_result calls this
         pair_class = np.asarray(train_set.pair_class, dtype=np.int64)
         by = last_query_embeddings if lists == "released" else class_query_embeddings
         cls_q = by(q, pair_class, r)

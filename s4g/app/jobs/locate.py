@@ -134,9 +134,10 @@ def locate_photos(
     size = fov_size(index.meta["model"]["ground_size"], fov_deg)
     # A panorama whose centre faces `heading` is turned north-up: its full 360° "view" is cut
     # at -heading (the column facing north), the convention of s4g.pipeline.transforms.
-    turn = {} if heading_deg is None else {"fov": 360.0, "heading_deg": -float(heading_deg)}
+    turn: dict[str, Any] = {} if heading_deg is None else {"fov": 360.0, "heading_deg": -float(heading_deg)}
     emb = embed_files(model, [str(p) for p in photos], size, device=device, batch_size=PHOTO_BATCH,
                       progress=False, label="photos", **turn)
+    assert emb is not None  # no process group: every row is here
     rows, scores = search(index, emb, k)
     spacing = index.meta.get("tile_spacing_m")
     if radius_m is None:

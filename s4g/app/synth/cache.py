@@ -65,7 +65,9 @@ def _stale(root: Path, params: dict[str, Any]) -> str | None:
         return f"it was made with other parameters ({json.dumps(record, sort_keys=True)[:300]})"
     elif not manifest.is_file() or file_sha256(manifest) != record.get("manifest_sha256"):
         return f"its files were rewritten after it was made ({MANIFEST} changed)"
-    missing = next((rel for rel in read_manifest(root)["files"] if not (root / rel).is_file()), None)
+    listed = read_manifest(root)
+    assert listed is not None  # each branch above returned unless the manifest is there
+    missing = next((rel for rel in listed["files"] if not (root / rel).is_file()), None)
     return None if missing is None else f"its file {missing} is missing"
 
 

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TypedDict
 
 from s4g.app.synth import tasks as synth_tasks
 from s4g.app.synth.dense import VIGOR_LAYOUTS, plan_university, plan_vigor
@@ -46,9 +47,18 @@ from s4g.fileio import atomic_path, save_json
 LAYOUTS = ("cvusa", "cvact", "vigor", "university")
 # Bumped whenever the same arguments would render different files (caches key on it).
 GENERATOR_VERSION = 1
+
+
+class ImageSizes(TypedDict):
+    """Rendered image sizes in pixels: the aerial tile's side, the ground view's (H, W)."""
+
+    aerial: int
+    ground: tuple[int, int]
+
+
 # (aerial side, ground (H, W)); "real" = the releases' sizes, "small" = fast default.
 # Panorama widths are multiples of 4 so a quarter turn is an exact column shift.
-SIZES = {
+SIZES: dict[str, dict[str, ImageSizes]] = {
     "cvusa": {"small": {"aerial": 128, "ground": (56, 308)}, "real": {"aerial": 750, "ground": (224, 1232)}},
     "cvact": {"small": {"aerial": 128, "ground": (128, 256)}, "real": {"aerial": 1200, "ground": (832, 1664)}},
     "vigor": {"small": {"aerial": 128, "ground": (128, 256)}, "real": {"aerial": 640, "ground": (1024, 2048)}},

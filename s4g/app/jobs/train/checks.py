@@ -64,10 +64,10 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
         raise UserInputError(f"--batch-size must be at least 2 (InfoNCE needs negatives), got {cfg.batch_size}")
     if cfg.workers < 0:
         raise UserInputError(f"--workers must be 0 or more, got {cfg.workers}")
-    for name, value, positive in (("--lr", cfg.lr, True), ("--weight-decay", cfg.weight_decay, False),
-                                  ("--warmup-epochs", cfg.warmup_epochs, False)):
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise UserInputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value}")
+    for name, rate, positive in (("--lr", cfg.lr, True), ("--weight-decay", cfg.weight_decay, False),
+                                 ("--warmup-epochs", cfg.warmup_epochs, False)):
+        if not math.isfinite(rate) or rate < 0 or (positive and rate == 0):
+            raise UserInputError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {rate}")
     if not (math.isfinite(cfg.clip_grad) and cfg.clip_grad > 0):
         # no command-line option sets it: named as the TrainConfig field
         raise UserInputError(f"TrainConfig.clip_grad must be a finite number > 0, got {cfg.clip_grad}")

@@ -41,6 +41,7 @@ class RunData:
         k = min(k, self.train.num_classes - 1)
         if (k, lists) not in self._gps:
             lat, lon = self.train.class_lat, self.train.class_lon
+            assert lat is not None and lon is not None  # load_run_data refuses gps/dss sampling without them
             self._gps[k, lists] = (released_gps_neighbours(lat, lon, k) if lists == "released"
                                    else gps_neighbours(lat, lon, k)[0])
         return self._gps[k, lists]
@@ -114,7 +115,9 @@ def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) 
     return data.gps_neighbours(cfg.gps_k, cfg.lists), "gps"
 
 
-def epoch_batches(cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int) -> tuple[np.ndarray, PackStats]:
+def epoch_batches(
+    cfg: TrainConfig, data: RunData, neighbours: np.ndarray | None, epoch: int
+) -> tuple[np.ndarray, PackStats]:
     """((n_batches, batch_size) int64 pair indices of `epoch`'s global batches, packing
     stats), seeded by seed + epoch. Each list is cut to its first neighbour_range entries, the
     pool the reference draws from: before packing (s4g), or as each anchor draws, after its

@@ -185,7 +185,9 @@ def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
     diff = [f"{key}: {saved.get(key)!r} in the checkpoint vs {mine.get(key)!r} now"
             for key in RESUME_KEYS if mine.get(key) != saved.get(key)]
     if diff:
-        raise UserInputError(f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")")
+        raise UserInputError(
+            f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")"
+        )
 
 
 def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None,
@@ -208,6 +210,7 @@ def _prepare(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: Resume
 def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoint | None, stop: int | None,
          console: Console, claim: Callable[[Path], Path]) -> Path:
     cfg = _prepare(cfg, spec, env, resume, claim)
+    assert cfg.out is not None  # _prepare names the run folder
     out = Path(cfg.out)
     data = load_run_data(cfg, spec, with_eval=True)
     # one process reads the images' headers for all; a bad image stops every rank
@@ -217,7 +220,7 @@ def _run(cfg: TrainConfig, spec: DatasetSpec, env: D.DistEnv, resume: ResumePoin
     steps_per_epoch = len(first[0])
     ckpt = resume.checkpoint if resume is not None else None
     parts, state = build_parts(cfg, env, ckpt, ground_hw=data.pairs.ground_size)
-    if ckpt is not None and env.is_main:
+    if resume is not None and env.is_main:
         console.print(f"resuming {resume.path}: epoch {state.epoch} of {cfg.epochs} done, continuing with epoch "
                       f"{state.epoch + 1}", soft_wrap=True)
     logs: list[MetricsLog] = []
@@ -294,6 +297,7 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
                                         batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env,
                                         lists=cfg.lists)
     if env.is_main:
+        assert cfg.out is not None  # _prepare names the run folder
         # after the mining: a run continued from best.pt trains on the lists this epoch mined
         if improved:
             save_run_checkpoint(Path(cfg.out) / "best.pt", cfg, parts, state)
@@ -306,6 +310,7 @@ def _evaluate(parts: Parts, data: RunData, cfg: TrainConfig, spec: DatasetSpec, 
     """Retrieval metrics on the eval split (every rank embeds a share), logged by rank 0;
     returns R@1 (percent) on every rank."""
     t0 = time.perf_counter()
+    assert data.eval is not None  # load_run_data(with_eval=True)
     metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, aerial_size=cfg.aerial_size,
                              ground_size=cfg.ground_size, device=env.device, batch_size=cfg.eval_batch_size,
                              workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,

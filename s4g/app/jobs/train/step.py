@@ -21,7 +21,7 @@ from s4g.app.jobs.train.state import MetricsLog, RunState, restore_run_checkpoin
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
 from s4g.model.chunksize import plan_chunks
-from s4g.model.encoder import set_trainable
+from s4g.model.encoder import EmbeddingModel, set_trainable
 from s4g.model.gradcache import average_gradients, broadcast_parameters, cached_backward
 from s4g.model.loss import InfoNCE
 from s4g.model.weights import initial_model
@@ -76,7 +76,7 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
     autocast, scaler = runtime.mixed_precision(env.device)
     parts = Parts(model, loss_fn, optimizer, scaler, autocast, model)
     state = restore_run_checkpoint(ckpt, parts) if ckpt is not None else RunState()
-    model.to(env.device, memory_format=torch.channels_last)
+    model.to(env.device, memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack this form
     loss_fn.to(env.device)
     _optimizer_to(optimizer, env.device)
     plan = plan_chunks(cfg, env, model, optimizer, autocast, ground_hw=ground_hw)
@@ -93,7 +93,7 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
     return parts, state
 
 
-def param_groups(model: nn.Module, loss_fn: nn.Module, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+def param_groups(model: EmbeddingModel, loss_fn: nn.Module, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """AdamW's parameter groups: the trainable parameters only (frozen ones get no update,
     no moments and no all-reduce), the backbone's in a group of its own whose "lr_scale"
     multiplies the scheduled learning rate when backbone_lr_scale is not 1.
