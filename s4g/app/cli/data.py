@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from s4g.app.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, err_console
-from s4g.data import registry as datasets
-from s4g.errors import UserInputError
-from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, npz_kind
-
-NEIGHBOURS_FILE = npz_kind("an s4g neighbours file", "idx", "dist_m")
 
 
 @command("synth")
@@ -35,23 +29,12 @@ def synth_cmd(
     preview: Annotated[Optional[Path], typer.Option(help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
 ) -> None:
     """Write a synthetic dataset in the exact on-disk layout of a benchmark."""
-    from s4g.app.synth.preview import save_preview
-    from s4g.app.synth.writer import write_layout
-    from s4g.runtime import progress
+    from s4g.app.jobs.synth import write_world
 
-    if preview is not None:
-        check_distinct_outputs([("--out", out), ("--preview", preview)])
-        check_output(preview, PNG_IMAGE, option="--preview", overwrite=overwrite)
-    with progress(console=err_console) as bar:
-        task = bar.add_task(f"synth {layout}", total=None)
-        manifest = write_layout(
-            layout, out, locations=locations, seed=seed, size=size, palette=palette, shading=shading,
-            shadows=shadows, jitter=jitter, vigor_layout=vigor_layout, cvact_missing=cvact_missing,
-            drone_views=drone_views, workers=workers, overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
-    if preview is not None:
-        save_preview(preview, seed=seed, palette=palette, shading=shading, shadows=shadows)
-    console.print(f"wrote {len(manifest['files'])} files of the {layout} layout to {out}")
+    console.print(write_world(
+        layout, out, locations=locations, seed=seed, size=size, palette=palette, shading=shading, shadows=shadows,
+        jitter=jitter, vigor_layout=vigor_layout, cvact_missing=cvact_missing, drone_views=drone_views,
+        workers=workers, preview=preview, overwrite=overwrite, progress_console=err_console))
 
 
 @command("neighbours")
@@ -74,45 +57,7 @@ def neighbours_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing neighbours file.")] = False,
 ) -> None:
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
-    dataset = dataset_name(dataset)
-    import numpy as np
+    from s4g.app.jobs.neighbours import write_gps_neighbours
 
-    from s4g.data.tables import read_coords
-    from s4g.fileio import save_npz
-    from s4g.geo import haversine_m
-    from s4g.retrieval.released import check_lists, released_gps_neighbours
-    from s4g.sampling import gps_neighbours
-
-    check_lists(lists)
-    if (coords is None) == (dataset is None):
-        raise UserInputError("give either --coords FILE.csv or --dataset NAME --data-root DIR")
-    if coords is not None:
-        lat, lon = read_coords(coords)
-        source = str(coords)
-    else:
-        spec = datasets.get(dataset)
-        if not spec.has_gps:
-            raise UserInputError(f"--dataset {dataset} has no GPS coordinates to find neighbours by")
-        root = spec.data_root(data_root)
-        train = spec.load_train(root, split_dir=split_dir)
-        lat, lon = train.class_lat, train.class_lon
-        source = f"{dataset} classes in {root}"
-    if k < 1 or k >= len(lat):
-        raise UserInputError(
-            f"--k {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
-        )
-    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite, inputs=[("--coords", coords), ("--data-root", data_root)])
-    start = time.perf_counter()
-    with console.status(f"exact {k}-NN of {len(lat):,} points..."):
-        if lists == "released":
-            idx = released_gps_neighbours(lat, lon, k)
-            dist = haversine_m(np.asarray(lat)[:, None], np.asarray(lon)[:, None], np.asarray(lat)[idx],
-                               np.asarray(lon)[idx])
-        else:
-            idx, dist = gps_neighbours(lat, lon, k)
-    seconds = time.perf_counter() - start
-    save_npz(out, idx=idx, dist_m=dist)
-    console.print(
-        f"{len(lat):,} points from {source}, k={k}: {seconds:.2f} s; "
-        f"median nearest {np.median(dist[:, 0]):.1f} m; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"
-    )
+    console.print(write_gps_neighbours(out=out, coords=coords, dataset=dataset_name(dataset), data_root=data_root,
+                                       split_dir=split_dir, k=k, lists=lists, overwrite=overwrite, console=console))

@@ -12,55 +12,14 @@ from typing import Annotated, Optional
 import typer
 
 from s4g.app.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, require_paths
-from s4g.errors import UserInputError, check_seed
-from s4g.fileio import (
-    PNG_IMAGE,
-    check_distinct_outputs,
-    check_output,
-    json_kind,
-    npz_kind,
-)
 
 _CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
 _OVERWRITE_HELP = "Replace existing output files of the same kinds."
-METRICS_FILE = json_kind("an s4g eval metrics file", "checkpoint", "metrics")
-MINED_FILE = npz_kind("an s4g mine neighbour file", "neighbours", "reference_files")
-
-
-def default_metrics_path(checkpoint: Path, dataset: str, split: str, fov: float | None, random_heading: bool,
-                         seed: int) -> Path:
-    """eval-<dataset>-<split>[-fov<deg>-north | -fov<deg>-random-seed<seed>].json beside the
-    checkpoint: evaluations of other views of the same split never share a file."""
-    view = "" if fov is None else f"-fov{fov:g}-" + (f"random-seed{seed}" if random_heading else "north")
-    return checkpoint.parent / f"eval-{dataset}-{split}{view}.json"
-
-
-def _inputs(ctx: typer.Context, checkpoint: Optional[Path], runs_dir: Path, device: Optional[str], **given):
-    """(checkpoint path, model, saved config, InferenceConfig, DistEnv) for eval, mine.
-
-    Under torchrun the process joins the group (and leaves it when the command ends) and
-    uses its local rank's GPU; without torchrun the DistEnv is a single process."""
-    from s4g import distributed as D
-    from s4g.app.jobs.inference import inference_config, latest_checkpoint
-    from s4g.model.checkpoint import load_checkpoint
-
-    env = D.setup("auto" if device is None else device)
-    ctx.call_on_close(lambda: D.teardown(env))
-    if checkpoint is None:
-        checkpoint = latest_checkpoint(runs_dir)
-        if env.is_main:
-            console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
-    model, config = load_checkpoint(checkpoint)
-    cfg = inference_config(config, str(checkpoint), **given)
-    model.check_image_size(*cfg.ground_size, "--ground-size")  # a ViT's patch must tile the images
-    model.check_image_size(cfg.aerial_size, cfg.aerial_size, "--aerial-size")
-    return checkpoint, model, config, cfg, env
 
 
 @command("eval")
 def eval_command(
-    ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
@@ -96,85 +55,22 @@ def eval_command(
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
     """
-    dataset = dataset_name(dataset)
     require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
-    from s4g.app.jobs.inference import evaluate_split
-    from s4g.data import registry as datasets
-    from s4g.fileio import marked, save_json
-    from s4g.pipeline.transforms import check_fov
-    from s4g.retrieval.results import PER_QUERY_FILE, TOP_K
+    from s4g.app.jobs.evaluate import evaluate_checkpoint
 
-    check_fov(fov)
-    check_seed("--seed", seed)
-    check_seed("--examples-seed", examples_seed)
-    _check_examples(examples_count, examples_size)
-
-    ckpt, model, _, cfg, env = _inputs(
-        ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split=split,
-        split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
-        random_heading=random_heading, aerial_size=aerial_size, ground_size=ground_size,
-    )
-    out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
-    outputs = ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
-               (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples"))
-    check_distinct_outputs((option, path) for path, _, option in outputs)
-    for path, kind, option in outputs:
-        if path is not None:
-            check_output(path, kind, option=option, overwrite=overwrite,
-                         inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
-    spec = datasets.get(cfg.dataset)
-    ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
-    results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
-                             ground_size=cfg.ground_size, device=env.device, batch_size=cfg.batch_size,
-                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed,
-                             top_k=TOP_K if per_query is not None or examples is not None else 0, env=env)
-    if not env.is_main:  # under torchrun, rank 0 alone prints and writes
+    report = evaluate_checkpoint(
+        checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=dataset_name(dataset), data_root=data_root,
+        split=split, split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
+        random_heading=random_heading, seed=seed, aerial_size=aerial_size, ground_size=ground_size,
+        json_out=json_out, per_query=per_query, examples=examples, examples_count=examples_count,
+        examples_seed=examples_seed, examples_size=examples_size, overwrite=overwrite, console=console)
+    if report is None:  # under torchrun, rank 0 alone prints
         return
-    metrics = results.metrics
-    console.print(f"{cfg.dataset} {cfg.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
-    _print_metrics(ev, metrics)
-    if per_query is not None:
-        from s4g.retrieval.results import write_per_query_csv
-
-        write_per_query_csv(per_query, ev, results, root=cfg.data_root)
-        console.print(f"per-query results written to {per_query}")
-    if examples is not None:
-        from s4g.app.pictures import examples_picture, save_png
-        from s4g.retrieval.results import pick_examples
-
-        picked = pick_examples(results.rank, examples_count, examples_seed)
-        save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
-                                            seed=examples_seed, cell=examples_size))
-        console.print(f"retrieval picture of {len(picked)} queries written to {examples}")
-    save_json(out, marked({
-        "checkpoint": str(ckpt), "dataset": cfg.dataset, "data_root": cfg.data_root,
-        "split": cfg.split, "protocol": spec.protocol, "queries": len(ev.query_files),
-        "references": len(ev.reference_files), "fov": cfg.fov, "random_heading": cfg.random_heading,
-        "seed": seed, "metrics": metrics,
-    }))
-    console.print(f"metrics written to {out}")
-
-
-def _check_examples(count: int, size: int) -> None:
-    """UserInputError unless the --examples picture of `count` rows of `size`-pixel tiles can
-    be drawn and opened again: at most Pillow's MAX_IMAGE_PIXELS (about 89 megapixels)."""
-    from PIL import Image
-
-    from s4g.app.pictures import MAX_QUERY_ASPECT, grid_boxes
-    from s4g.retrieval.results import TOP_K
-
-    def pixels(rows: int) -> int:
-        (w, h), _ = grid_boxes(rows, TOP_K + 1, round(size * MAX_QUERY_ASPECT), size, 2)
-        return w * h
-
-    if not 32 <= size <= 1024:
-        raise UserInputError(f"--examples-size must be from 32 to 1024 pixels, got {size}")
-    if count < 1 or pixels(count) > Image.MAX_IMAGE_PIXELS:
-        most = (Image.MAX_IMAGE_PIXELS - pixels(0)) // (pixels(1) - pixels(0))
-        raise UserInputError(
-            f"--examples-count must be from 1 to {most} at --examples-size {size}, got {count}: the picture stays "
-            f"under Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, beyond which it takes a file "
-            "for a decompression bomb")
+    ev = report.eval_set
+    console.print(f"{report.dataset} {report.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
+    _print_metrics(ev, report.metrics)
+    for line in report.written:
+        console.print(line)
 
 
 def _print_metrics(ev, metrics: dict) -> None:
@@ -205,7 +101,6 @@ def _print_metrics(ev, metrics: dict) -> None:
 
 @command("mine")
 def mine_command(
-    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
     checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
@@ -223,34 +118,12 @@ def mine_command(
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
-    dataset = dataset_name(dataset)
     require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
-    import os
+    from s4g.app.jobs.evaluate import mine_checkpoint
 
-    import numpy as np
-
-    from s4g.app.jobs.inference import mine_training_set
-    from s4g.data import registry as datasets
-    from s4g.fileio import save_npz
-
-    if k is not None and k < 1:
-        raise UserInputError(f"--k must be at least 1, got {k}")
-    ckpt, model, config, cfg, env = _inputs(
-        ctx, checkpoint, runs_dir, device, dataset=dataset, data_root=data_root, split_dir=split_dir,
-        batch_size=batch_size, workers=workers,
-    )
-    check_output(out, MINED_FILE, option="--out", overwrite=overwrite,
-                 inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
-    if k is None:
-        k = int(config.get("neighbour_range", 128))
-    train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
-    nb = mine_training_set(model, train, k=k, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
-                           device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env,
-                           lists=lists or str(config.get("lists", "s4g")))
-    if not env.is_main:  # under torchrun, rank 0 alone writes
-        return
-    # relative to the data root, as in the per-query CSV: the file stays valid when the data moves
-    files = [os.path.relpath(f, cfg.data_root) for f in train.reference_files]
-    save_npz(out, neighbours=nb, reference_files=np.array(files, dtype=str), data_root=np.array(str(cfg.data_root)),
-             checkpoint=np.array(str(ckpt)))
-    console.print(f"{nb.shape[0]} classes × {nb.shape[1]} neighbours written to {out}")
+    line = mine_checkpoint(
+        out=out, checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=dataset_name(dataset),
+        data_root=data_root, split_dir=split_dir, k=k, lists=lists, batch_size=batch_size, workers=workers,
+        overwrite=overwrite, console=console)
+    if line is not None:  # under torchrun, rank 0 alone prints
+        console.print(line)
