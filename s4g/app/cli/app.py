@@ -51,11 +51,6 @@ typer.core.TyperArgument.display_type_rich = (  # type: ignore[method-assign]
 #: The type of every --dataset option: the registry's names, listed in --help and in errors.
 DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)
 DATASET_HELP = "; ".join(f"{s.name}: {s.summary}" for s in datasets.DATASETS.values())
-LISTS_HELP = ("Neighbour lists: s4g (exact great-circle GPS neighbours, a tile mined by the mean of its "
-              "queries; default) or released (the lists the released Sample4Geo code builds: its GPS formula "
-              "fed degrees, a tile's last query, lists cut to the range after pulled classes are removed; "
-              "needs the s4g[released] extra).")
-
 
 def dataset_name(option: DatasetName | None) -> str | None:
     """The registry name a --dataset option holds (None when not given)."""

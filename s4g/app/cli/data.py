@@ -7,21 +7,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.app.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, err_console
+from s4g.app.cli.app import DatasetName, command, console, dataset_name, err_console
+from s4g.app.cli.options import ImageSizes, Layout, Lists, Palette, VigorLayout, choice, lists_option, metavar
 
 
 @command("synth")
 def synth_cmd(
-    layout: Annotated[str, typer.Option(help="Dataset layout to write: cvusa, cvact, vigor or university.")],
+    layout: Annotated[Layout, typer.Option(parser=choice(Layout), metavar=metavar(Layout), help="Dataset layout to write: cvusa, cvact, vigor or university.")],
     out: Annotated[Path, typer.Option(help="Dataset root to write (new or empty folder).")],
     locations: Annotated[int, typer.Option(help="Pairs (cvusa, cvact), panoramas (vigor) or buildings (university) in all.")] = 1000,
     seed: Annotated[int, typer.Option(help="World and split seed; same seed, same files.")] = 0,
-    size: Annotated[str, typer.Option(help="Image sizes: small (fast) or real (the releases' sizes).")] = "small",
-    palette: Annotated[str, typer.Option(help="unique: one colour a building (learnable); paired: 16 shared colours; shared: independent roof/wall materials (hard).")] = "unique",
+    size: Annotated[ImageSizes, typer.Option(parser=choice(ImageSizes), metavar=metavar(ImageSizes), help="Image sizes: small (fast) or real (the releases' sizes).")] = ImageSizes.small,
+    palette: Annotated[Palette, typer.Option(parser=choice(Palette), metavar=metavar(Palette), help="unique: one colour a building (learnable); paired: 16 shared colours; shared: independent roof/wall materials (hard).")] = Palette.unique,
     shading: Annotated[float, typer.Option(help="Sun shading strength in [0, 1].")] = 0.5,
     shadows: Annotated[bool, typer.Option(help="Cast shadows in the aerial colours.")] = True,
     jitter: Annotated[float, typer.Option(help="Per-image colour jitter amplitude in [0, 1).")] = 0.03,
-    vigor_layout: Annotated[str, typer.Option(help="vigor only: original ({City}/satellite) or reference (satellite/{City}).")] = "original",
+    vigor_layout: Annotated[VigorLayout, typer.Option(parser=choice(VigorLayout), metavar=metavar(VigorLayout), help="vigor only: original ({City}/satellite) or reference (satellite/{City}).")] = VigorLayout.original,
     cvact_missing: Annotated[int, typer.Option(help="cvact only: train/val ids with one image left out.")] = 2,
     drone_views: Annotated[int, typer.Option(help="university only: drone views a building.")] = 8,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
@@ -32,8 +33,8 @@ def synth_cmd(
     from s4g.app.jobs.synth import write_world
 
     console.print(write_world(
-        layout, out, locations=locations, seed=seed, size=size, palette=palette, shading=shading, shadows=shadows,
-        jitter=jitter, vigor_layout=vigor_layout, cvact_missing=cvact_missing, drone_views=drone_views,
+        layout.value, out, locations=locations, seed=seed, size=size.value, palette=palette.value, shading=shading,
+        shadows=shadows, jitter=jitter, vigor_layout=vigor_layout.value, cvact_missing=cvact_missing, drone_views=drone_views,
         workers=workers, preview=preview, overwrite=overwrite, progress_console=err_console))
 
 
@@ -53,11 +54,11 @@ def neighbours_cmd(
     ] = None,
     split_dir: Annotated[str, typer.Option("--split-dir", help="Split folder of --dataset.")] = "splits",
     k: Annotated[int, typer.Option("--k", help="Neighbours per point (exact, haversine).")] = 128,
-    lists: Annotated[str, typer.Option(metavar="s4g|released", help=LISTS_HELP)] = "s4g",
+    lists: Annotated[Lists, lists_option()] = Lists.s4g,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing neighbours file.")] = False,
 ) -> None:
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
     from s4g.app.jobs.neighbours import write_gps_neighbours
 
     console.print(write_gps_neighbours(out=out, coords=coords, dataset=dataset_name(dataset), data_root=data_root,
-                                       split_dir=split_dir, k=k, lists=lists, overwrite=overwrite, console=console))
+                                       split_dir=split_dir, k=k, lists=lists.value, overwrite=overwrite, console=console))

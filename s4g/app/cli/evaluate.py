@@ -11,16 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from s4g.app.cli.app import LISTS_HELP, DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.options import Device, GroundSize, Lists, RunCheckpoint, RunsDir, ground_size_option, lists_option, value
 
-_CKPT_HELP = "s4g checkpoint (default: best.pt of the newest run under --runs-dir)."
 _FROM_CKPT = "Default: the checkpoint's run config."
 _OVERWRITE_HELP = "Replace existing output files of the same kinds."
 
 
 @command("eval")
 def eval_command(
-    checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
+    checkpoint: RunCheckpoint = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
     split: Annotated[Optional[str], typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
@@ -31,13 +31,13 @@ def eval_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    device: Device = None,
     fov: Annotated[Optional[float], typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
     random_heading: Annotated[
         Optional[bool], typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+    runs_dir: RunsDir = Path("runs"),
     per_query: Annotated[Optional[Path], typer.Option(
         help="Also write one CSV row per query: query, true reference, rank (0 = found first), top-5 "
              "references and scores, error in metres, query lat/lon; files relative to the data root.")] = None,
@@ -48,7 +48,7 @@ def eval_command(
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
     examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
     aerial_size: Annotated[Optional[int], typer.Option(help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
-    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(metavar="H W", help=f"Height and width of the ground image fed to the model, pixels. {_FROM_CKPT}")] = None,
+    ground_size: Annotated[GroundSize, ground_size_option(_FROM_CKPT)] = None,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
     and the localisation error in metres where the dataset knows positions.
@@ -102,16 +102,16 @@ def _print_metrics(ev, metrics: dict) -> None:
 @command("mine")
 def mine_command(
     out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help=_CKPT_HELP)] = None,
+    checkpoint: RunCheckpoint = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
     split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
     k: Annotated[Optional[int], typer.Option(help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
-    lists: Annotated[Optional[str], typer.Option(metavar="s4g|released", help=LISTS_HELP + " Default: the run's.")] = None,
+    lists: Annotated[Optional[Lists], lists_option(" Default: the run's.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
     workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")] = Path("runs"),
+    device: Device = None,
+    runs_dir: RunsDir = Path("runs"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
 ) -> None:
     """Hard negatives for DSS: each class's k most similar other references under a model.
@@ -123,7 +123,7 @@ def mine_command(
 
     line = mine_checkpoint(
         out=out, checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=dataset_name(dataset),
-        data_root=data_root, split_dir=split_dir, k=k, lists=lists, batch_size=batch_size, workers=workers,
+        data_root=data_root, split_dir=split_dir, k=k, lists=value(lists), batch_size=batch_size, workers=workers,
         overwrite=overwrite, console=console)
     if line is not None:  # under torchrun, rank 0 alone prints
         console.print(line)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from s4g.app.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.options import Device
 
 
 @command("index")
@@ -23,7 +24,7 @@ def index_cmd(
     float16: Annotated[bool, typer.Option("--float16", help="Store embeddings as float16 (half the size).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    device: Device = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing index.")] = False,
 ) -> None:
     """Embed geo-tagged aerial tiles into an index file that s4g locate searches."""
@@ -50,7 +51,7 @@ def locate_cmd(
         help="Also write the top-k tiles (and consensus positions) as GeoJSON points, for QGIS or a web map.")] = None,
     picture: Annotated[Optional[Path], typer.Option(
         help="Also draw a PNG: each photo beside its top-k tiles with score and coordinates.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")] = None,
+    device: Device = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --geojson or --picture file.")] = False,
 ) -> None:
     """Locate ground photos: their most similar aerial tiles and a consensus position."""
