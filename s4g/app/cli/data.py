@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,29 +13,44 @@ from s4g.app.cli.options import ImageSizes, Layout, Lists, Palette, VigorLayout,
 
 @command("synth")
 def synth_cmd(
-    layout: Annotated[Layout, typer.Option(parser=choice(Layout), metavar=metavar(Layout), help="Dataset layout to write: cvusa, cvact, vigor or university.")],
+    layout: Annotated[Layout, typer.Option(
+        parser=choice(Layout), metavar=metavar(Layout), help="Dataset layout to write: cvusa, cvact, vigor or "
+                                                             "university.")],
     out: Annotated[Path, typer.Option(help="Dataset root to write (new or empty folder).")],
-    locations: Annotated[int, typer.Option(help="Pairs (cvusa, cvact), panoramas (vigor) or buildings (university) in all.")] = 1000,
+    locations: Annotated[int, typer.Option(
+        help="Pairs (cvusa, cvact), panoramas (vigor) or buildings (university) in all.")] = 1000,
     seed: Annotated[int, typer.Option(help="World and split seed; same seed, same files.")] = 0,
-    size: Annotated[ImageSizes, typer.Option(parser=choice(ImageSizes), metavar=metavar(ImageSizes), help="Image sizes: small (fast) or real (the releases' sizes).")] = ImageSizes.small,
-    palette: Annotated[Palette, typer.Option(parser=choice(Palette), metavar=metavar(Palette), help="unique: one colour a building (learnable); paired: 16 shared colours; shared: independent roof/wall materials (hard).")] = Palette.unique,
+    size: Annotated[ImageSizes, typer.Option(
+        parser=choice(ImageSizes), metavar=metavar(ImageSizes), help="Image sizes: small (fast) or real (the releases' "
+                                                                     "sizes).")] = ImageSizes.small,
+    palette: Annotated[Palette, typer.Option(
+        parser=choice(Palette), metavar=metavar(Palette), help="unique: one colour a building (learnable); paired: 16 "
+                                                               "shared colours; shared: independent roof/wall "
+                                                               "materials (hard).")] = Palette.unique,
     shading: Annotated[float, typer.Option(help="Sun shading strength in [0, 1].")] = 0.5,
     shadows: Annotated[bool, typer.Option(help="Cast shadows in the aerial colours.")] = True,
     jitter: Annotated[float, typer.Option(help="Per-image colour jitter amplitude in [0, 1).")] = 0.03,
-    vigor_layout: Annotated[VigorLayout, typer.Option(parser=choice(VigorLayout), metavar=metavar(VigorLayout), help="vigor only: original ({City}/satellite) or reference (satellite/{City}).")] = VigorLayout.original,
+    vigor_layout: Annotated[VigorLayout, typer.Option(
+        parser=choice(VigorLayout), metavar=metavar(VigorLayout), help="vigor only: original ({City}/satellite) or "
+                                                                       "reference "
+                                                                       "(satellite/{City}).")] = VigorLayout.original,
     cvact_missing: Annotated[int, typer.Option(help="cvact only: train/val ids with one image left out.")] = 2,
     drone_views: Annotated[int, typer.Option(help="university only: drone views a building.")] = 8,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an earlier s4g synth world in --out (its files are moved beside it, not deleted), or write into a non-empty folder that s4g synth did not write (never over its files); replace a --preview that s4g wrote.")] = False,
-    preview: Annotated[Optional[Path], typer.Option(help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier s4g synth world in --out (its files are moved beside it, not deleted), or write into "
+             "a non-empty folder that s4g synth did not write (never over its files); replace a --preview that s4g "
+             "wrote.")] = False,
+    preview: Annotated[Path | None, typer.Option(
+        help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
 ) -> None:
     """Write a synthetic dataset in the exact on-disk layout of a benchmark."""
     from s4g.app.jobs.synth import write_world
 
     console.print(write_world(
         layout.value, out, locations=locations, seed=seed, size=size.value, palette=palette.value, shading=shading,
-        shadows=shadows, jitter=jitter, vigor_layout=vigor_layout.value, cvact_missing=cvact_missing, drone_views=drone_views,
-        workers=workers, preview=preview, overwrite=overwrite, progress_console=err_console))
+        shadows=shadows, jitter=jitter, vigor_layout=vigor_layout.value, cvact_missing=cvact_missing,
+        drone_views=drone_views, workers=workers, preview=preview, overwrite=overwrite, progress_console=err_console))
 
 
 @command("neighbours")
@@ -44,13 +59,13 @@ def neighbours_cmd(
         Path, typer.Option("--out", help="Output .npz with idx (N,k) int64 and dist_m (N,k) float64.")
     ],
     coords: Annotated[
-        Optional[Path], typer.Option("--coords", help="CSV whose header names lat and lon columns (degrees).")
+        Path | None, typer.Option("--coords", help="CSV whose header names lat and lon columns (degrees).")
     ] = None,
     dataset: Annotated[
-        Optional[DatasetName], typer.Option("--dataset", help="Dataset; uses its training classes' GPS.")
+        DatasetName | None, typer.Option("--dataset", help="Dataset; uses its training classes' GPS.")
     ] = None,
     data_root: Annotated[
-        Optional[Path], typer.Option("--data-root", help="Root folder of --dataset.")
+        Path | None, typer.Option("--data-root", help="Root folder of --dataset.")
     ] = None,
     split_dir: Annotated[str, typer.Option("--split-dir", help="Split folder of --dataset.")] = "splits",
     k: Annotated[int, typer.Option("--k", help="Neighbours per point (exact, haversine).")] = 128,
@@ -60,5 +75,6 @@ def neighbours_cmd(
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
     from s4g.app.jobs.neighbours import write_gps_neighbours
 
-    console.print(write_gps_neighbours(out=out, coords=coords, dataset=dataset_name(dataset), data_root=data_root,
-                                       split_dir=split_dir, k=k, lists=lists.value, overwrite=overwrite, console=console))
+    console.print(write_gps_neighbours(
+        out=out, coords=coords, dataset=dataset_name(dataset), data_root=data_root, split_dir=split_dir, k=k,
+        lists=lists.value, overwrite=overwrite, console=console))

@@ -7,12 +7,21 @@ every process embeds a share of the images, rank 0 scores them, prints and write
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from s4g.app.cli.app import DatasetName, command, console, dataset_name, require_paths
-from s4g.app.cli.options import Device, GroundSize, Lists, RunCheckpoint, RunsDir, ground_size_option, lists_option, value
+from s4g.app.cli.options import (
+    Device,
+    GroundSize,
+    Lists,
+    RunCheckpoint,
+    RunsDir,
+    ground_size_option,
+    lists_option,
+    value,
+)
 
 _FROM_CKPT = "Default: the checkpoint's run config."
 _OVERWRITE_HELP = "Replace existing output files of the same kinds."
@@ -21,33 +30,39 @@ _OVERWRITE_HELP = "Replace existing output files of the same kinds."
 @command("eval")
 def eval_command(
     checkpoint: RunCheckpoint = None,
-    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
-    split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Path | None, typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split: Annotated[str | None, typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
+    split_dir: Annotated[str | None, typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
     json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the checkpoint).")
+        Path | None, typer.Option(
+            "--json", help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the "
+                           "checkpoint).")
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
-    workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
-    fov: Annotated[Optional[float], typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
+    fov: Annotated[float | None, typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
     random_heading: Annotated[
-        Optional[bool], typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
+        bool | None, typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
     runs_dir: RunsDir = Path("runs"),
-    per_query: Annotated[Optional[Path], typer.Option(
+    per_query: Annotated[Path | None, typer.Option(
         help="Also write one CSV row per query: query, true reference, rank (0 = found first), top-5 "
              "references and scores, error in metres, query lat/lon; files relative to the data root.")] = None,
-    examples: Annotated[Optional[Path], typer.Option(
+    examples: Annotated[Path | None, typer.Option(
         help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
              "vermillion; half the rows found first, half not.")] = None,
-    examples_count: Annotated[int, typer.Option(help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 megapixels).")] = 8,
+    examples_count: Annotated[int, typer.Option(
+        help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 "
+             "megapixels).")] = 8,
     examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
-    examples_size: Annotated[int, typer.Option(help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
-    aerial_size: Annotated[Optional[int], typer.Option(help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
+    examples_size: Annotated[int, typer.Option(
+        help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
+    aerial_size: Annotated[int | None, typer.Option(
+        help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
     ground_size: Annotated[GroundSize, ground_size_option(_FROM_CKPT)] = None,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
@@ -67,7 +82,8 @@ def eval_command(
     if report is None:  # under torchrun, rank 0 alone prints
         return
     ev = report.eval_set
-    console.print(f"{report.dataset} {report.split}: {len(ev.query_files)} queries, {len(ev.reference_files)} references")
+    console.print(f"{report.dataset} {report.split}: {len(ev.query_files)} queries, "
+                  f"{len(ev.reference_files)} references")
     _print_metrics(ev, report.metrics)
     for line in report.written:
         console.print(line)
@@ -101,15 +117,17 @@ def _print_metrics(ev, metrics: dict) -> None:
 
 @command("mine")
 def mine_command(
-    out: Annotated[Path, typer.Option(help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
+    out: Annotated[Path, typer.Option(
+        help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
     checkpoint: RunCheckpoint = None,
-    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
-    split_dir: Annotated[Optional[str], typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
-    k: Annotated[Optional[int], typer.Option(help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
-    lists: Annotated[Optional[Lists], lists_option(" Default: the run's.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
-    workers: Annotated[Optional[int], typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Path | None, typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split_dir: Annotated[str | None, typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    k: Annotated[int | None, typer.Option(
+        help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
+    lists: Annotated[Lists | None, lists_option(" Default: the run's.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
     runs_dir: RunsDir = Path("runs"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,11 +15,12 @@ from s4g.app.cli.options import Device
 def index_cmd(
     checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (s4g, or timm/Sample4Geo weights).")],
     out: Annotated[Path, typer.Option(help="Index to write: NAME.json and NAME.npy (give NAME).")],
-    images: Annotated[Optional[Path], typer.Option(help="Folder of aerial tiles (with --coords).")] = None,
-    coords: Annotated[Optional[Path], typer.Option(help="CSV with a header naming file, lat, lon.")] = None,
-    dataset: Annotated[Optional[DatasetName], typer.Option(help="Index this dataset's reference tiles (with --data-root).")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset folder.")] = None,
-    split: Annotated[Optional[str], typer.Option(help="Dataset split (default: the preset's eval split).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of aerial tiles (with --coords).")] = None,
+    coords: Annotated[Path | None, typer.Option(help="CSV with a header naming file, lat, lon.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(
+        help="Index this dataset's reference tiles (with --data-root).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    split: Annotated[str | None, typer.Option(help="Dataset split (default: the preset's eval split).")] = None,
     split_dir: Annotated[str, typer.Option(help="Folder of split files.")] = "splits",
     float16: Annotated[bool, typer.Option("--float16", help="Store embeddings as float16 (half the size).")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 64,
@@ -39,20 +40,26 @@ def index_cmd(
 
 @command("locate")
 def locate_cmd(
-    photos: Annotated[list[Path], typer.Argument(metavar="PHOTO", help="Ground photos: panoramas, or limited field of view with --fov.")],
+    photos: Annotated[list[Path], typer.Argument(
+        metavar="PHOTO", help="Ground photos: panoramas, or limited field of view with --fov.")],
     index: Annotated[Path, typer.Option(help="Index made by s4g index (NAME, NAME.json or NAME.npy).")],
-    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: the one recorded in the index).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Checkpoint (default: the one recorded in the index).")] = None,
     k: Annotated[int, typer.Option(help="Tiles listed per photo.")] = 5,
-    fov: Annotated[Optional[float], typer.Option(help="The photos' horizontal field of view, degrees (default: 360° panoramas).")] = None,
-    heading: Annotated[Optional[float], typer.Option(help="Compass heading of a panorama's centre column, degrees.")] = None,
-    radius: Annotated[Optional[float], typer.Option(help="Metres within which top-k tiles agree (default: 2 tile spacings).")] = None,
+    fov: Annotated[float | None, typer.Option(
+        help="The photos' horizontal field of view, degrees (default: 360° panoramas).")] = None,
+    heading: Annotated[float | None, typer.Option(
+        help="Compass heading of a panorama's centre column, degrees.")] = None,
+    radius: Annotated[float | None, typer.Option(
+        help="Metres within which top-k tiles agree (default: 2 tile spacings).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    geojson: Annotated[Optional[Path], typer.Option(
+    geojson: Annotated[Path | None, typer.Option(
         help="Also write the top-k tiles (and consensus positions) as GeoJSON points, for QGIS or a web map.")] = None,
-    picture: Annotated[Optional[Path], typer.Option(
+    picture: Annotated[Path | None, typer.Option(
         help="Also draw a PNG: each photo beside its top-k tiles with score and coordinates.")] = None,
     device: Device = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --geojson or --picture file.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing --geojson or --picture file.")] = False,
 ) -> None:
     """Locate ground photos: their most similar aerial tiles and a consensus position."""
     import json

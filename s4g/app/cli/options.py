@@ -11,8 +11,8 @@ the synthetic world, both of which `s4g --help` does without.
 from __future__ import annotations
 
 import enum
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import typer
@@ -42,7 +42,7 @@ VigorLayout = _choices("VigorLayout", ("original", "reference"))
 
 CHUNK_SIZE = "--chunk-size"
 #: --chunk-size as parsed: pairs per chunk (0 = the whole batch at once) or "auto".
-ChunkSize = Union[int, Literal["auto"]]  # typer takes no Union: a command annotates the option as Any
+ChunkSize = Union[int, Literal["auto"]]  # noqa: UP007 (typer takes no Union: a command annotates it as Any)
 
 
 def choice(choices: Any, *, also: str = "") -> Callable[[str], Any]:
@@ -76,7 +76,7 @@ def backbone(text: str) -> str:
 def chunk_size(text: str) -> ChunkSize:
     """--chunk-size N|auto, parsed to an int or "auto"; the int's range is the run's check
     (s4g.app.jobs.train.checks), which also checks a configuration continued or built in code."""
-    if isinstance(text, int) or text == "auto":
+    if isinstance(text, int):  # a default, or a value continued from a run
         return text
     text = str(text).strip().lower()
     if text == "auto":
@@ -84,8 +84,9 @@ def chunk_size(text: str) -> ChunkSize:
     try:
         return int(text)
     except ValueError:
-        raise typer.BadParameter(f"{CHUNK_SIZE} {text!r}: expected a number of pairs per chunk (0 = the whole batch at once) "
-                         "or auto") from None
+        raise typer.BadParameter(
+            f"{CHUNK_SIZE} {text!r}: expected a number of pairs per chunk (0 = the whole batch at once) or auto"
+        ) from None
 
 
 LISTS_HELP = ("Neighbour lists: s4g (exact great-circle GPS neighbours, a tile mined by the mean of its "
@@ -136,19 +137,20 @@ def chunk_size_option() -> Any:
 
 
 #: --device of eval, mine, index and locate.
-Device = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")]
 #: --checkpoint of eval and mine.
-RunCheckpoint = Annotated[Optional[Path], typer.Option(
+RunCheckpoint = Annotated[Path | None, typer.Option(
     "--checkpoint", help="s4g checkpoint (default: best.pt of the newest run under --runs-dir).")]
 #: --runs-dir of eval and mine.
 RunsDir = Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")]
 #: --ground-size H W, with the help of the command.
-GroundSize = Optional[tuple[int, int]]
+GroundSize = Optional[tuple[int, int]]  # noqa: UP045 (a runtime value: an alias, not an annotation)
 
 
 def ground_size_option(default_note: str) -> Any:
     """--ground-size H W; `default_note` says where the default comes from."""
-    return typer.Option(metavar="H W", help=f"Height and width of the ground image fed to the model, pixels. {default_note}")
+    return typer.Option(
+        metavar="H W", help=f"Height and width of the ground image fed to the model, pixels. {default_note}")
 
 
 def value(option: enum.Enum | None) -> str | None:
@@ -156,7 +158,7 @@ def value(option: enum.Enum | None) -> str | None:
     return None if option is None else str(option.value)
 
 
-__all__ = ["BACKBONES", "CHUNK_SIZE", "LISTS_HELP", "ChunkSize", "Device", "GroundSize",
-           "Head", "ImageSizes", "Layout", "Lists", "Palette", "PretrainedFrom", "RunCheckpoint", "RunsDir",
-           "VigorLayout", "backbone", "backbone_option", "choice", "chunk_size", "chunk_size_option", "ground_size_option", "lists_option",
+__all__ = ["BACKBONES", "CHUNK_SIZE", "LISTS_HELP", "ChunkSize", "Device", "GroundSize", "Head", "ImageSizes",
+           "Layout", "Lists", "Palette", "PretrainedFrom", "RunCheckpoint", "RunsDir", "VigorLayout", "backbone",
+           "backbone_option", "choice", "chunk_size", "chunk_size_option", "ground_size_option", "lists_option",
            "metavar", "sampling_option", "value"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -48,49 +48,82 @@ def _preset(what: str, field: str) -> str:
 
 @command("train")
 def train_cmd(
-    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or --overwrite.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, not deleted.")] = False,
-    backbone: Annotated[Optional[str], backbone_option(_preset(f"Encoder: {', '.join(BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
-    pretrained_from: Annotated[Optional[PretrainedFrom], pretrained_from_option()] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or .pth.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
-    sampling: Annotated[Optional[Sampling], sampling_option(_PRESET)] = None,
-    neighbour_select: Annotated[Optional[int], typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
-    neighbour_range: Annotated[Optional[int], typer.Option(help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
-    max_failed_pops: Annotated[Optional[int], typer.Option(help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 512).")] = None,
-    gps_k: Annotated[Optional[int], typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
-    lists: Annotated[Optional[Lists], lists_option()] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
-    aerial_size: Annotated[Optional[int], typer.Option(help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
+    data_root: Annotated[Path | None, typer.Option(
+        help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or "
+             "--overwrite.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue from a run directory or checkpoint of the same configuration.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, "
+                            "not deleted.")] = False,
+    backbone: Annotated[str | None, backbone_option(_preset(
+        f"Encoder: {', '.join(BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
+    pretrained: Annotated[bool | None, typer.Option(
+        "--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
+    pretrained_from: Annotated[PretrainedFrom | None, pretrained_from_option()] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or "
+             ".pth.")] = None,
+    epochs: Annotated[int | None, typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(
+        help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
+    sampling: Annotated[Sampling | None, sampling_option(_PRESET)] = None,
+    neighbour_select: Annotated[int | None, typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
+    neighbour_range: Annotated[int | None, typer.Option(
+        help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
+    max_failed_pops: Annotated[int | None, typer.Option(
+        help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 "
+             f"512).")] = None,
+    gps_k: Annotated[int | None, typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
+    lists: Annotated[Lists | None, lists_option()] = None,
+    eval_every: Annotated[int | None, typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
+    aerial_size: Annotated[int | None, typer.Option(
+        help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
     ground_size: Annotated[GroundSize, ground_size_option(_preset("", "ground_size").strip())] = None,
-    split_dir: Annotated[Optional[str], typer.Option(help="Split folder name (default splits).")] = None,
-    eval_split: Annotated[Optional[str], typer.Option(help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable CPUs).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
-    fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
-    random_heading: Annotated[bool, typer.Option("--random-heading", help="With --fov: random heading per sample.")] = False,
-    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
-    check_images: Annotated[Optional[bool], typer.Option("--check-images/--no-check-images", help="Read every training image's header before the first evaluation (default: check).")] = None,
-    log_every: Annotated[Optional[int], typer.Option(help="Log the loss every N steps.")] = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
-    locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
+    split_dir: Annotated[str | None, typer.Option(help="Split folder name (default splits).")] = None,
+    eval_split: Annotated[str | None, typer.Option(
+        help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable "
+             "CPUs).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Images per evaluation batch.")] = None,
+    fov: Annotated[float | None, typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
+    random_heading: Annotated[bool, typer.Option(
+        "--random-heading", help="With --fov: random heading per sample.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option(
+        "--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+    check_images: Annotated[bool | None, typer.Option(
+        "--check-images/--no-check-images", help="Read every training image's header before the first evaluation "
+                                                 "(default: check).")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log the loss every N steps.")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
+    locations: Annotated[int | None, typer.Option(help="Synthetic world size (synthetic only).")] = None,
     chunk_size: Annotated[Any, chunk_size_option()] = None,  # Optional[ChunkSize]: typer takes no Union
-    head: Annotated[Optional[Head], head_option()] = None,
-    head_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
-    backbone_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
-    train_blocks: Annotated[Optional[int], typer.Option(help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: off).")] = None,
-    backbone_lr_scale: Annotated[Optional[float], typer.Option(help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
+    head: Annotated[Head | None, head_option()] = None,
+    head_arg: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE",
+        help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
+    backbone_arg: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE",
+        help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
+    train_blocks: Annotated[int | None, typer.Option(
+        help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(
+        help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: "
+             "off).")] = None,
+    backbone_lr_scale: Annotated[float | None, typer.Option(
+        help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     name = dataset_name(dataset)

@@ -71,6 +71,7 @@ def evaluate_checkpoint(
                                     split=split, split_dir=split_dir, batch_size=batch_size, workers=workers,
                                     fov=fov, random_heading=random_heading, aerial_size=aerial_size,
                                     ground_size=ground_size)
+        assert cfg.split is not None  # inference_config resolves the split
         out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
         outputs = ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
                    (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples"))
@@ -97,7 +98,7 @@ def evaluate_checkpoint(
             from s4g.app.pictures import examples_picture, save_png
             from s4g.retrieval.results import pick_examples
 
-            picked = pick_examples(results.rank, examples_count, examples_seed)
+            picked = pick_examples(results.rank, examples_count, examples_seed).tolist()
             save_png(examples, examples_picture(ev, results, picked, name=f"{cfg.dataset} {cfg.split}",
                                                 seed=examples_seed, cell=examples_size))
             report.written.append(f"retrieval picture of {len(picked)} queries written to {examples}")
@@ -160,11 +161,14 @@ def check_examples(count: int, size: int) -> None:
 
     if not 32 <= size <= 1024:
         raise UserInputError(f"--examples-size must be from 32 to 1024 pixels, got {size}")
-    if count < 1 or pixels(count) > Image.MAX_IMAGE_PIXELS:
-        most = (Image.MAX_IMAGE_PIXELS - pixels(0)) // (pixels(1) - pixels(0))
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None:  # Pillow's check is off: a picture of any size opens again
+        limit = pixels(max(count, 1))
+    if count < 1 or pixels(count) > limit:
+        most = (limit - pixels(0)) // (pixels(1) - pixels(0))
         raise UserInputError(
             f"--examples-count must be from 1 to {most} at --examples-size {size}, got {count}: the picture stays "
-            f"under Pillow's limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, beyond which it takes a file "
+            f"under Pillow's limit of {limit / 1e6:.0f} megapixels, beyond which it takes a file "
             "for a decompression bomb")
 
 

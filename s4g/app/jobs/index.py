@@ -32,8 +32,8 @@ def index_tiles(
     meta_path, npy_path = index_paths(out)
     # --out names the index by NAME; an existing file of that very name is refused like any other
     named = [] if Path(out) in (meta_path, npy_path) else [(Path(out), INDEX_FILE)]
-    for path, kind in ((meta_path, INDEX_FILE), (npy_path, INDEX_EMBEDDINGS), *named):
-        check_output(path, kind, option="--out", overwrite=overwrite,
+    for path, output_kind in ((meta_path, INDEX_FILE), (npy_path, INDEX_EMBEDDINGS), *named):
+        check_output(path, output_kind, option="--out", overwrite=overwrite,
                      inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
     dev = pick_device(device)
     kind = "aerial"
