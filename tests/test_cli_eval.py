@@ -190,7 +190,8 @@ def poison(payload):
     [
         (lambda c, t: ["eval", "--checkpoint", t / "missing.pt"], "no such file"),
         (lambda c, t: ["eval", "--checkpoint", junk(t / "bad.pt")], "not a readable PyTorch file"),
-        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(backbone="resnet18"))],
+        (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, lambda p: p.update(backbone="resnet18",
+                                                                           architecture={**p["architecture"], "backbone": "resnet18"}))],
          "missing keys"),
         (lambda c, t: ["eval", "--checkpoint", rewrite(c, t, poison)], "NaN"),
         (lambda c, t: ["eval", "--checkpoint", c, "--split", "nope"], "split"),

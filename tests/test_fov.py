@@ -121,7 +121,7 @@ def test_training_pairs_are_cropped_at_the_same_scale(world, monkeypatch):
 
 def test_locate_fov_and_heading(world, tmp_path):
     ev = world["eval"]
-    index = tmp_path / "tiles.npz"
+    index = tmp_path / "tiles"  # tiles.json + tiles.npy
     result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--dataset", "cvusa",
                                  "--data-root", str(world["root"]), "--out", str(index), "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -141,5 +141,5 @@ def test_locate_fov_and_heading(world, tmp_path):
     photo = _png(tmp_path / "photo.png", np.ascontiguousarray(pano[:, : width // 4]))
     model, _ = load_checkpoint(world["ckpt"])
     emb = _by_hand(model, load_image(photo), 360, 0.0, (32, 32))
-    tiles = np.load(index)["embeddings"]
+    tiles = np.load(tmp_path / "tiles.npy").astype(np.float32)
     np.testing.assert_allclose(scores(photo, "--fov", 90)[0], np.sort(tiles @ emb)[::-1][:3], atol=1e-5)

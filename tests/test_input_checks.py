@@ -170,7 +170,7 @@ def test_training_options_that_are_not_numbers(tmp_path):
 def test_every_flag_a_message_names_exists():
     command = typer.main.get_command(app)
     flags = {o for sub in command.commands.values() for p in sub.params for o in (*p.opts, *p.secondary_opts)}
-    flags |= {"--help", "--version", "--nproc-per-node"}  # click's, the app's, torchrun's
+    flags |= {"--help", "--version", "--nproc-per-node", "--max-restarts", "--rdzv-id", "--standalone"}  # click's, the app's, torchrun's
     named = {}
     for path in Path(s4g.__file__).parent.rglob("*.py"):
         for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", path.read_text()):

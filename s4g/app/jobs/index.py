@@ -30,8 +30,8 @@ def index_tiles(
         raise UserInputError(
             f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
     meta_path, npy_path = index_paths(out)
-    # --out names the index by NAME; an existing file of that very name is refused like any other
-    named = [] if Path(out) in (meta_path, npy_path) else [(Path(out), INDEX_FILE)]
+    # --out names the index by NAME; an existing file of that very name is refused like any output
+    named = [(Path(out), INDEX_FILE)] if Path(out).is_file() and Path(out) not in (meta_path, npy_path) else []
     for path, output_kind in ((meta_path, INDEX_FILE), (npy_path, INDEX_EMBEDDINGS), *named):
         check_output(path, output_kind, option="--out", overwrite=overwrite,
                      inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
