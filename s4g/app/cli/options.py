@@ -1,10 +1,10 @@
 """The options of more than one command, and every choice option, declared once: name, help,
 type, choices. A command takes an option by its alias (`device: Device = None`) or, where the
-help differs by command, by its factory (`lists: Annotated[Optional[Lists], lists_option(...)]`).
+help differs by command, by its factory (`lists: Annotated[Lists | None, lists_option(...)]`).
 
 Choice options are enums, so a command gets a checked value, --help lists the choices, and a
 wrong one exits 2 naming the option and the choices. The names mirror the library's lists
-(tests/test_first_hour.py checks that each agrees), which live in modules that import torch or
+(tests/test_cli_options.py checks that each agrees), which live in modules that import torch or
 the synthetic world, both of which `s4g --help` does without.
 """
 
@@ -45,9 +45,9 @@ CHUNK_SIZE = "--chunk-size"
 ChunkSize = Union[int, Literal["auto"]]  # noqa: UP007 (typer takes no Union: a command annotates it as Any)
 
 
-def choice(choices: Any, *, also: str = "") -> Callable[[str], Any]:
+def choice(choices: Any) -> Callable[[str], Any]:
     """The parser of a choice option: the enum member of `choices` whose value is given; a
-    refusal lists the values as prose ("a, b or c") and `also`."""
+    refusal lists the values ("a, b, c")."""
 
     def parse(text: str) -> Any:
         if isinstance(text, choices):
@@ -55,7 +55,7 @@ def choice(choices: Any, *, also: str = "") -> Callable[[str], Any]:
         try:
             return choices(text)
         except ValueError:
-            raise typer.BadParameter(f"{text!r}: choose one of {', '.join(m.value for m in choices)}{also}") from None
+            raise typer.BadParameter(f"{text!r}: choose one of {', '.join(m.value for m in choices)}") from None
 
     return parse
 
