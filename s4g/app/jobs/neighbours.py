@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from s4g import sampling
 from s4g.data import registry as datasets
 from s4g.data.tables import read_coords
 from s4g.errors import UserInputError
 from s4g.fileio import check_output, npz_kind, save_npz
 from s4g.geo import haversine_m
 from s4g.retrieval.released import check_lists, released_gps_neighbours
-from s4g.sampling import gps_neighbours
 
 NEIGHBOURS_FILE = npz_kind("an s4g neighbours file", "idx", "dist_m")
 
@@ -56,7 +56,7 @@ def write_gps_neighbours(
             dist = haversine_m(np.asarray(lat)[:, None], np.asarray(lon)[:, None], np.asarray(lat)[idx],
                                np.asarray(lon)[idx])
         else:
-            idx, dist = gps_neighbours(lat, lon, k)
+            idx, dist = sampling.gps_neighbours(lat, lon, k)
     seconds = time.perf_counter() - start
     save_npz(out, idx=idx, dist_m=dist)
     return (f"{len(lat):,} points from {source}, k={k}: {seconds:.2f} s; "
