@@ -8,13 +8,31 @@ config.json and in every checkpoint), `InferenceConfig` what `s4g eval` and `s4g
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from s4g.errors import UserInputError
 
-SAMPLINGS = ("random", "gps", "dss")
+
+
+class Sampling(str, enum.Enum):
+    """--sampling: how a training epoch's batches are drawn. random: shuffled pairs; gps: each
+    anchor packed with its nearest classes by GPS; dss: GPS lists until the first mining, then
+    the lists mined by the model (s4g.app.jobs.train.schedule.SamplingPolicy says when)."""
+
+    RANDOM = "random"
+    GPS = "gps"
+    DSS = "dss"
+
+    @property
+    def needs_gps(self) -> bool:
+        """Whether the training classes need positions."""
+        return self is not Sampling.RANDOM
+
+
+SAMPLINGS = tuple(s.value for s in Sampling)
 
 
 def usable_cpus() -> int:
@@ -159,4 +177,4 @@ class InferenceConfig:
     random_heading: bool
 
 
-__all__ = ["SAMPLINGS", "InferenceConfig", "Preset", "TrainConfig"]
+__all__ = ["SAMPLINGS", "Sampling", "InferenceConfig", "Preset", "TrainConfig"]

@@ -42,9 +42,9 @@ def test_train_help_says_what_preset_options_are_and_their_values():
     from s4g.model.encoder import BACKBONES
 
     text = squash(help_of("train"))
-    from s4g.app.cli.train import _BACKBONES
+    from s4g.app.cli.options import BACKBONES as CLI_BACKBONES
 
-    assert set(_BACKBONES) == set(BACKBONES)  # the help's list is the model registry's
+    assert set(CLI_BACKBONES) == set(BACKBONES)  # the help's list is the model registry's
     assert all(name in text for name in BACKBONES)
     for option, field in (("--epochs", "epochs"), ("--aerial-size", "aerial_size"), ("--eval-split", "eval_split")):
         value = getattr(datasets.get("cvusa").preset, field)

@@ -16,7 +16,7 @@ import enum
 import functools
 import warnings
 from collections.abc import Callable
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import typer.core
@@ -49,13 +49,8 @@ typer.core.TyperArgument.display_type_rich = (  # type: ignore[method-assign]
     lambda self, ctx: None if self.metavar else _argument_type(self, ctx))
 
 #: The type of every --dataset option: the registry's names, listed in --help and in errors.
-DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)
+DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)  # type: ignore[misc]
 DATASET_HELP = "; ".join(f"{s.name}: {s.summary}" for s in datasets.DATASETS.values())
-LISTS_HELP = ("Neighbour lists: s4g (exact great-circle GPS neighbours, a tile mined by the mean of its "
-              "queries; default) or released (the lists the released Sample4Geo code builds: its GPS formula "
-              "fed degrees, a tile's last query, lists cut to the range after pulled classes are removed; "
-              "needs the s4g[released] extra).")
-
 
 def dataset_name(option: DatasetName | None) -> str | None:
     """The registry name a --dataset option holds (None when not given)."""
@@ -134,7 +129,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,11 +13,13 @@ from s4g.errors import UserInputError
 
 @command("plot")
 def plot_cmd(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR", help="Run directories (with metrics.jsonl); several share one figure.")],
-    out: Annotated[Optional[Path], typer.Option(
+    runs: Annotated[list[Path], typer.Argument(
+        metavar="RUN_DIR", help="Run directories (with metrics.jsonl); several share one figure.")],
+    out: Annotated[Path | None, typer.Option(
         help="Image to write; its suffix picks the format (.png, .pdf, .svg). Default: RUN_DIR/curves.png "
              "for one run; needed with several.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing figure (a plot made earlier).")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing figure (a plot made earlier).")] = False,
 ) -> None:
     """Training curves: loss, learning rate, temperature and the evaluation metrics against
     epoch (needs the optional extra: pip install "s4g[plot]")."""

@@ -5,28 +5,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
-from s4g.app.cli.app import (
-    DATASET_HELP,
-    LISTS_HELP,
-    DatasetName,
-    command,
-    console,
-    dataset_name,
-    require_paths,
+from s4g.app.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.options import (
+    BACKBONES,
+    GroundSize,
+    Head,
+    Lists,
+    PretrainedFrom,
+    backbone_option,
+    chunk_size_option,
+    ground_size_option,
+    head_option,
+    lists_option,
+    pretrained_from_option,
+    sampling_option,
+    value,
 )
-from s4g.config import TrainConfig
+from s4g.config import Sampling, TrainConfig
 from s4g.data import registry as datasets
 from s4g.errors import UserInputError
 
 _PRESET = "default: the dataset's preset"
-# s4g.model.encoder.BACKBONES's names (tests/test_first_hour.py checks the two agree); the model
-# module imports torch, which --help does without.
-_BACKBONES = ("convnext_micro", "convnext_micro_ls1", "convnext_tiny", "convnext_small", "convnext_base",
-              "convnext_large", "resnet18", "resnet34", "resnet50", "resnet101")
 
 
 def _preset(what: str, field: str) -> str:
@@ -45,79 +48,106 @@ def _preset(what: str, field: str) -> str:
 
 @command("train")
 def train_cmd(
-    dataset: Annotated[Optional[DatasetName], typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option(help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or --overwrite.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue from a run directory or checkpoint of the same configuration.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, not deleted.")] = False,
-    backbone: Annotated[Optional[str], typer.Option(help=_preset(f"Encoder: {', '.join(_BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
-    pretrained: Annotated[Optional[bool], typer.Option("--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
-    pretrained_from: Annotated[Optional[str], typer.Option(help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); torchvision: ImageNet-1k at 224 px (default timm).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or .pth.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
-    sampling: Annotated[Optional[str], typer.Option(help=f"random, gps or dss ({_PRESET}).")] = None,
-    neighbour_select: Annotated[Optional[int], typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
-    neighbour_range: Annotated[Optional[int], typer.Option(help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
-    max_failed_pops: Annotated[Optional[int], typer.Option(help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 512).")] = None,
-    gps_k: Annotated[Optional[int], typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
-    lists: Annotated[Optional[str], typer.Option(metavar="s4g|released", help=LISTS_HELP)] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
-    aerial_size: Annotated[Optional[int], typer.Option(help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
-    ground_size: Annotated[Optional[tuple[int, int]], typer.Option(metavar="H W", help=_preset("Height and width of the ground image fed to the model, pixels.", "ground_size"))] = None,
-    split_dir: Annotated[Optional[str], typer.Option(help="Split folder name (default splits).")] = None,
-    eval_split: Annotated[Optional[str], typer.Option(help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (default 0).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable CPUs).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    eval_batch_size: Annotated[Optional[int], typer.Option(help="Images per evaluation batch.")] = None,
-    fov: Annotated[Optional[float], typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
-    random_heading: Annotated[bool, typer.Option("--random-heading", help="With --fov: random heading per sample.")] = False,
-    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
-    check_images: Annotated[Optional[bool], typer.Option("--check-images/--no-check-images", help="Read every training image's header before the first evaluation (default: check).")] = None,
-    log_every: Annotated[Optional[int], typer.Option(help="Log the loss every N steps.")] = None,
-    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
-    locations: Annotated[Optional[int], typer.Option(help="Synthetic world size (synthetic only).")] = None,
-    chunk_size: Annotated[Optional[str], typer.Option(
-        metavar="N|auto",
-        help="Train the batch on less GPU memory: each process embeds its pairs N at a time and "
-             "back-propagates the whole batch's loss chunk by chunk (gradient cache), the same gradients "
-             "as the whole batch for about one more forward pass. auto: the largest N that fits the free "
-             "GPU memory (a short probe; no chunking on the CPU or when the batch fits). 0: the whole batch "
-             "at once (default).")] = None,
-    head: Annotated[Optional[str], typer.Option(help="Aggregation head: pool (the backbone's own, default), cls, gem, mixvpr or salad (docs/backbones.md).")] = None,
-    head_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
-    backbone_arg: Annotated[Optional[list[str]], typer.Option(metavar="KEY=VALUE", help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
-    train_blocks: Annotated[Optional[int], typer.Option(help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
-    lora_rank: Annotated[Optional[int], typer.Option(help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: off).")] = None,
-    backbone_lr_scale: Annotated[Optional[float], typer.Option(help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
+    data_root: Annotated[Path | None, typer.Option(
+        help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or "
+             "--overwrite.")] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Continue from a run directory or checkpoint of the same configuration.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, "
+                            "not deleted.")] = False,
+    backbone: Annotated[str | None, backbone_option(_preset(
+        f"Encoder: {', '.join(BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
+    pretrained: Annotated[bool | None, typer.Option(
+        "--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
+    pretrained_from: Annotated[PretrainedFrom | None, pretrained_from_option()] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or "
+             ".pth.")] = None,
+    epochs: Annotated[int | None, typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(
+        help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
+    sampling: Annotated[Sampling | None, sampling_option(_PRESET)] = None,
+    neighbour_select: Annotated[int | None, typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
+    neighbour_range: Annotated[int | None, typer.Option(
+        help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
+    max_failed_pops: Annotated[int | None, typer.Option(
+        help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 "
+             f"512).")] = None,
+    gps_k: Annotated[int | None, typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
+    lists: Annotated[Lists | None, lists_option()] = None,
+    eval_every: Annotated[int | None, typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
+    aerial_size: Annotated[int | None, typer.Option(
+        help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
+    ground_size: Annotated[GroundSize, ground_size_option(_preset("", "ground_size").strip())] = None,
+    split_dir: Annotated[str | None, typer.Option(help="Split folder name (default splits).")] = None,
+    eval_split: Annotated[str | None, typer.Option(
+        help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable "
+             "CPUs).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(help="Images per evaluation batch.")] = None,
+    fov: Annotated[float | None, typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
+    random_heading: Annotated[bool, typer.Option(
+        "--random-heading", help="With --fov: random heading per sample.")] = False,
+    skip_bad_images: Annotated[bool, typer.Option(
+        "--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+    check_images: Annotated[bool | None, typer.Option(
+        "--check-images/--no-check-images", help="Read every training image's header before the first evaluation "
+                                                 "(default: check).")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log the loss every N steps.")] = None,
+    augment: Annotated[bool | None, typer.Option(
+        "--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
+    locations: Annotated[int | None, typer.Option(help="Synthetic world size (synthetic only).")] = None,
+    chunk_size: Annotated[Any, chunk_size_option()] = None,  # Optional[ChunkSize]: typer takes no Union
+    head: Annotated[Head | None, head_option()] = None,
+    head_arg: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE",
+        help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
+    backbone_arg: Annotated[list[str] | None, typer.Option(
+        metavar="KEY=VALUE",
+        help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
+    train_blocks: Annotated[int | None, typer.Option(
+        help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(
+        help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: "
+             "off).")] = None,
+    backbone_lr_scale: Annotated[float | None, typer.Option(
+        help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
-    dataset = dataset_name(dataset)
+    name = dataset_name(dataset)
     require_paths(("--resume", resume, "run folder or checkpoint"), ("--weights", weights))
     from s4g.app.jobs.train import ResumePoint, run
 
     overrides = dict(
         data_root=None if data_root is None else str(data_root), out=None if out is None else str(out),
-        backbone=backbone, pretrained=pretrained, pretrained_from=pretrained_from,
+        backbone=backbone, pretrained=pretrained, pretrained_from=value(pretrained_from),
         weights=None if weights is None else str(weights),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs, sampling=sampling, neighbour_select=neighbour_select,
+        warmup_epochs=warmup_epochs, sampling=value(sampling), neighbour_select=neighbour_select,
         neighbour_range=neighbour_range, max_failed_pops=max_failed_pops, gps_k=gps_k, eval_every=eval_every,
         aerial_size=aerial_size,
         ground_size=ground_size, split_dir=split_dir, eval_split=eval_split, seed=seed, workers=workers,
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
-        synth_locations=locations, chunk_size=_chunk_size(chunk_size), lists=lists, head=head,
+        synth_locations=locations, chunk_size=chunk_size, lists=value(lists), head=value(head),
         head_args=key_values(head_arg, "--head-arg"), backbone_args=key_values(backbone_arg, "--backbone-arg"),
         train_blocks=train_blocks, lora_rank=lora_rank, backbone_lr_scale=backbone_lr_scale,
     )
     point = ResumePoint.read(resume) if resume is not None else None
-    if dataset is not None:
-        cfg = datasets.train_config(dataset, **overrides)
+    if name is not None:
+        cfg = datasets.train_config(name, **overrides)
     elif point is not None:  # continue the saved run's configuration
         cfg = TrainConfig.from_dict({**point.checkpoint.get("config", {}), "out": None}, **overrides)
     else:
@@ -142,14 +172,3 @@ def key_values(items: list[str] | None, option: str) -> dict | None:
         except ValueError:
             out[key.strip()] = text
     return out
-
-
-def _chunk_size(text: str | None) -> int | str | None:
-    # A number becomes an int; anything else stays text for s4g.app.jobs.train.checks to accept
-    # ("auto") or to refuse with the option's name.
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        return text.strip().lower()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,22 +12,24 @@ from s4g.app.cli.app import DatasetName, command, console, dataset_name, require
 
 @command("import-weights")
 def import_weights_cmd(
-    src: Annotated[Path, typer.Argument(metavar="SOURCE", help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
+    src: Annotated[Path, typer.Argument(
+        metavar="SOURCE", help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
     out: Annotated[Path, typer.Option("--out", help="s4g checkpoint to write.")],
     backbone: Annotated[
-        Optional[str], typer.Option(help="Expected backbone, e.g. convnext_base (default: inferred from the weights).")
+        str | None, typer.Option(help="Expected backbone, e.g. convnext_base (default: inferred from the weights).")
     ] = None,
     dataset: Annotated[
-        Optional[DatasetName], typer.Option(help="Take image sizes from this dataset's preset (default: cvusa's).")
+        DatasetName | None, typer.Option(help="Take image sizes from this dataset's preset (default: cvusa's).")
     ] = None,
-    aerial_size: Annotated[Optional[int], typer.Option(help="Aerial tile side in pixels.")] = None,
+    aerial_size: Annotated[int | None, typer.Option(help="Aerial tile side in pixels.")] = None,
     ground_size: Annotated[
-        Optional[tuple[int, int]], typer.Option(help="Ground image height and width in pixels.")
+        tuple[int, int] | None, typer.Option(help="Ground image height and width in pixels.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing s4g checkpoint at --out.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing s4g checkpoint at --out.")] = False,
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
-    dataset = dataset_name(dataset)
+    name = dataset_name(dataset)
     require_paths(("the source file", src))
     from s4g.app.jobs.train.checks import check_image_sizes
     from s4g.data import registry as datasets
@@ -38,7 +40,7 @@ def import_weights_cmd(
 
     check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
-        src, out, backbone, preset=datasets.get(dataset).preset if dataset else None, dataset=dataset,
+        src, out, backbone, preset=datasets.get(name).preset if name else None, dataset=name,
         aerial_size=aerial_size, ground_size=ground_size,
     )
     console.print(

@@ -145,6 +145,41 @@ def locate_photos(
     return [_photo_result(index, str(p), r, s, radius_m) for p, r, s in zip(photos, rows, scores)]
 
 
+def locate_job(
+    photos: Sequence[Path], *, index: Path, checkpoint: Path | None, k: int, fov_deg: float | None,
+    heading_deg: float | None, radius_m: float | None, geojson: Path | None, picture: Path | None,
+    device: str | None, overwrite: bool,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The job of `s4g locate`: locate `photos` in the index file `index` (locate_photos), and
+    write the --geojson and --picture files asked for; (one dict per photo, one line per file
+    written)."""
+    from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, marked, save_json
+    from s4g.retrieval.index import open_index
+    from s4g.runtime import pick_device
+
+    inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
+    outputs = ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture"))
+    check_distinct_outputs((option, path) for path, _, option in outputs)
+    for path, kind, option in outputs:
+        if path is not None:
+            check_output(path, kind, option=option, overwrite=overwrite, inputs=inputs)
+    tiles = open_index(index)
+    if geojson is not None and not tiles.meta.get("has_coordinates"):
+        raise UserInputError(f"--geojson: {index} holds no tile coordinates, so there is nothing to put on a map")
+    found = locate_photos(tiles, [str(p) for p in photos], checkpoint=checkpoint, k=k, fov_deg=fov_deg,
+                          heading_deg=heading_deg, radius_m=radius_m, device=pick_device(device))
+    written = []
+    if geojson is not None:
+        save_json(geojson, marked(locations_geojson(found)))
+        written.append(f"GeoJSON written to {geojson}")
+    if picture is not None:
+        from s4g.app.pictures import locate_picture, save_png
+
+        save_png(picture, locate_picture(found, index_name=Path(index).name))
+        written.append(f"picture written to {picture}")
+    return found, written
+
+
 def locations_geojson(found: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The candidate tiles of located photos (locate_photos's dicts) as a GeoJSON (RFC 7946)
     FeatureCollection.

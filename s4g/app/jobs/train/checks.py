@@ -7,7 +7,7 @@ import math
 
 from s4g.app.synth.cache import LAYOUT
 from s4g.app.synth.writer import MIN_LOCATIONS
-from s4g.config import SAMPLINGS, TrainConfig
+from s4g.config import SAMPLINGS, Sampling, TrainConfig
 from s4g.data.registry import DatasetSpec
 from s4g.errors import UserInputError, check_seed
 from s4g.model.encoder import check_backbone, uses_batch_statistics
@@ -77,7 +77,7 @@ def check_config(cfg: TrainConfig, spec: DatasetSpec, world_size: int) -> None:
     if cfg.data_root is None and spec.prepare is None:
         raise UserInputError(f"--data-root is required for --dataset {spec.name}")
     spec.check_split(cfg.eval_split)
-    if cfg.sampling in ("gps", "dss") and not spec.has_gps:
+    if Sampling(cfg.sampling).needs_gps and not spec.has_gps:
         raise UserInputError(
             f"--sampling {cfg.sampling} needs GPS coordinates, which --dataset {spec.name} does not "
             "provide; use --sampling random"

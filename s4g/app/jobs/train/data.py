@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from s4g.config import TrainConfig
+from s4g.app.jobs.train.schedule import SamplingPolicy
+from s4g.config import Sampling, TrainConfig
 from s4g.data.records import EvalSet, TrainSet
 from s4g.data.registry import DatasetSpec
 from s4g.errors import UserInputError
@@ -57,7 +58,7 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
             f"--batch-size {cfg.batch_size} is larger than the number of training classes "
             f"({train.num_classes}) in {cfg.data_root}; a batch holds each class at most once"
         )
-    if cfg.sampling in ("gps", "dss") and (train.class_lat is None or train.class_lon is None):
+    if Sampling(cfg.sampling).needs_gps and (train.class_lat is None or train.class_lon is None):
         raise UserInputError(
             f"--sampling {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
             f"{cfg.data_root} does not provide; use --sampling random"
@@ -108,11 +109,12 @@ def check_training_images(train: TrainSet, *, skip_bad: bool) -> None:
 def epoch_neighbours(cfg: TrainConfig, data: RunData, mined: np.ndarray | None) -> tuple[np.ndarray | None, str]:
     """(neighbour lists the packer uses, their source "none" | "gps" | "mined"): none for
     random batches, the mined DSS lists once there are some, GPS lists before."""
-    if cfg.sampling == "random":
-        return None, "none"
-    if cfg.sampling == "dss" and mined is not None:
-        return mined, "mined"
-    return data.gps_neighbours(cfg.gps_k, cfg.lists), "gps"
+    source = SamplingPolicy.of(cfg).lists(mined is not None)
+    if source == "none":
+        return None, source
+    if source == "mined":
+        return mined, source
+    return data.gps_neighbours(cfg.gps_k, cfg.lists), source
 
 
 def epoch_batches(

@@ -289,7 +289,7 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
         r1 = _evaluate(parts, data, cfg, spec, env, log, console, epoch=state.epoch)
         improved = r1 > state.best_r1
         state.best_r1 = max(r1, state.best_r1)
-    if cfg.sampling == "dss" and schedule.mines_after(state.epoch, cfg.epochs, cfg.eval_every):
+    if schedule.SamplingPolicy.of(cfg).mines_after(state.epoch):
         k = min(cfg.neighbour_range, data.train.num_classes - 1)
         # the same lists on every rank (rank 0's top-k over the gathered embeddings)
         state.mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,

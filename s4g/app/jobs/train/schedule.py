@@ -4,6 +4,10 @@ re-mine."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
+
+from s4g.config import Sampling, TrainConfig
 
 
 def lr_at(step: int, *, base_lr: float, warmup_steps: int, total_steps: int) -> float:
@@ -33,4 +37,29 @@ def mines_after(epoch: int, epochs: int, eval_every: int) -> bool:
     return epoch < epochs and evaluates_after(epoch, epochs, eval_every)
 
 
-__all__ = ["evaluates_after", "lr_at", "mines_after"]
+@dataclass(frozen=True)
+class SamplingPolicy:
+    """What --sampling decides in a run: which neighbour lists pack an epoch's batches, and
+    after which epochs the model re-mines them."""
+
+    sampling: Sampling
+    epochs: int
+    eval_every: int
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> SamplingPolicy:
+        return cls(Sampling(cfg.sampling), cfg.epochs, cfg.eval_every)
+
+    def lists(self, mined: bool) -> Literal["none", "gps", "mined"]:
+        """The lists of an epoch, given whether mined lists exist: none for random batches, the
+        mined DSS lists once there are some, GPS lists before."""
+        if self.sampling is Sampling.RANDOM:
+            return "none"
+        return "mined" if self.sampling is Sampling.DSS and mined else "gps"
+
+    def mines_after(self, epoch: int) -> bool:
+        """Whether the model re-mines the lists after training epoch `epoch` (1-based)."""
+        return self.sampling is Sampling.DSS and mines_after(epoch, self.epochs, self.eval_every)
+
+
+__all__ = ["SamplingPolicy", "evaluates_after", "lr_at", "mines_after"]
