@@ -70,7 +70,7 @@ from s4g.runtime import pick_device
 CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
 _FINITE_CHUNK = 1 << 22  # elements per finiteness check
-_POS_CHUNK = 256  # queries per positive-estimate matmul (extra work ~ 256 / R of the main pass)
+_EST_CHUNK = 1 << 22  # elements per chunk of positive-estimate products
 _DIRECT_MAX = 4  # up to this many positives per query: two compare-and-count passes each
 
 
@@ -156,7 +156,7 @@ def _guards(
 
     -> (lo, hi) (Q, Pmax) float32, each query's positives in the order of their estimated
     score (ascending), padded on the right with +inf; slot (sum P,) int64: the column of
-    pair i in lo/hi. The estimate is a product of its own (a few rows per query); the block
+    pair i in lo/hi. The estimate is the pair's elementwise product, summed; the block
     product may sum in another order, so the bound is the float32 dot-product error bound
     2·γ_D·|q|·|r| (γ_D = D·u / (1 - D·u), u = 2^-24) on both sides, widened by one ulp.
     """
@@ -164,18 +164,16 @@ def _guards(
     counts = np.diff(offsets)
     p_max = int(counts.max())
     dev = q.device
-    est = torch.empty(rows.size, device=dev)
-    for s in range(0, n_q, _POS_CHUNK):
-        e = min(n_q, s + _POS_CHUNK)
-        sub = rows[offsets[s] : offsets[e]]
-        uniq, inverse = np.unique(sub, return_inverse=True)
-        scores = q[s:e] @ r[torch.from_numpy(uniq).to(dev)].T
-        qi = np.repeat(np.arange(e - s), counts[s:e])
-        est[offsets[s] : offsets[e]] = scores[torch.from_numpy(qi).to(dev), torch.from_numpy(inverse.ravel()).to(dev)]
     owner = torch.from_numpy(np.repeat(np.arange(n_q), counts)).to(dev)
+    ref_rows = torch.from_numpy(rows).to(dev)
+    est = torch.empty(rows.size, device=dev)
+    step = max(1, _EST_CHUNK // dim)
+    for s in range(0, rows.size, step):  # elementwise products of each pair: P × D work
+        e = min(rows.size, s + step)
+        est[s:e] = (q[owner[s:e]] * r[ref_rows[s:e]]).sum(dim=1)
     u = 2.0**-24
     gamma = dim * u / (1 - dim * u)
-    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[torch.from_numpy(rows).to(dev)].double()
+    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[ref_rows].double()
     # (1 + 1e-3): the norms themselves are rounded; the absolute term covers underflow
     tol = (2 * gamma * (1 + 1e-3) * norms + 1e-37).float()
     lo = torch.nextafter(est - tol, torch.tensor(float("-inf"), device=dev))
@@ -231,6 +229,7 @@ class _Accumulator:
         n_q, p_max = lo.shape
         dev = lo.device
         self.lo, self.hi, self.p_max = lo, hi, p_max
+        self.lo_min = lo.min(dim=1).values
         self.c_hi = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
         self.flags: torch.Tensor | None = None
         self.window_q: list[torch.Tensor] = []
@@ -260,39 +259,53 @@ class _Accumulator:
         better = val > self.other[q0 : q0 + bq]
         self.other[q0 : q0 + bq] = torch.where(better, val, self.other[q0 : q0 + bq])
         self.other_row[q0 : q0 + bq] = torch.where(better, col + r0, self.other_row[q0 : q0 + bq])
-        lo, hi = self.lo[q0 : q0 + bq], self.hi[q0 : q0 + bq]
+        # a row whose highest non-positive is at most its lowest window bound adds nothing:
+        # only the other rows are counted (in few large operations: small ones cost more in
+        # thread hand-offs than in arithmetic)
+        need = torch.nonzero(val > self.lo_min[q0 : q0 + bq]).flatten()
+        if need.numel() == bq:
+            self._count(scores, torch.arange(q0, q0 + bq, device=scores.device))
+        elif need.numel():
+            self._count(scores.index_select(0, need), need + q0)
+
+    def _count(self, scores: torch.Tensor, qs: torch.Tensor) -> None:
+        """scores: (n, br) rows of a block, of queries qs (n,): add their counts above hi and
+        keep their window cells."""
+        lo, hi = self.lo[qs], self.hi[qs]
         if self.p_max <= _DIRECT_MAX:
             if self.flags is None or self.flags.numel() < scores.numel():
                 self.flags = torch.empty(scores.numel(), device=scores.device)
             flags = self.flags[: scores.numel()].view_as(scores)
-            windowed = torch.zeros(bq, dtype=torch.bool, device=scores.device)
+            above = torch.empty((scores.shape[0], self.p_max), dtype=torch.int64, device=scores.device)
+            windowed = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
             for j in range(self.p_max):  # +inf padding is never exceeded: adds 0
-                above_hi = torch.gt(scores, hi[:, j : j + 1], out=flags).sum(dim=1).long()
-                above_lo = torch.gt(scores, lo[:, j : j + 1], out=flags).sum(dim=1).long()
-                self.c_hi[q0 : q0 + bq, j] += above_hi
-                windowed |= above_lo != above_hi
+                above[:, j] = torch.gt(scores, hi[:, j : j + 1], out=flags).sum(dim=1)
+                above_lo = torch.gt(scores, lo[:, j : j + 1], out=flags).sum(dim=1)
+                windowed |= above_lo != above[:, j]
+            self.c_hi.index_add_(0, qs, above)
             if bool(windowed.any()):  # rare: a score within rounding of a positive's
                 rows = torch.nonzero(windowed).flatten()
                 sub = scores[rows]
                 mask = ((sub[:, None, :] > lo[rows, :, None]) & (sub[:, None, :] <= hi[rows, :, None])).any(dim=1)
                 qi, ci = torch.nonzero(mask, as_tuple=True)
-                self.window_q.append(rows[qi] + q0)
+                self.window_q.append(qs[rows[qi]])
                 self.window_v.append(sub[qi, ci])
         else:
-            bounds = self.bounds[q0 : q0 + bq]
+            bounds = self.bounds[qs]
+            n = scores.shape[0]
             n_bins = bounds.shape[1] + 1
             bins = torch.searchsorted(bounds, scores, side="left")
-            flat = bins + torch.arange(bq, device=scores.device).unsqueeze(1) * n_bins
-            hist = torch.bincount(flat.view(-1), minlength=bq * n_bins).view(bq, n_bins)
+            flat = bins + torch.arange(n, device=scores.device).unsqueeze(1) * n_bins
+            hist = torch.bincount(flat.view(-1), minlength=n * n_bins).view(n, n_bins)
             suffix = hist.flip(1).cumsum(1).flip(1)
-            self.c_hi[q0 : q0 + bq] += suffix.gather(1, self.n_le_hi[q0 : q0 + bq])
-            in_window = self.in_window[q0 : q0 + bq]
+            self.c_hi.index_add_(0, qs, suffix.gather(1, self.n_le_hi[qs]))
+            in_window = self.in_window[qs]
             windowed = (hist * in_window).sum(dim=1) > 0
             if bool(windowed.any()):
                 rows = torch.nonzero(windowed).flatten()
                 mask = in_window[rows].gather(1, bins[rows])
                 qi, ci = torch.nonzero(mask, as_tuple=True)
-                self.window_q.append(rows[qi] + q0)
+                self.window_q.append(qs[rows[qi]])
                 self.window_v.append(scores[rows[qi], ci])
 
 
