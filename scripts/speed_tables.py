@@ -186,6 +186,26 @@ def reference_differences(d: dict[str, Any]) -> list[str]:
             *_rows(["lists", "identical", "mean overlap"], rows)]
 
 
+def released_lists(d: dict[str, Any]) -> list[str]:
+    runs, cfg = d["runs"], d["settings"]
+    diff = d["s4g_minus_released_final_R@1"]
+    rows = [[seed, f"{a['final_R@1']:.1f}", f"{b['final_R@1']:.1f}", f"{x:+.1f}"]
+            for seed, (a, b, x) in enumerate(zip(runs["s4g"], runs["released"], diff))]
+    mean = statistics.mean(diff)
+    sd = statistics.stdev(diff) if len(diff) > 1 else float("nan")
+    se = sd / len(diff) ** 0.5
+    rows.append(["mean", f"{d['mean_final_R@1']['s4g']:.1f}", f"{d['mean_final_R@1']['released']:.1f}",
+                 f"{mean:+.1f} ± {sd:.1f} (sd)"])
+    verdict = ("one seed: no estimate of the noise" if len(diff) < 2 else
+               f"the mean difference is {'within' if abs(mean) <= 2 * se else 'beyond'} two standard "
+               f"errors ({2 * se:.1f} points) of its {len(diff)} seeds")
+    title = (f"Final test R@1, s4g's lists against `--lists released`, {d['dataset']}, "
+             f"{cfg['locations']} locations, {cfg['epochs']} epochs (GPS lists until the evaluation "
+             f"after epoch {cfg['eval_every']}, mined lists after), gps_k {cfg['gps_k']}, "
+             f"neighbour_range {cfg['neighbour_range']}: {verdict}")
+    return [title, "", *_rows(["seed", "s4g's lists", "released lists", "difference"], rows)]
+
+
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "gps": ("bench_gps", gps),
     "pack": ("bench_pack", pack),
@@ -198,6 +218,7 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "dist_eval": ("bench_dist_eval", dist_eval),
     "sampling": ("bench_sampling", sampling),
     "reference_differences": ("bench_reference_differences", reference_differences),
+    "released_lists": ("bench_released_lists", released_lists),
 }
 
 

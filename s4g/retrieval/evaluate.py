@@ -37,11 +37,12 @@ is recomputed elsewhere, so a positive and the scores it is compared with come f
 product. (Differently shaped products may still round two distinct rows' scores that differ
 by less than an ulp either way; exact ties and equal rows are decided the same way in every
 chunking.) One
-pass suffices although a positive's block score is not known before its block: a first,
-small product estimates each positive's score, and the float32 dot-product error bound puts
-the block score inside a window around the estimate. Non-positives above the window are
-counted on the spot; the rare ones inside a window are kept with their block scores and
-compared with the positive's block score after the pass.
+pass suffices although a positive's block score is not known before its block: each
+positive's score is estimated first (its own dot product), and the float32 dot-product error
+bound puts the block score inside a window around the estimate. Non-positives above the
+window are counted on the spot; the rare ones inside a window are kept with their block
+scores and compared with the positive's block score after the pass. Only the block rows
+whose highest non-positive reaches a window of their query are counted at all.
 Duplicates. A product may give equal reference rows different last bits (MKL's single-row
 path does, even within one call), so a non-positive equal to one of the query's positives
 row for row (a "twin") takes, by rule, the lowest block score among the positives it equals:
@@ -56,8 +57,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from s4g.errors import UserInputError
@@ -70,11 +73,15 @@ from s4g.runtime import pick_device
 CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
 _FINITE_CHUNK = 1 << 22  # elements per finiteness check
-_POS_CHUNK = 256  # queries per positive-estimate matmul (extra work ~ 256 / R of the main pass)
+_EST_CHUNK = 1 << 22  # elements per chunk of positive-estimate products
 _DIRECT_MAX = 4  # up to this many positives per query: two compare-and-count passes each
 
+Embeddings = npt.ArrayLike | torch.Tensor  # (N, D), numpy or torch
+Pairs = tuple[np.ndarray, np.ndarray]  # (offsets (Q+1,), reference rows) per query
+Cells = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-def as_embeddings(x, name: str, device: torch.device) -> torch.Tensor:
+
+def as_embeddings(x: Embeddings, name: str, device: torch.device) -> torch.Tensor:
     """(N, D) float32 contiguous tensor on `device`; UserInputError for bad shape or NaN/inf."""
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
@@ -92,7 +99,7 @@ def as_embeddings(x, name: str, device: torch.device) -> torch.Tensor:
     return t
 
 
-def _labels(x, n: int, name: str) -> np.ndarray:
+def _labels(x: npt.ArrayLike | torch.Tensor, n: int, name: str) -> np.ndarray:
     a = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x)
     if a.shape != (n,):
         raise UserInputError(f"{name}: expected shape ({n},) to match the embeddings, got {a.shape}")
@@ -156,7 +163,7 @@ def _guards(
 
     -> (lo, hi) (Q, Pmax) float32, each query's positives in the order of their estimated
     score (ascending), padded on the right with +inf; slot (sum P,) int64: the column of
-    pair i in lo/hi. The estimate is a product of its own (a few rows per query); the block
+    pair i in lo/hi. The estimate is the pair's elementwise product, summed; the block
     product may sum in another order, so the bound is the float32 dot-product error bound
     2·γ_D·|q|·|r| (γ_D = D·u / (1 - D·u), u = 2^-24) on both sides, widened by one ulp.
     """
@@ -164,18 +171,16 @@ def _guards(
     counts = np.diff(offsets)
     p_max = int(counts.max())
     dev = q.device
-    est = torch.empty(rows.size, device=dev)
-    for s in range(0, n_q, _POS_CHUNK):
-        e = min(n_q, s + _POS_CHUNK)
-        sub = rows[offsets[s] : offsets[e]]
-        uniq, inverse = np.unique(sub, return_inverse=True)
-        scores = q[s:e] @ r[torch.from_numpy(uniq).to(dev)].T
-        qi = np.repeat(np.arange(e - s), counts[s:e])
-        est[offsets[s] : offsets[e]] = scores[torch.from_numpy(qi).to(dev), torch.from_numpy(inverse.ravel()).to(dev)]
     owner = torch.from_numpy(np.repeat(np.arange(n_q), counts)).to(dev)
+    ref_rows = torch.from_numpy(rows).to(dev)
+    est = torch.empty(rows.size, device=dev)
+    step = max(1, _EST_CHUNK // dim)
+    for s in range(0, rows.size, step):  # elementwise products of each pair: P × D work
+        e = min(rows.size, s + step)
+        est[s:e] = (q[owner[s:e]] * r[ref_rows[s:e]]).sum(dim=1)
     u = 2.0**-24
     gamma = dim * u / (1 - dim * u)
-    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[torch.from_numpy(rows).to(dev)].double()
+    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[ref_rows].double()
     # (1 + 1e-3): the norms themselves are rounded; the absolute term covers underflow
     tol = (2 * gamma * (1 + 1e-3) * norms + 1e-37).float()
     lo = torch.nextafter(est - tol, torch.tensor(float("-inf"), device=dev))
@@ -195,7 +200,9 @@ def _guards(
     return lo_t, hi_t, slot
 
 
-def _twin_pairs(positives, query_labels, reference_labels, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _twin_pairs(
+    positives: Pairs, query_labels: np.ndarray, reference_labels: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(query, reference row, positive pair) of every non-positive reference that equals one
     of the query's positives row for row: its "twin" pair is the first positive it equals."""
     offsets, rows = positives
@@ -231,6 +238,7 @@ class _Accumulator:
         n_q, p_max = lo.shape
         dev = lo.device
         self.lo, self.hi, self.p_max = lo, hi, p_max
+        self.lo_min = lo.min(dim=1).values
         self.c_hi = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
         self.flags: torch.Tensor | None = None
         self.window_q: list[torch.Tensor] = []
@@ -260,43 +268,57 @@ class _Accumulator:
         better = val > self.other[q0 : q0 + bq]
         self.other[q0 : q0 + bq] = torch.where(better, val, self.other[q0 : q0 + bq])
         self.other_row[q0 : q0 + bq] = torch.where(better, col + r0, self.other_row[q0 : q0 + bq])
-        lo, hi = self.lo[q0 : q0 + bq], self.hi[q0 : q0 + bq]
+        # a row whose highest non-positive is at most its lowest window bound adds nothing:
+        # only the other rows are counted (in few large operations: small ones cost more in
+        # thread hand-offs than in arithmetic)
+        need = torch.nonzero(val > self.lo_min[q0 : q0 + bq]).flatten()
+        if need.numel() == bq:
+            self._count(scores, torch.arange(q0, q0 + bq, device=scores.device))
+        elif need.numel():
+            self._count(scores.index_select(0, need), need + q0)
+
+    def _count(self, scores: torch.Tensor, qs: torch.Tensor) -> None:
+        """scores: (n, br) rows of a block, of queries qs (n,): add their counts above hi and
+        keep their window cells."""
+        lo, hi = self.lo[qs], self.hi[qs]
         if self.p_max <= _DIRECT_MAX:
             if self.flags is None or self.flags.numel() < scores.numel():
                 self.flags = torch.empty(scores.numel(), device=scores.device)
             flags = self.flags[: scores.numel()].view_as(scores)
-            windowed = torch.zeros(bq, dtype=torch.bool, device=scores.device)
+            above = torch.empty((scores.shape[0], self.p_max), dtype=torch.int64, device=scores.device)
+            windowed = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
             for j in range(self.p_max):  # +inf padding is never exceeded: adds 0
-                above_hi = torch.gt(scores, hi[:, j : j + 1], out=flags).sum(dim=1).long()
-                above_lo = torch.gt(scores, lo[:, j : j + 1], out=flags).sum(dim=1).long()
-                self.c_hi[q0 : q0 + bq, j] += above_hi
-                windowed |= above_lo != above_hi
+                above[:, j] = torch.gt(scores, hi[:, j : j + 1], out=flags).sum(dim=1)
+                above_lo = torch.gt(scores, lo[:, j : j + 1], out=flags).sum(dim=1)
+                windowed |= above_lo != above[:, j]
+            self.c_hi.index_add_(0, qs, above)
             if bool(windowed.any()):  # rare: a score within rounding of a positive's
                 rows = torch.nonzero(windowed).flatten()
                 sub = scores[rows]
                 mask = ((sub[:, None, :] > lo[rows, :, None]) & (sub[:, None, :] <= hi[rows, :, None])).any(dim=1)
                 qi, ci = torch.nonzero(mask, as_tuple=True)
-                self.window_q.append(rows[qi] + q0)
+                self.window_q.append(qs[rows[qi]])
                 self.window_v.append(sub[qi, ci])
         else:
-            bounds = self.bounds[q0 : q0 + bq]
+            bounds = self.bounds[qs]
+            n = scores.shape[0]
             n_bins = bounds.shape[1] + 1
             bins = torch.searchsorted(bounds, scores, side="left")
-            flat = bins + torch.arange(bq, device=scores.device).unsqueeze(1) * n_bins
-            hist = torch.bincount(flat.view(-1), minlength=bq * n_bins).view(bq, n_bins)
+            flat = bins + torch.arange(n, device=scores.device).unsqueeze(1) * n_bins
+            hist = torch.bincount(flat.view(-1), minlength=n * n_bins).view(n, n_bins)
             suffix = hist.flip(1).cumsum(1).flip(1)
-            self.c_hi[q0 : q0 + bq] += suffix.gather(1, self.n_le_hi[q0 : q0 + bq])
-            in_window = self.in_window[q0 : q0 + bq]
+            self.c_hi.index_add_(0, qs, suffix.gather(1, self.n_le_hi[qs]))
+            in_window = self.in_window[qs]
             windowed = (hist * in_window).sum(dim=1) > 0
             if bool(windowed.any()):
                 rows = torch.nonzero(windowed).flatten()
                 mask = in_window[rows].gather(1, bins[rows])
                 qi, ci = torch.nonzero(mask, as_tuple=True)
-                self.window_q.append(rows[qi] + q0)
+                self.window_q.append(qs[rows[qi]])
                 self.window_v.append(scores[rows[qi], ci])
 
 
-def _block_cells(pairs, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _block_cells(pairs: Pairs, q0: int, q1: int) -> Cells:
     """(block-local query index, reference row, pair index) of the pairs of queries q0 .. q1-1."""
     offsets, rows = pairs
     counts = np.diff(offsets[q0 : q1 + 1])
@@ -304,41 +326,51 @@ def _block_cells(pairs, q0: int, q1: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return local, rows[offsets[q0] : offsets[q1]], np.arange(offsets[q0], offsets[q1], dtype=np.int64)
 
 
-def _cells_in(cells, r0: int, r1: int, dev: torch.device):
+def _cells_in(
+    cells: Cells, r0: int, r1: int, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(rows, columns, pair index) tensors of the block cells in reference rows r0 .. r1-1, or None."""
     qi, rows, pair = cells
     inside = (rows >= r0) & (rows < r1)
     if not inside.any():
         return None
-    return tuple(torch.from_numpy(a).to(dev) for a in (qi[inside], rows[inside] - r0, pair[inside]))
+    def put(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).to(dev)
+
+    return put(qi[inside]), put(rows[inside] - r0), put(pair[inside])
 
 
-def _stream(q, r, positives, twins, semis, acc: _Accumulator, block: tuple[int, int]) -> None:
+def _stream(
+    q: torch.Tensor, r: torch.Tensor, positives: Pairs, twins: Pairs, semis: Pairs | None, acc: _Accumulator,
+    block: tuple[int, int],
+) -> None:
     """positives, twins, semis: (offsets, rows) pairs per query (semis may be None)."""
     dev = q.device
-    cells = {}
+    pos_cells = twin_cells = (np.empty(0, np.int64),) * 3
+    semi_cells: Cells | None = None
     for q0, r0, scores in score_blocks(q, r, block):
         q1 = q0 + scores.shape[0]
         r1 = r0 + scores.shape[1]
         if r0 == 0:
-            cells = {
-                name: None if pairs is None else _block_cells(pairs, q0, q1)
-                for name, pairs in (("pos", positives), ("twin", twins), ("semi", semis))
-            }
-        pos = _cells_in(cells["pos"], r0, r1, dev)
+            pos_cells, twin_cells = _block_cells(positives, q0, q1), _block_cells(twins, q0, q1)
+            semi_cells = None if semis is None else _block_cells(semis, q0, q1)
+        pos = _cells_in(pos_cells, r0, r1, dev)
         if pos is not None:  # every positive score is its cell of this block, then masked
             acc.pos_val[pos[2]] = scores[pos[0], pos[1]]
             scores[pos[0], pos[1]] = float("-inf")
-        twin = _cells_in(cells["twin"], r0, r1, dev)
+        twin = _cells_in(twin_cells, r0, r1, dev)
         if twin is not None:  # scored as their positive after the pass
             scores[twin[0], twin[1]] = float("-inf")
-        semi = None if cells["semi"] is None else _cells_in(cells["semi"], r0, r1, dev)
+        semi = None if semi_cells is None else _cells_in(semi_cells, r0, r1, dev)
         if semi is not None:
             acc.semi_val[semi[2]] = scores[semi[0], semi[1]]
         acc.add(scores, q0, r0)
 
 
-def _resolve(acc: _Accumulator, positives, slot, twin_pair, groups, semis, n_q: int):
+def _resolve(
+    acc: _Accumulator, positives: Pairs, slot: np.ndarray, twin_pair: np.ndarray, groups: np.ndarray,
+    semis: Pairs | None, n_q: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """After the pass: per query the (Q, Pmax) table of non-positives strictly above each
     positive (positives ascending by block score), the best positive's pair index and the
     number of semi-positives strictly above it. A twin (a non-positive equal row for row to
@@ -424,18 +456,18 @@ class Retrieval:
     top1: np.ndarray
 
 
-def retrieval_metrics(*args, **kwargs) -> dict[str, float]:
+def retrieval_metrics(*args: Any, **kwargs: Any) -> dict[str, float]:
     """The metrics of evaluate_retrieval (same arguments): {"R@k", "R@1%", "AP"[, "hit_rate"]}
     in percent."""
     return evaluate_retrieval(*args, **kwargs).metrics
 
 
 def evaluate_retrieval(
-    query,
-    reference,
-    query_labels,
-    reference_labels,
-    semi_positives=None,
+    query: Embeddings,
+    reference: Embeddings,
+    query_labels: npt.ArrayLike | torch.Tensor,
+    reference_labels: npt.ArrayLike | torch.Tensor,
+    semi_positives: npt.ArrayLike | torch.Tensor | None = None,
     ks: Sequence[int] = (1, 5, 10),
     *,
     protocol: str = "sample4geo",
@@ -456,8 +488,8 @@ def evaluate_retrieval(
       "university1652" (rank < round(R * 0.01) + 1).
     device: where the matmuls run (default cuda if available).
     block: (query rows, reference rows) per score block (default CPU_BLOCK / GPU_BLOCK).
-      Extra memory ~ 8 bytes per block cell (scores + count flags; 16 with more than 4
-      positives per query) plus O(Q × (max positives + semi-positives) per query).
+      Extra memory ~ 12 bytes per block cell (scores, a copy of the rows counted, count
+      flags; 20 with more than 4 positives per query) plus O(Q × (max positives + semi-positives) per query).
     -> Retrieval: .metrics {"R@k" for k in ks, "R@1%", "AP"} (+ "hit_rate" when
        semi_positives is given), floats in percent; .rank, .best_positive (Q,) per query.
        rank, AP and hit rate use the best positive of a query (the one with the highest
@@ -509,7 +541,10 @@ def evaluate_retrieval(
     return Retrieval(metrics, rank, best_row, best_score, np.where(rank == 0, best_row, other_row))
 
 
-def _summarise(n_above, rank, counts, one_pct_k, ks, semi_above) -> dict[str, float]:
+def _summarise(
+    n_above: np.ndarray, rank: np.ndarray, counts: np.ndarray, one_pct_k: int, ks: Sequence[int],
+    semi_above: np.ndarray | None,
+) -> dict[str, float]:
     # n_above[q, j] = non-positives strictly above the j-th smallest positive score.
     n_q, p_max = n_above.shape
     out: dict[str, float] = {}

@@ -12,11 +12,12 @@ stable descending sort of each score row.
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from s4g import sampling
 from s4g.errors import UserInputError
-from s4g.retrieval.evaluate import as_embeddings
+from s4g.retrieval.evaluate import Embeddings, as_embeddings
 from s4g.retrieval.scoring import duplicate_groups, score_blocks
 from s4g.runtime import pick_device
 
@@ -28,7 +29,9 @@ GPU_BLOCK = (4096, 32768)
 _KEY_LOW = 1 << 32
 
 
-def _check_args(q: torch.Tensor, r: torch.Tensor, k, exclude) -> tuple[int, np.ndarray]:
+def _check_args(
+    q: torch.Tensor, r: torch.Tensor, k: object, exclude: npt.ArrayLike | torch.Tensor
+) -> tuple[int, np.ndarray]:
     if q.shape[1] != r.shape[1]:
         raise UserInputError(
             f"query and reference embeddings differ in dimension: {q.shape[1]} vs {r.shape[1]}"
@@ -50,10 +53,10 @@ def _check_args(q: torch.Tensor, r: torch.Tensor, k, exclude) -> tuple[int, np.n
 
 
 def similar_references(
-    query,
-    reference,
+    query: Embeddings,
+    reference: Embeddings,
     k: int,
-    exclude,
+    exclude: npt.ArrayLike | torch.Tensor,
     *,
     device: str | torch.device | None = None,
     block: tuple[int, int] | None = None,
@@ -160,9 +163,9 @@ def _expand(idx: np.ndarray, val: np.ndarray, groups: np.ndarray, first: np.ndar
     out = np.empty((idx.shape[0], k), dtype=np.int64)
     for i in range(idx.shape[0]):
         real = (idx[i] >= 0) & (idx[i] < first.size)  # padding: -1 (Rust) or the group count (torch)
-        cand = [members[starts[g] : starts[g + 1]] for g in idx[i][real]]
-        score = np.repeat(val[i][real], [c.size for c in cand])
-        cand = np.concatenate(cand)
+        runs = [members[starts[g] : starts[g + 1]] for g in idx[i][real]]
+        score = np.repeat(val[i][real], [c.size for c in runs])
+        cand = np.concatenate(runs)
         cand = cand[np.lexsort((cand, -score))]
         out[i] = cand[cand != ex[i]][:k]
     return out
@@ -208,7 +211,8 @@ def class_query_embeddings(query_emb: np.ndarray, pair_class: np.ndarray, refere
     empty = norms[:, 0] == 0
     sums[empty] = reference_emb[empty]
     norms[empty] = np.linalg.norm(reference_emb[empty], axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: np.ndarray = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
 
 
 __all__ = ["CPU_BLOCK", "GPU_BLOCK", "block_topk", "class_query_embeddings", "similar_references"]

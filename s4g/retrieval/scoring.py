@@ -55,10 +55,24 @@ def score_blocks(
 
 def duplicate_groups(r: torch.Tensor) -> np.ndarray:
     """(R,) int64 group of each reference row: rows with equal values (-0.0 equals 0.0) share
-    one; groups are numbered in the order of their lowest row (0, 1, ... as rows ascend)."""
-    _, inverse = torch.unique(r, dim=0, return_inverse=True)
-    inverse = inverse.cpu().numpy().astype(np.int64)
-    _, first = np.unique(inverse, return_index=True)
+    one; groups are numbered in the order of their lowest row (0, 1, ... as rows ascend).
+
+    r: (R, D) float32. Rows are grouped by a hash of their bits (O(R·D)), and every row is
+    then compared with the first row of its hash group, so a hash collision can never merge
+    two different rows (it falls back to an exact sort of the rows).
+    """
+    n = r.shape[0]
+    bits = (r + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+    rows = bits.cpu().numpy()
+    h = np.fromiter((hash(row.tobytes()) for row in rows), dtype=np.int64, count=n)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    lead = torch.from_numpy(first[inverse]).to(r.device)
+    shared = torch.nonzero(lead != torch.arange(n, device=r.device)).flatten()
+    if shared.numel() and not bool((bits[shared] == bits[lead[shared]]).all()):
+        _, exact = torch.unique(r + 0.0, dim=0, return_inverse=True)
+        _, first, inverse = np.unique(exact.cpu().numpy(), return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
     renumber = np.empty(first.size, dtype=np.int64)
     renumber[np.argsort(first, kind="stable")] = np.arange(first.size)
     return renumber[inverse]
