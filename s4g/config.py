@@ -16,7 +16,6 @@ from typing import Any
 from s4g.errors import UserInputError
 
 
-
 class Sampling(str, enum.Enum):
     """--sampling: how a training epoch's batches are drawn. random: shuffled pairs; gps: each
     anchor packed with its nearest classes by GPS; dss: GPS lists until the first mining, then
