@@ -250,6 +250,7 @@ def test_pretrained_fetches_the_papers_timm_weights(monkeypatch):
         return fetched
 
     monkeypatch.setattr(timm, "create_model", fake_create)  # no network here: timm's download stubbed
+    monkeypatch.setattr(weights, "_hub_reachable", lambda timeout_s=3.0: True)  # nor the reachability probe
     monkeypatch.setitem(weights.TIMM_WEIGHTS, "convnext_micro", "convnext_micro.stand_in")
     model = weights.initial_model("convnext_micro", pretrained=True)
     assert asked == [("convnext_micro.stand_in", True, 0)]
