@@ -206,6 +206,39 @@ def released_lists(d: dict[str, Any]) -> list[str]:
     return [title, "", *_rows(["seed", "s4g's lists", "released lists", "difference"], rows)]
 
 
+def backbone_cost(d: dict[str, Any]) -> list[str]:
+    timed, counted = d["results"], d["counted"]
+    sizes = d["args"]
+    rows = [[name, f"{r['parameters'] / 1e6:.1f}", f"{r['trained_parameters'] / 1e6:.2f}",
+             f"{r['flops_per_pair_paper_sizes'] / 1e9:.0f}", _s(r["s_per_step"]), _gib(r["peak_memory_bytes"] / 2**30)]
+            for name, r in timed.items()]
+    rows += [[name, f"{r['parameters'] / 1e6:.1f}", "", f"{r['flops_per_pair_paper_sizes'] / 1e9:.0f}", "", ""]
+             for name, r in counted.items()]
+    title = (f"Encoders with their heads: parameters, those trained, GFLOP of the forward and backward pass of "
+             f"one pair at the paper's sizes (counted on the meta device), and one s4g step at batch "
+             f"{sizes['batch_size']} and {sizes['aerial_size']} / {sizes['ground_size'][0]}×"
+             f"{sizes['ground_size'][1]} px (rounded to a ViT's patch): seconds and peak memory")
+    return [title, "", *_rows(["encoder", "parameters (M)", "trained (M)", "GFLOP per pair", "s / step",
+                               "peak memory"], rows)]
+
+
+def backbone_learning(d: dict[str, Any]) -> list[str]:
+    runs = {name: r for name, r in d.items() if not name.startswith("_")}
+    setup = d["_setup"]
+    baseline = {r["colour_baseline_R@1"] for r in runs.values()}
+    rows = [[name, len(r["R@1_by_epoch"]) - 1, f"{r['R@1_by_epoch'][-1]:.0f}",
+             next((str(e) for e, v in enumerate(r["R@1_by_epoch"]) if v > r["colour_baseline_R@1"]), "never")]
+            for name, r in runs.items()]
+    title = (f"A DINOv2-S-shaped ViT from random initialisation ({' '.join(setup['vit'][1:])}) on a "
+             f"{setup['locations']}-location synthetic world, batch {setup['batch_size']}, lr {setup['lr']}: "
+             f"test R@1 after the last epoch, and the first epoch above the colour-histogram baseline "
+             f"(R@1 {', '.join(f'{b:.0f}' for b in sorted(baseline))})")
+    provenance = (f"`python benches/check_backbones_synthetic.py` (`--epochs 30 --tag \"30 epochs\"` for the "
+                  f"longer runs) — {setup['cpus']} CPUs, load {setup['load_avg_1min_at_start']:.1f} at the start, "
+                  "commit not recorded ([JSON](../benches/results/backbones_synthetic.json))")
+    return [title, "", *_rows(["run", "epochs", "R@1", "first epoch above the baseline"], rows), "", provenance]
+
+
 TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "gps": ("bench_gps", gps),
     "pack": ("bench_pack", pack),
@@ -219,6 +252,8 @@ TABLES: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "sampling": ("bench_sampling", sampling),
     "reference_differences": ("bench_reference_differences", reference_differences),
     "released_lists": ("bench_released_lists", released_lists),
+    "backbone_cost": ("bench_train_step_backbones", backbone_cost),
+    "backbone_learning": ("backbones_synthetic", backbone_learning),
 }
 
 
@@ -226,7 +261,8 @@ def table(name: str, results: Path = RESULTS) -> str:
     """The markdown between the markers of table `name`: title, table, provenance line."""
     bench, make = TABLES[name]
     d = json.loads((results / f"{bench}.json").read_text())
-    return "\n".join([*make(d), "", _provenance(d)]) + "\n"
+    # a check that is no timed bench (backbones_synthetic) writes its own provenance line
+    return "\n".join([*make(d), *(["", _provenance(d)] if "machine" in d else [])]) + "\n"
 
 
 def render(page: str, results: Path = RESULTS) -> str:
