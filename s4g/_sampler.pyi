@@ -37,3 +37,18 @@ def topk_merge(
     best_val: npt.NDArray[np.float32],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """Merge a (q, r) score block into the running (q, k) top-k; rows by (score desc, index asc)."""
+
+def count_above(
+    scores: npt.NDArray[np.float32],
+    col_offset: int,
+    lo: npt.NDArray[np.float32],
+    hi: npt.NDArray[np.float32],
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float32],
+]:
+    """Per row of a (q, r) block: scores above each hi, the highest score and its column, the
+    scores inside a window (lo, hi]."""

@@ -23,6 +23,7 @@ __all__ = [
     "EARTH_RADIUS_M",
     "MAX_FAILED_POPS",
     "PackStats",
+    "count_above",
     "gps_neighbours",
     "pack_batches",
     "topk_init",
@@ -205,3 +206,26 @@ def topk_merge(
             f"best_idx and best_val must have shape ({s.shape[0]}, {k}), got {bi.shape} and {bv.shape}"
         )
     return _call(_sampler.topk_merge, s, col_offset, k, ex, bi, bv)
+
+
+def count_above(
+    scores: npt.ArrayLike, col_offset: int, lo: npt.ArrayLike, hi: npt.ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a block of scores for streamed retrieval metrics.
+
+    Args:
+        scores: (q, r) float32 block, columns = global columns col_offset .. col_offset+r-1.
+        lo, hi: (q, s) float32 windows (lo, hi] per row and slot; +inf in both = no window.
+
+    The pass runs without the GIL and reads the arrays in place: no other thread may write
+    to them until it returns.
+
+    Returns:
+        above (q, s) int64: scores strictly above hi[i, j]; best_val (q,) float32 and
+        best_col (q,) int64: each row's highest score and its lowest global column (-inf and
+        -1 when none beats -inf); window_row (n,) int64 and window_val (n,) float32: the
+        scores inside some window of their row (lo < score <= hi), rows ascending.
+    """
+    s = _array(scores, np.float32, "scores", 2)
+    col_offset = _count(col_offset, "col_offset", 0)
+    return _call(_sampler.count_above, s, col_offset, _array(lo, np.float32, "lo", 2), _array(hi, np.float32, "hi", 2))

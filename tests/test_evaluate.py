@@ -9,7 +9,7 @@ import torch
 from reference import sample4geo_protocol, university1652_protocol
 
 from s4g.errors import UserInputError
-from s4g.retrieval.evaluate import PROTOCOLS, evaluate_retrieval, one_percent_k, retrieval_metrics
+from s4g.retrieval.evaluate import PROTOCOLS, as_embeddings, evaluate_retrieval, one_percent_k, retrieval_metrics
 
 
 def exact_embeddings(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:
@@ -264,6 +264,19 @@ def test_bad_input_is_a_value_error(change, message):
     change(args)
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(args["q"], args["r"], args["ql"], args["rl"], args["semi"], device="cpu")
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_every_non_finite_value_is_found_and_large_finite_rows_pass(value):
+    big = np.full((3, 4), 3e38, dtype=np.float32)  # finite, but each row's sum overflows
+    assert as_embeddings(big, "x", torch.device("cpu")).shape == (3, 4)
+    big[1, 2] = value
+    with pytest.raises(UserInputError, match=r"x: 1 row\(s\) hold NaN or inf \(first rows \[1\]\)"):
+        as_embeddings(big, "x", torch.device("cpu"))
+    mixed = np.zeros((2, 3), dtype=np.float32)
+    mixed[0, :2] = [np.inf, -np.inf]  # a row whose sum is NaN, not inf
+    with pytest.raises(UserInputError, match=r"first rows \[0\]"):
+        as_embeddings(mixed, "x", torch.device("cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -123,7 +123,8 @@ def test_every_chunking_gives_the_one_product_answer(seed, exact, d, n_labels, m
     ks = (1, 2, 5)
     scores, want_rank, want = oracle(q, r, ql, rl, semi, ks)
     groups = duplicate_groups(torch.from_numpy(r))
-    runs = [evaluate_retrieval(q, r, ql, rl, semi, ks, device="cpu", block=b) for b in (None, block)]
+    runs = [evaluate_retrieval(q, r, ql, rl, semi, ks, device="cpu", block=b, method=m)
+            for b in (None, block) for m in ("torch", "rust")]
     for got in runs:
         np.testing.assert_array_equal(got.rank, want_rank)
         for key, value in want.items():

@@ -7,11 +7,13 @@
 //! Borrowed numpy buffers while the GIL is released: another Python thread could write to an
 //! input array during the computation. `gps_neighbours` and `pack_batches` copy their inputs
 //! first (O(N) against O(N log N · k) and O(N · batch) work), so they never read memory that
-//! Python can change. `topk_merge` reads its score block in place, because a copy would be a
-//! second pass over the largest array of blocked scoring; its contract is numpy's own for
-//! functions that release the GIL: the caller must not write to the arrays it passes until
-//! the call returns (s4g's callers pass blocks that no other thread holds).
+//! Python can change. `topk_merge` and `count_above` read their score block in place,
+//! because a copy would be a second pass over the largest array of blocked scoring; their
+//! contract is numpy's own for functions that release the GIL: the caller must not write to
+//! the arrays it passes until the call returns (s4g's callers pass blocks that no other
+//! thread holds).
 
+pub mod count;
 pub mod error;
 pub mod geo;
 pub mod pack;
@@ -22,12 +24,14 @@ pub use error::SamplerError;
 #[cfg(feature = "python")]
 mod python {
     use numpy::ndarray::Array2;
-    use numpy::{IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+    use numpy::{
+        IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+    };
     use pyo3::exceptions::{PyRuntimeError, PyValueError};
     use pyo3::prelude::*;
 
     use crate::error::SamplerError;
-    use crate::{geo, pack, topk};
+    use crate::{count, geo, pack, topk};
 
     /// A pair of 2-D result arrays handed to Python.
     type Pair2<'py, A, B> = (Bound<'py, PyArray2<A>>, Bound<'py, PyArray2<B>>);
@@ -160,11 +164,56 @@ mod python {
         Ok((to_2d(py, idx, rows, k)?, to_2d(py, val, rows, k)?))
     }
 
+    /// A block's counts and window scores: (above, best_val, best_col, window_row, window_val).
+    type Counts<'py> = (
+        Bound<'py, PyArray2<i64>>,
+        Bound<'py, PyArray1<f32>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<f32>>,
+    );
+
+    /// count_above(scores (q, r) f32, col_offset, lo (q, s) f32, hi (q, s) f32)
+    ///   -> (above (q, s) int64, best_val (q,) float32, best_col (q,) int64,
+    ///       window_row (n,) int64, window_val (n,) float32)
+    #[pyfunction]
+    fn count_above<'py>(
+        py: Python<'py>,
+        scores: PyReadonlyArray2<'py, f32>,
+        col_offset: i64,
+        lo: PyReadonlyArray2<'py, f32>,
+        hi: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Counts<'py>> {
+        let (rows, cols) = (scores.shape()[0], scores.shape()[1]);
+        let block = topk::Block {
+            scores: as_slice(&scores, "scores")?,
+            rows,
+            cols,
+            col_offset,
+        };
+        let windows = count::Windows {
+            lo: as_slice(&lo, "lo")?,
+            hi: as_slice(&hi, "hi")?,
+            slots: lo.shape()[1],
+        };
+        let c = py
+            .detach(|| count::count_above(block, windows))
+            .map_err(to_py)?;
+        Ok((
+            to_2d(py, c.above, rows, windows.slots)?,
+            c.best_val.into_pyarray(py),
+            c.best_col.into_pyarray(py),
+            c.window_row.into_pyarray(py),
+            c.window_val.into_pyarray(py),
+        ))
+    }
+
     #[pymodule]
     fn _sampler(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(gps_neighbours, m)?)?;
         m.add_function(wrap_pyfunction!(pack_batches, m)?)?;
         m.add_function(wrap_pyfunction!(topk_merge, m)?)?;
+        m.add_function(wrap_pyfunction!(count_above, m)?)?;
         m.add("MAX_FAILED_POPS", pack::MAX_FAILED_POPS)?;
         m.add("EARTH_RADIUS_M", geo::EARTH_RADIUS_M)?;
         m.add("GIT_COMMIT", env!("S4G_GIT_COMMIT"))?;

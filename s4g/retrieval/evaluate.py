@@ -41,8 +41,9 @@ pass suffices although a positive's block score is not known before its block: e
 positive's score is estimated first (its own dot product), and the float32 dot-product error
 bound puts the block score inside a window around the estimate. Non-positives above the
 window are counted on the spot; the rare ones inside a window are kept with their block
-scores and compared with the positive's block score after the pass. Only the block rows
-whose highest non-positive reaches a window of their query are counted at all.
+scores and compared with the positive's block score after the pass. On the CPU a block is
+reduced in one read (s4g.sampling.count_above); torch's reductions, used on a GPU, count
+only the block rows whose highest non-positive reaches a window of their query.
 Duplicates. A product may give equal reference rows different last bits (MKL's single-row
 path does, even within one call), so a non-positive equal to one of the query's positives
 row for row (a "twin") takes, by rule, the lowest block score among the positives it equals:
@@ -63,6 +64,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from s4g import sampling
 from s4g.errors import UserInputError
 from s4g.retrieval.scoring import duplicate_groups, score_blocks
 from s4g.runtime import pick_device
@@ -73,7 +75,7 @@ from s4g.runtime import pick_device
 CPU_BLOCK = (2048, 8192)
 GPU_BLOCK = (4096, 32768)
 _FINITE_CHUNK = 1 << 22  # elements per finiteness check
-_EST_CHUNK = 1 << 22  # elements per chunk of positive-estimate products
+_EST_CHUNK = 1 << 18  # elements per chunk of positive-estimate products
 _DIRECT_MAX = 4  # up to this many positives per query: two compare-and-count passes each
 
 Embeddings = npt.ArrayLike | torch.Tensor  # (N, D), numpy or torch
@@ -87,7 +89,11 @@ def as_embeddings(x: Embeddings, name: str, device: torch.device) -> torch.Tenso
     if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
         raise UserInputError(f"{name}: expected a non-empty (N, D) array, got shape {tuple(t.shape)}")
     t = t.to(device=device, dtype=torch.float32).contiguous()
-    # in row chunks: torch.isfinite allocates ~7 bytes of temporaries per element
+    # A row holding NaN or ±inf has a non-finite sum, so one summing pass clears the common
+    # case; only then (or when a large row overflows its sum) are the elements tested, in row
+    # chunks: torch.isfinite allocates ~7 bytes of temporaries per element.
+    if bool(torch.isfinite(t.sum(dim=1)).all()):
+        return t
     step = max(1, _FINITE_CHUNK // t.shape[1])
     bad = torch.cat([~torch.isfinite(t[i : i + step]).all(dim=1) for i in range(0, t.shape[0], step)])
     if bool(bad.any()):
@@ -174,13 +180,15 @@ def _guards(
     owner = torch.from_numpy(np.repeat(np.arange(n_q), counts)).to(dev)
     ref_rows = torch.from_numpy(rows).to(dev)
     est = torch.empty(rows.size, device=dev)
+    norms = torch.empty(rows.size, dtype=torch.float64, device=dev)
     step = max(1, _EST_CHUNK // dim)
-    for s in range(0, rows.size, step):  # elementwise products of each pair: P × D work
+    for s in range(0, rows.size, step):  # P × D work, in chunks that stay in cache
         e = min(rows.size, s + step)
-        est[s:e] = (q[owner[s:e]] * r[ref_rows[s:e]]).sum(dim=1)
+        qa, ra = q[owner[s:e]], r[ref_rows[s:e]]
+        est[s:e] = torch.linalg.vecdot(qa, ra)
+        norms[s:e] = qa.norm(dim=1).double() * ra.norm(dim=1).double()
     u = 2.0**-24
     gamma = dim * u / (1 - dim * u)
-    norms = q.norm(dim=1)[owner].double() * r.norm(dim=1)[ref_rows].double()
     # (1 + 1e-3): the norms themselves are rounded; the absolute term covers underflow
     tol = (2 * gamma * (1 + 1e-3) * norms + 1e-37).float()
     lo = torch.nextafter(est - tol, torch.tensor(float("-inf"), device=dev))
@@ -234,10 +242,10 @@ class _Accumulator:
     2^24 entries, so the float sums are exact.
     """
 
-    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, n_pos: int, n_semi: int) -> None:
+    def __init__(self, lo: torch.Tensor, hi: torch.Tensor, n_pos: int, n_semi: int, rust: bool) -> None:
         n_q, p_max = lo.shape
         dev = lo.device
-        self.lo, self.hi, self.p_max = lo, hi, p_max
+        self.lo, self.hi, self.p_max, self.rust = lo, hi, p_max, rust
         self.lo_min = lo.min(dim=1).values
         self.c_hi = torch.zeros((n_q, p_max), dtype=torch.int64, device=dev)
         self.flags: torch.Tensor | None = None
@@ -247,7 +255,7 @@ class _Accumulator:
         self.semi_val = torch.full((n_semi,), float("nan"), device=dev)
         self.other = torch.full((n_q,), float("-inf"), device=dev)
         self.other_row = torch.full((n_q,), -1, dtype=torch.int64, device=dev)
-        if p_max > _DIRECT_MAX:
+        if p_max > _DIRECT_MAX and not rust:
             # bins path: bin(s) = number of bounds strictly below s; s > hi_j <=> bin(s) >=
             # n_le(hi_j); s in (lo_j, hi_j] <=> n_le(lo_j) <= bin(s) < n_le(hi_j)
             self.bounds = torch.cat([lo, hi], dim=1).sort(dim=1).values.contiguous()
@@ -261,6 +269,20 @@ class _Accumulator:
     def add(self, scores: torch.Tensor, q0: int, r0: int) -> None:
         """scores: (bq, br) block of reference rows r0.. with positives and twins set to -inf."""
         bq = scores.shape[0]
+        if self.rust:  # one pass over the block (s4g.sampling.count_above) instead of several
+            q1 = q0 + bq
+            above, val, col, w_row, w_val = (
+                torch.from_numpy(a)
+                for a in sampling.count_above(scores.numpy(), r0, self.lo[q0:q1].numpy(), self.hi[q0:q1].numpy())
+            )
+            self.c_hi[q0:q1] += above
+            better = val > self.other[q0:q1]
+            self.other[q0:q1] = torch.where(better, val, self.other[q0:q1])
+            self.other_row[q0:q1] = torch.where(better, col, self.other_row[q0:q1])
+            if w_row.numel():
+                self.window_q.append(w_row + q0)
+                self.window_v.append(w_val)
+            return
         # argmax returns the first maximal column; strictly greater keeps an earlier block's
         # equal score: the lowest row wins ties
         col = scores.argmax(dim=1)
@@ -473,6 +495,7 @@ def evaluate_retrieval(
     protocol: str = "sample4geo",
     device: str | torch.device | None = None,
     block: tuple[int, int] | None = None,
+    method: str = "auto",
 ) -> Retrieval:
     """Retrieval metrics of query embeddings against reference embeddings, and each query's rank.
 
@@ -488,8 +511,10 @@ def evaluate_retrieval(
       "university1652" (rank < round(R * 0.01) + 1).
     device: where the matmuls run (default cuda if available).
     block: (query rows, reference rows) per score block (default CPU_BLOCK / GPU_BLOCK).
-      Extra memory ~ 12 bytes per block cell (scores, a copy of the rows counted, count
-      flags; 20 with more than 4 positives per query) plus O(Q × (max positives + semi-positives) per query).
+      Extra memory ~ 4 bytes per block cell (the scores; torch's reductions add ~8, 16 with
+      more than 4 positives per query) plus O(Q × (max positives + semi-positives) per query).
+    method: how a block is reduced: "auto" (Rust's one pass on the CPU, torch on a GPU),
+      "torch", or "rust" (CPU only). Both give identical results.
     -> Retrieval: .metrics {"R@k" for k in ks, "R@1%", "AP"} (+ "hit_rate" when
        semi_positives is given), floats in percent; .rank, .best_positive (Q,) per query.
        rank, AP and hit rate use the best positive of a query (the one with the highest
@@ -499,6 +524,10 @@ def evaluate_retrieval(
     """
     _check_protocol(protocol)
     dev = pick_device(None if device is None else str(device))
+    if method not in ("auto", "torch", "rust"):
+        raise UserInputError(f"method must be auto, torch or rust, got {method!r}")
+    if method == "rust" and dev.type != "cpu":
+        raise UserInputError("method='rust' runs on the CPU only; pass device='cpu'")
     q = as_embeddings(query, "query embeddings", dev)
     r = as_embeddings(reference, "reference embeddings", dev)
     if q.shape[1] != r.shape[1]:
@@ -530,7 +559,8 @@ def evaluate_retrieval(
         t_owner, t_rows, twin_pair = _twin_pairs(positives, ql, rl, groups)
         twins = (np.concatenate([[0], np.cumsum(np.bincount(t_owner, minlength=n_q))]).astype(np.int64), t_rows)
         lo, hi, slot = _guards(q, r, *positives)
-        acc = _Accumulator(lo, hi, positives[1].size, 0 if semis is None else semis[1].size)
+        acc = _Accumulator(lo, hi, positives[1].size, 0 if semis is None else semis[1].size,
+                           rust=method == "rust" or (method == "auto" and dev.type == "cpu"))
         _stream(q, r, positives, twins, semis, acc, block)
         other_row = acc.other_row.cpu().numpy()
         above, best, pos_val, semi_above = _resolve(acc, positives, slot, twin_pair, groups, semis, n_q)

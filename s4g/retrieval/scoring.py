@@ -53,29 +53,40 @@ def score_blocks(
             yield q0, r0, scores
 
 
+#: Leading columns hashed to find candidate twins (they tell almost every pair of distinct
+#: embeddings apart); only rows whose hashes collide are compared whole.
+_HEAD = 4
+_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x27D4EB2F165667C5],
+                        dtype=np.uint64).view(np.int64)
+
+
+def _bits(rows: torch.Tensor) -> np.ndarray:
+    """(N, D) int32 bit patterns of float32 rows, -0.0 read as 0.0."""
+    return np.ascontiguousarray((rows + 0.0).view(torch.int32).cpu().numpy())
+
+
 def duplicate_groups(r: torch.Tensor) -> np.ndarray:
     """(R,) int64 group of each reference row: rows with equal values (-0.0 equals 0.0) share
     one; groups are numbered in the order of their lowest row (0, 1, ... as rows ascend).
 
-    r: (R, D) float32. Rows are grouped by a hash of their bits (O(R·D)), and every row is
-    then compared with the first row of its hash group, so a hash collision can never merge
-    two different rows (it falls back to an exact sort of the rows).
+    r: (R, D) float32. Rows are grouped exactly by their bits: a hash of the leading columns
+    (O(R)) sets apart every row whose hash no other row has; the rest are compared in full,
+    so the cost beyond O(R) follows the rows with a twin (or a colliding hash), not R·D.
     """
-    n = r.shape[0]
-    bits = (r + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into 0.0
-    rows = bits.cpu().numpy()
-    h = np.fromiter((hash(row.tobytes()) for row in rows), dtype=np.int64, count=n)
-    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    lead = torch.from_numpy(first[inverse]).to(r.device)
-    shared = torch.nonzero(lead != torch.arange(n, device=r.device)).flatten()
-    if shared.numel() and not bool((bits[shared] == bits[lead[shared]]).all()):
-        _, exact = torch.unique(r + 0.0, dim=0, return_inverse=True)
-        _, first, inverse = np.unique(exact.cpu().numpy(), return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+    n, d = r.shape
+    head = _bits(r[:, :_HEAD])
+    key = head.astype(np.int64) @ _MULTIPLIERS[: head.shape[1]]  # wraps around: a hash
+    _, ids = np.unique(key, return_inverse=True)
+    ids = ids.reshape(-1)
+    shared = np.flatnonzero(np.bincount(ids)[ids] > 1)
+    if shared.size:
+        rows = _bits(r[torch.from_numpy(shared).to(r.device)])
+        exact = np.unique(rows.view(np.dtype((np.void, 4 * d))).reshape(-1), return_inverse=True)[1]
+        ids[shared] = ids.max() + 1 + exact.reshape(-1)
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
     renumber = np.empty(first.size, dtype=np.int64)
     renumber[np.argsort(first, kind="stable")] = np.arange(first.size)
-    return renumber[inverse]
+    return renumber[inverse.reshape(-1)]
 
 
 __all__ = ["duplicate_groups", "score_blocks"]
