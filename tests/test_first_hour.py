@@ -209,10 +209,9 @@ TRAIN_TINY = ("--backbone", "convnext_micro", "--no-pretrained", "--epochs", "1"
 CPU = ("--device", "cpu")  # the default picks a GPU where there is one; tests run on the CPU
 
 
-def invoke_ok(words: list[str]):
+def invoke_ok(words: list[str]) -> None:
     result = runner.invoke(app, words, catch_exceptions=False, terminal_width=200)
     assert result.exit_code == 0, (words, result.output)
-    return result
 
 
 def the_run() -> Path:
@@ -233,7 +232,7 @@ def cvusa_test_split(root: str | Path = CVUSA_WORLD):
 
 
 def make_vigor_world() -> None:
-    # 300 panoramas make 134 tiles, more than the 128 neighbours `neighbours` finds by default
+    # 300 panoramas give more tiles than the 128 neighbours `neighbours` finds by default
     invoke_ok(["synth", "--layout", "vigor", "--out", "vigor", "--locations", "300"])
 
 
