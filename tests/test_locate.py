@@ -180,8 +180,11 @@ def test_index_from_a_csv_of_tiles(world, tmp_path):
     csv = tmp_path / "tiles.csv"
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "csv.json"
-    result = runner.invoke(app, ["index", "--checkpoint", str(world["ckpt"]), "--images", "/",
-                                 "--coords", str(csv), "--out", str(out), "--device", "cpu"])
+    args = ["index", "--checkpoint", str(world["ckpt"]), "--images", "/", "--coords", str(csv), "--out", str(out),
+            "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, [*args, "--overwrite"])  # an index s4g wrote is one it may replace
     assert result.exit_code == 0, result.output
     index = open_index(out)
     np.testing.assert_allclose(index.embeddings, open_index(world["index"]).embeddings[:6], atol=1e-6)

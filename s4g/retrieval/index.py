@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from s4g.errors import UserInputError
-from s4g.fileio import OutputKind, atomic_path, file_sha256, json_kind, save_json
+from s4g.fileio import OutputKind, atomic_path, file_sha256, json_kind, marked, save_json
 from s4g.geo import nearest_spacing_m
 from s4g.model.checkpoint import load_checkpoint
 from s4g.retrieval.embed import embed_files, view_size
@@ -138,13 +138,13 @@ def write_index(
         "tile_spacing_m": nearest_spacing_m(lat, lon),
         "model": model_meta,
     }
-    save_json(meta_path, {
+    save_json(meta_path, marked({  # the mark lets `s4g index --overwrite` replace it
         **meta,
         "files": [str(f) for f in files],
         # NaN is not JSON: a tile without coordinates has null
         "lat": [float(v) if np.isfinite(v) else None for v in lat],
         "lon": [float(v) if np.isfinite(v) else None for v in lon],
-    })
+    }))
     return meta
 
 
