@@ -26,6 +26,7 @@ from rich.markup import escape
 import s4g
 from s4g.data import registry as datasets
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 app = typer.Typer(
     name="s4g",
@@ -95,7 +96,7 @@ def command(*args, **kwargs) -> Callable:
                 raise fail(message) from None
             except KeyboardInterrupt:
                 err_console.print("interrupted (Ctrl-C): every file s4g wrote is whole; a training run "
-                                  "continues with --resume RUN_DIR", soft_wrap=True, highlight=False)
+                                  f"continues with {Flag.RESUME} RUN_DIR", soft_wrap=True, highlight=False)
                 raise typer.Exit(code=130) from None
 
         return app.command(*args, **kwargs)(wrapper)
@@ -130,7 +131,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(Flag.VERSION, callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
     """Sample4Geo cross-view geo-localisation."""

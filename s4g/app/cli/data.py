@@ -9,6 +9,7 @@ import typer
 
 from s4g.app.cli.app import DatasetName, command, console, dataset_name, err_console
 from s4g.app.cli.options import ImageSizes, Layout, Lists, Palette, VigorLayout, choice, lists_option, metavar
+from s4g.flags import Flag
 
 
 @command("synth")
@@ -38,9 +39,9 @@ def synth_cmd(
     drone_views: Annotated[int, typer.Option(help="university only: drone views a building.")] = 8,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: usable CPUs, at most 8).")] = None,
     overwrite: Annotated[bool, typer.Option(
-        help="Replace an earlier s4g synth world in --out (its files are moved beside it, not deleted), or write into "
-             "a non-empty folder that s4g synth did not write (never over its files); replace a --preview that s4g "
-             "wrote.")] = False,
+        help=f"Replace an earlier s4g synth world in {Flag.OUT} (its files are moved beside it, not deleted), or "
+             "write into a non-empty folder that s4g synth did not write (never over its files); replace a "
+             f"{Flag.PREVIEW} that s4g wrote.")] = False,
     preview: Annotated[Path | None, typer.Option(
         help="Also save one aerial/panorama pair side by side to this PNG.")] = None,
 ) -> None:
@@ -56,21 +57,21 @@ def synth_cmd(
 @command("neighbours")
 def neighbours_cmd(
     out: Annotated[
-        Path, typer.Option("--out", help="Output .npz with idx (N,k) int64 and dist_m (N,k) float64.")
+        Path, typer.Option(Flag.OUT, help="Output .npz with idx (N,k) int64 and dist_m (N,k) float64.")
     ],
     coords: Annotated[
-        Path | None, typer.Option("--coords", help="CSV whose header names lat and lon columns (degrees).")
+        Path | None, typer.Option(Flag.COORDS, help="CSV whose header names lat and lon columns (degrees).")
     ] = None,
     dataset: Annotated[
-        DatasetName | None, typer.Option("--dataset", help="Dataset; uses its training classes' GPS.")
+        DatasetName | None, typer.Option(Flag.DATASET, help="Dataset; uses its training classes' GPS.")
     ] = None,
     data_root: Annotated[
-        Path | None, typer.Option("--data-root", help="Root folder of --dataset.")
+        Path | None, typer.Option(Flag.DATA_ROOT, help=f"Root folder of {Flag.DATASET}.")
     ] = None,
-    split_dir: Annotated[str, typer.Option("--split-dir", help="Split folder of --dataset.")] = "splits",
-    k: Annotated[int, typer.Option("--k", help="Neighbours per point (exact, haversine).")] = 128,
+    split_dir: Annotated[str, typer.Option(Flag.SPLIT_DIR, help=f"Split folder of {Flag.DATASET}.")] = "splits",
+    k: Annotated[int, typer.Option(Flag.K, help="Neighbours per point (exact, haversine).")] = 128,
     lists: Annotated[Lists, lists_option()] = Lists.s4g,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing neighbours file.")] = False,
+    overwrite: Annotated[bool, typer.Option(Flag.OVERWRITE, help="Replace an existing neighbours file.")] = False,
 ) -> None:
     """Exact k nearest GPS neighbours of every point (or every class of a dataset)."""
     from s4g.app.jobs.neighbours import write_gps_neighbours

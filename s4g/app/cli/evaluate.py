@@ -22,6 +22,7 @@ from s4g.app.cli.options import (
     lists_option,
     value,
 )
+from s4g.flags import Flag
 
 _FROM_CKPT = "Default: the checkpoint's run config."
 _OVERWRITE_HELP = "Replace existing output files of the same kinds."
@@ -36,16 +37,16 @@ def eval_command(
     split_dir: Annotated[str | None, typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
     json_out: Annotated[
         Path | None, typer.Option(
-            "--json", help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the "
+            Flag.JSON, help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the "
                            "checkpoint).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option(Flag.OVERWRITE, help=_OVERWRITE_HELP)] = False,
     batch_size: Annotated[int | None, typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
     workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
     fov: Annotated[float | None, typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
     random_heading: Annotated[
-        bool | None, typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
+        bool | None, typer.Option(help=f"With {Flag.FOV}: a random heading per query. Default: the run's setting.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
     runs_dir: RunsDir = Path("runs"),
@@ -56,11 +57,11 @@ def eval_command(
         help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
              "vermillion; half the rows found first, half not.")] = None,
     examples_count: Annotated[int, typer.Option(
-        help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 "
+        help=f"Rows of the {Flag.EXAMPLES} picture (at most 372 at the default size: the picture stays under 89 "
              "megapixels).")] = 8,
-    examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
+    examples_seed: Annotated[int, typer.Option(help=f"Seed that draws the {Flag.EXAMPLES} rows.")] = 0,
     examples_size: Annotated[int, typer.Option(
-        help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
+        help=f"Side of each tile in the {Flag.EXAMPLES} picture, pixels (32 to 1024).")] = 128,
     aerial_size: Annotated[int | None, typer.Option(
         help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
     ground_size: Annotated[GroundSize, ground_size_option(_FROM_CKPT)] = None,
@@ -70,7 +71,7 @@ def eval_command(
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
     """
-    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
+    require_paths((Flag.CHECKPOINT, checkpoint), (Flag.DATA_ROOT, data_root))
     from s4g.app.jobs.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(
@@ -130,13 +131,13 @@ def mine_command(
     workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
     runs_dir: RunsDir = Path("runs"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option(Flag.OVERWRITE, help=_OVERWRITE_HELP)] = False,
 ) -> None:
     """Hard negatives for DSS: each class's k most similar other references under a model.
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
-    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
+    require_paths((Flag.CHECKPOINT, checkpoint), (Flag.DATA_ROOT, data_root))
     from s4g.app.jobs.evaluate import mine_checkpoint
 
     line = mine_checkpoint(

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import typer
 
 from s4g.config import Sampling
+from s4g.flags import Flag
 
 #: s4g.model.encoder.BACKBONES's names.
 BACKBONES = ("convnext_micro", "convnext_micro_ls1", "convnext_tiny", "convnext_small", "convnext_base",
@@ -40,7 +41,7 @@ ImageSizes = _choices("ImageSizes", ("small", "real"))
 Palette = _choices("Palette", ("unique", "paired", "shared"))
 VigorLayout = _choices("VigorLayout", ("original", "reference"))
 
-CHUNK_SIZE = "--chunk-size"
+CHUNK_SIZE = Flag.CHUNK_SIZE
 #: --chunk-size as parsed: pairs per chunk (0 = the whole batch at once) or "auto".
 ChunkSize = Union[int, Literal["auto"]]  # noqa: UP007 (typer takes no Union: a command annotates it as Any)
 
@@ -140,7 +141,7 @@ def chunk_size_option() -> Any:
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")]
 #: --checkpoint of eval and mine.
 RunCheckpoint = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="s4g checkpoint (default: best.pt of the newest run under --runs-dir).")]
+    Flag.CHECKPOINT, help=f"s4g checkpoint (default: best.pt of the newest run under {Flag.RUNS_DIR}).")]
 #: --runs-dir of eval and mine.
 RunsDir = Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")]
 #: --ground-size H W, with the help of the command.

@@ -28,6 +28,7 @@ from s4g.app.cli.options import (
 from s4g.config import Sampling, TrainConfig
 from s4g.data import registry as datasets
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 _PRESET = "default: the dataset's preset"
 
@@ -48,21 +49,21 @@ def _preset(what: str, field: str) -> str:
 
 @command("train")
 def train_cmd(
-    dataset: Annotated[DatasetName | None, typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(help=f"{DATASET_HELP}. Optional with {Flag.RESUME}.")] = None,
     data_root: Annotated[Path | None, typer.Option(
         help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or "
-             "--overwrite.")] = None,
+        help=f"Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs {Flag.RESUME} or "
+             f"{Flag.OVERWRITE}.")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue from a run directory or checkpoint of the same configuration.")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, "
-                            "not deleted.")] = False,
+        Flag.OVERWRITE, help=f"Start a new run in an {Flag.OUT} that holds one; its files are moved into "
+                             "replaced-<time>/, not deleted.")] = False,
     backbone: Annotated[str | None, backbone_option(_preset(
         f"Encoder: {', '.join(BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
     pretrained: Annotated[bool | None, typer.Option(
-        "--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
+        f"{Flag.PRETRAINED}/{Flag.NO_PRETRAINED}", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
     pretrained_from: Annotated[PretrainedFrom | None, pretrained_from_option()] = None,
     weights: Annotated[Path | None, typer.Option(
         help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or "
@@ -90,7 +91,7 @@ def train_cmd(
     ground_size: Annotated[GroundSize, ground_size_option(_preset("", "ground_size").strip())] = None,
     split_dir: Annotated[str | None, typer.Option(help="Split folder name (default splits).")] = None,
     eval_split: Annotated[str | None, typer.Option(
-        help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
+        help=_preset(f"Split evaluated after epoch 0 and every {Flag.EVAL_EVERY} epochs.", "eval_split"))] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     workers: Annotated[int | None, typer.Option(
         help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable "
@@ -99,15 +100,15 @@ def train_cmd(
     eval_batch_size: Annotated[int | None, typer.Option(help="Images per evaluation batch.")] = None,
     fov: Annotated[float | None, typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
     random_heading: Annotated[bool, typer.Option(
-        "--random-heading", help="With --fov: random heading per sample.")] = False,
+        Flag.RANDOM_HEADING, help=f"With {Flag.FOV}: random heading per sample.")] = False,
     skip_bad_images: Annotated[bool, typer.Option(
-        "--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+        Flag.SKIP_BAD_IMAGES, help="Skip unreadable training images instead of stopping.")] = False,
     check_images: Annotated[bool | None, typer.Option(
-        "--check-images/--no-check-images", help="Read every training image's header before the first evaluation "
-                                                 "(default: check).")] = None,
+        f"{Flag.CHECK_IMAGES}/{Flag.NO_CHECK_IMAGES}",
+        help="Read every training image's header before the first evaluation (default: check).")] = None,
     log_every: Annotated[int | None, typer.Option(help="Log the loss every N steps.")] = None,
     augment: Annotated[bool | None, typer.Option(
-        "--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
+        f"{Flag.AUGMENT}/{Flag.NO_AUGMENT}", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
     locations: Annotated[int | None, typer.Option(help="Synthetic world size (synthetic only).")] = None,
     chunk_size: Annotated[Any, chunk_size_option()] = None,  # Optional[ChunkSize]: typer takes no Union
     head: Annotated[Head | None, head_option()] = None,
@@ -127,7 +128,7 @@ def train_cmd(
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
     name = dataset_name(dataset)
-    require_paths(("--resume", resume, "run folder or checkpoint"), ("--weights", weights))
+    require_paths((Flag.RESUME, resume, "run folder or checkpoint"), (Flag.WEIGHTS, weights))
     from s4g.app.jobs.train import ResumePoint, run
 
     overrides = dict(
@@ -142,7 +143,7 @@ def train_cmd(
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
         synth_locations=locations, chunk_size=chunk_size, lists=value(lists), head=value(head),
-        head_args=key_values(head_arg, "--head-arg"), backbone_args=key_values(backbone_arg, "--backbone-arg"),
+        head_args=key_values(head_arg, Flag.HEAD_ARG), backbone_args=key_values(backbone_arg, Flag.BACKBONE_ARG),
         train_blocks=train_blocks, lora_rank=lora_rank, backbone_lr_scale=backbone_lr_scale,
     )
     point = ResumePoint.read(resume) if resume is not None else None
@@ -151,7 +152,7 @@ def train_cmd(
     elif point is not None:  # continue the saved run's configuration
         cfg = TrainConfig.from_dict({**point.checkpoint.get("config", {}), "out": None}, **overrides)
     else:
-        raise UserInputError("--dataset is required (unless --resume names a run to continue)")
+        raise UserInputError(f"{Flag.DATASET} is required (unless {Flag.RESUME} names a run to continue)")
     run_dir = run(cfg, resume=point, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         console.print(f"run directory: {run_dir}")
