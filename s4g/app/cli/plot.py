@@ -17,6 +17,7 @@ def plot_cmd(
     runs: Annotated[list[Path], typer.Argument(
         metavar="RUN_DIR", help="Run directories (with metrics.jsonl); several share one figure.")],
     out: Annotated[Path | None, typer.Option(
+        Flag.OUT,
         help="Image to write; its suffix picks the format (.png, .pdf, .svg). Default: RUN_DIR/curves.png "
              "for one run; needed with several.")] = None,
     overwrite: Annotated[bool, typer.Option(
