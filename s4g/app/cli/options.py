@@ -1,6 +1,7 @@
-"""The options of more than one command, and every choice option, declared once: name, help,
-type, choices. A command takes an option by its alias (`device: Device = None`) or, where the
-help differs by command, by its factory (`lists: Annotated[Lists | None, lists_option(...)]`).
+"""The options of more than one command, and every choice option, declared once: name (its
+s4g.flags.Flag), help, type, choices. A command takes an option by its alias
+(`device: Device = None`) or, where the help differs by command, by its factory
+(`lists: Annotated[Lists | None, lists_option(...)]`).
 
 Choice options are enums, so a command gets a checked value, --help lists the choices, and a
 wrong one exits 2 naming the option and the choices. The names mirror the library's lists
