@@ -17,12 +17,6 @@ class Flag(str, enum.Enum):
     """A command-line option as typed, e.g. `Flag.SEED == "--seed"`; formats as its name in
     f-strings and str() (enum.StrEnum's behaviour, which Python 3.10 lacks)."""
 
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
     AERIAL_SIZE = "--aerial-size"
     AUGMENT = "--augment"
     BACKBONE = "--backbone"
@@ -101,6 +95,12 @@ class Flag(str, enum.Enum):
     WEIGHT_DECAY = "--weight-decay"
     WEIGHTS = "--weights"
     WORKERS = "--workers"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 __all__ = ["Flag"]
