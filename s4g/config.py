@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 
 class Sampling(str, enum.Enum):
@@ -140,7 +141,7 @@ class TrainConfig(Preset):
         values = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "dataset" not in values:
-            raise UserInputError("the saved run configuration has no 'dataset'; pass --dataset")
+            raise UserInputError(f"the saved run configuration has no 'dataset'; pass {Flag.DATASET}")
         return cls._make(**values)
 
     @classmethod

@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 import numpy as np
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 # mkstemp's names: "." + target name + "." + 8 characters + ".tmp" + an optional extension.
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
@@ -407,9 +408,9 @@ def check_output(path: str | os.PathLike, kind: OutputKind, *, option: str, over
         raise UserInputError(f"{option} {path} is a folder; give the name of the file to write ({kind.description})")
     if path.exists() and (not path.is_file() or not kind.matches(path)):
         raise UserInputError(f"{option} {path} already exists and is not {kind.description}; s4g replaces only "
-                             "its own outputs (not this file, not even with --overwrite): choose another name")
+                             f"its own outputs (not this file, not even with {Flag.OVERWRITE}): choose another name")
     if path.exists() and not overwrite:
-        raise UserInputError(f"{option} {path} already exists ({kind.description}); pass --overwrite to replace "
+        raise UserInputError(f"{option} {path} already exists ({kind.description}); pass {Flag.OVERWRITE} to replace "
                              "it, or choose another name")
     return path
 

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 
 def pick_device(option: str | None = "auto", local_rank: int = 0) -> torch.device:
@@ -31,14 +32,14 @@ def pick_device(option: str | None = "auto", local_rank: int = 0) -> torch.devic
     try:
         device = torch.device(option)
     except RuntimeError:
-        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N") from None
+        raise UserInputError(f"{Flag.DEVICE} {option!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type not in ("cpu", "cuda"):
-        raise UserInputError(f"--device {option!r}: expected auto, cpu, cuda or cuda:N")
+        raise UserInputError(f"{Flag.DEVICE} {option!r}: expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {option}: CUDA is not available on this machine; use --device cpu")
+        raise UserInputError(f"{Flag.DEVICE} {option}: CUDA is not available on this machine; use {Flag.DEVICE} cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise UserInputError(
-            f"--device {option}: this node has {torch.cuda.device_count()} GPU(s); under torchrun each process "
+            f"{Flag.DEVICE} {option}: this node has {torch.cuda.device_count()} GPU(s); under torchrun each process "
             f"takes the GPU of its local rank, so give --nproc-per-node at most the node's GPUs")
     return device
 

@@ -1,12 +1,46 @@
-"""The option declarations of s4g/app/cli/options.py: each choice mirrors the library's list,
-and the parsers give the types the jobs take."""
+"""The option declarations: the commands' options and s4g.flags.Flag are one set of names, each
+choice of s4g/app/cli/options.py mirrors the library's list, and the parsers give the types the
+jobs take."""
 
 from __future__ import annotations
 
 import pytest
 import typer
 
-from s4g.app.cli import options
+from s4g.app.cli import app, options
+from s4g.flags import Flag
+
+
+def _declared_options() -> dict[str, list[str]]:
+    """Every option of the app and its commands, as typed, with the commands that take it."""
+    root = typer.main.get_command(app)
+    found: dict[str, list[str]] = {}
+    for name, command in [("s4g", root), *getattr(root, "commands", {}).items()]:
+        for param in command.params:
+            if param.param_type_name == "option":
+                for opt in (*param.opts, *param.secondary_opts):
+                    found.setdefault(opt, []).append(name)
+    return found
+
+
+def test_the_options_and_the_flags_are_one_set():
+    """A message names an option as a Flag member (a misspelt member fails mypy and the import);
+    this keeps each member an option that a command takes, and each option a member."""
+    declared = _declared_options()
+    flags = {flag.value for flag in Flag}
+    assert sorted(set(declared) - flags) == [], "options declared without a Flag member"
+    assert sorted(flags - set(declared)) == [], "Flag members that no command takes"
+    assert declared[Flag.OVERWRITE] == ["synth", "neighbours", "train", "eval", "mine", "plot", "import-weights",
+                                        "index", "locate"]
+    assert declared[Flag.VERSION] == ["s4g"]
+
+
+def test_a_flag_reads_as_typed():
+    """In a message, str() and format() of a member give the option as typed, on every Python
+    s4g supports (3.12 changed how a str-mixin enum formats)."""
+    assert str(Flag.CHUNK_SIZE) == f"{Flag.CHUNK_SIZE}" == "--chunk-size"
+    assert f"{Flag.K:>5}|" == "  --k|" and f"{Flag.NO_CHECK_IMAGES}/" == "--no-check-images/"
+    assert Flag("--seed") is Flag.SEED and Flag.SEED == "--seed"
 
 
 def test_each_choice_option_mirrors_the_library():

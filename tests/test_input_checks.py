@@ -9,14 +9,11 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import typer
 from PIL import Image
 from probes import TINY_ARGS, assert_unchanged, error_paragraph, snapshot, squash
 from typer.testing import CliRunner
 
-import s4g
 from s4g.app.cli import app
 from s4g.app.cli.app import user_error_message
 from s4g.app.synth.cache import ensure_world
@@ -167,16 +164,3 @@ def test_training_options_that_are_not_numbers(tmp_path):
     for option in ("--lr", "--weight-decay", "--warmup-epochs"):
         result = runner.invoke(app, ["train", "--dataset", "synthetic", "--out", str(tmp_path / "r"), option, "nan"])
         assert f"{option} must be a finite number" in error_paragraph(result)
-
-
-def test_every_flag_a_message_names_exists():
-    command = typer.main.get_command(app)
-    flags = {o for sub in command.commands.values() for p in sub.params for o in (*p.opts, *p.secondary_opts)}
-    # click's, the app's, torchrun's
-    flags |= {"--help", "--version", "--nproc-per-node", "--max-restarts", "--rdzv-id", "--standalone"}
-    named = {}
-    for path in Path(s4g.__file__).parent.rglob("*.py"):
-        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", path.read_text()):
-            named.setdefault(flag, path.name)
-    assert {f: p for f, p in named.items() if f not in flags} == {}
-    assert np.isin(["--skip-bad-images", "--no-check-images", "--overwrite"], sorted(flags)).all()

@@ -23,7 +23,8 @@ APPLICATION = ("s4g.app",)
 LAZY_CROSSINGS = {("s4g.data.registry", "s4g.app.synth.cache")}
 # What `--help` may load: the CLI, the dataset registry and readers (numpy only), and the small
 # modules they stand on.
-HELP_MAY_LOAD = ("s4g.app.cli", "s4g.data", "s4g.data.registry", "s4g.config", "s4g.errors", "s4g.fileio")
+HELP_MAY_LOAD = ("s4g.app.cli", "s4g.data", "s4g.data.registry", "s4g.config", "s4g.errors", "s4g.fileio",
+                 "s4g.flags")
 SYNTHETIC_WORLD = "s4g.app.synth"
 
 

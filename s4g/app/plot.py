@@ -20,6 +20,7 @@ import numpy as np
 
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path, figure_mark, read_json_lines
+from s4g.flags import Flag
 from s4g.retrieval.results import WITHIN_M, within_key
 
 # (panel title, [(metric key, line style)]); a panel is drawn when a run logged one of its keys
@@ -51,7 +52,7 @@ def figure_format(out: str | os.PathLike) -> str:
     --out for another suffix."""
     fmt = Path(out).suffix.lstrip(".").lower()
     if fmt not in FIGURE_FORMATS:
-        raise UserInputError(f"--out {out}: the suffix must be one of "
+        raise UserInputError(f"{Flag.OUT} {out}: the suffix must be one of "
                              f"{', '.join('.' + f for f in FIGURE_FORMATS)} (the figure formats s4g plot writes)")
     return fmt
 

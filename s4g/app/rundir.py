@@ -25,6 +25,7 @@ from rich.console import Console
 
 from s4g.errors import UserInputError
 from s4g.fileio import MARK, remove_stale_temporaries
+from s4g.flags import Flag
 
 LOCK_NAME = ".s4g-train.lock"
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
@@ -66,8 +67,8 @@ def _lock(folder: Path, console: Console) -> filelock.FileLock:
         while not (owner := path.read_text(errors="replace").strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         raise UserInputError(
-            f"--out {folder} is in use: another s4g train writes into it, {describe_owner(owner)}; "
-            "wait for it to end, or choose another --out"
+            f"{Flag.OUT} {folder} is in use: another s4g train writes into it, {describe_owner(owner)}; "
+            f"wait for it to end, or choose another {Flag.OUT}"
         ) from None
     if earlier and earlier[0]:  # a lock file nobody held: its run was killed before it could remove it
         console.print(f"[yellow]note:[/] took over the lock {path} left by {describe_owner(earlier[0])}, which "
@@ -91,29 +92,29 @@ def _check_contents(folder: Path, resume_from: Path | None, overwrite: bool, con
     found = [name for name in RUN_FILES if (folder / name).exists()]
     if resume_from is not None and resume_from.parent == folder:
         if overwrite:
-            raise UserInputError(f"--overwrite would move aside the run that --resume continues ({folder}); "
+            raise UserInputError(f"{Flag.OVERWRITE} would move aside the run that {Flag.RESUME} continues ({folder}); "
                                  "give one of the two")
         last = folder / "last.pt"
         if last.exists() and not last.samefile(resume_from):
             # the run would replace last.pt and cut metrics.jsonl back to the older checkpoint's epoch
             raise UserInputError(
-                f"--resume {resume_from}: its run folder holds a newer last.pt, which continuing here would "
-                f"replace; resume the run itself (--resume {folder}), or continue from {resume_from.name} "
-                "into a new --out"
+                f"{Flag.RESUME} {resume_from}: its run folder holds a newer last.pt, which continuing here would "
+                f"replace; resume the run itself ({Flag.RESUME} {folder}), or continue from {resume_from.name} "
+                f"into a new {Flag.OUT}"
             )
         return
     if not found:
         return
     if not is_run(folder):
         raise UserInputError(
-            f"--out {folder} holds {', '.join(found)}, but no run of s4g train (no s4g checkpoint, no config.json "
+            f"{Flag.OUT} {folder} holds {', '.join(found)}, but no run of s4g train (no s4g checkpoint, no config.json "
             "that s4g train wrote); s4g moves only its own runs aside (not this folder, not even with "
-            "--overwrite): choose another --out"
+            f"{Flag.OVERWRITE}): choose another {Flag.OUT}"
         )
     if not overwrite:
         raise UserInputError(
-            f"--out {folder} already holds a training run ({', '.join(found)}); continue it with "
-            f"--resume {folder}, choose another --out, or pass --overwrite to start a new run there "
+            f"{Flag.OUT} {folder} already holds a training run ({', '.join(found)}); continue it with "
+            f"{Flag.RESUME} {folder}, choose another {Flag.OUT}, or pass {Flag.OVERWRITE} to start a new run there "
             f"(the earlier files are moved into {folder}/{REPLACED_PREFIX}<time>/, not deleted)"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -125,7 +126,7 @@ def _check_contents(folder: Path, resume_from: Path | None, overwrite: bool, con
     dest.mkdir()
     for entry in entries:
         os.replace(entry, dest / entry.name)
-    console.print(f"--overwrite: moved the earlier run's {len(entries)} files to {dest}", soft_wrap=True)
+    console.print(f"{Flag.OVERWRITE}: moved the earlier run's {len(entries)} files to {dest}", soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -145,11 +146,11 @@ def claim_run_dir(
     """
     folder = Path(out).expanduser().resolve()
     if folder.exists() and not folder.is_dir():
-        raise UserInputError(f"--out {folder} is a file; give a run folder (new, or a run to --resume)")
+        raise UserInputError(f"{Flag.OUT} {folder} is a file; give a run folder (new, or a run to {Flag.RESUME})")
     root = None if data_root is None else Path(data_root).expanduser().resolve()
     if root is not None and (folder == root or folder in root.parents):
-        raise UserInputError(f"--out {folder} {'is' if folder == root else 'holds'} the data root {root}; a run "
-                             "folder is never a dataset's folder (nothing there is moved): choose another --out")
+        raise UserInputError(f"{Flag.OUT} {folder} {'is' if folder == root else 'holds'} the data root {root}; a run "
+                             f"folder is never a dataset's folder (nothing there is moved): choose another {Flag.OUT}")
     folder.mkdir(parents=True, exist_ok=True)
     was_empty = not any(folder.iterdir())
     lock = _lock(folder, console)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path, PureWindowsPath
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 #: The image formats s4g decodes (torchvision's decoders), by Pillow's name, and their suffixes.
 IMAGE_FORMATS = {"JPEG": (".jpg", ".jpeg"), "PNG": (".png",), "WEBP": (".webp",), "GIF": (".gif",)}
@@ -24,7 +25,7 @@ def require_root(root: str | os.PathLike, dataset: str) -> Path:
     if not path.is_dir():
         raise UserInputError(
             f"data root {str(path)!r} for dataset {dataset!r} does not exist or is not a folder; "
-            "pass the folder that holds the dataset as --data-root."
+            f"pass the folder that holds the dataset as {Flag.DATA_ROOT}."
         )
     return path.resolve()
 

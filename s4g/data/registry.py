@@ -20,6 +20,7 @@ from s4g.config import Preset, TrainConfig, usable_cpus
 from s4g.data import csvpairs, cvact, cvusa, university, vigor
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class DatasetSpec:
         if self.prepare is not None:
             return self.prepare(root, locations=locations, seed=seed)
         if root is None:
-            raise UserInputError(f"--data-root is required for --dataset {self.name}")
+            raise UserInputError(f"{Flag.DATA_ROOT} is required for {Flag.DATASET} {self.name}")
         return Path(root).expanduser().resolve()
 
     def check_split(self, split: str | None) -> str:
@@ -66,7 +67,8 @@ class DatasetSpec:
         split = self.preset.eval_split if split is None else split
         if split not in self.eval_splits:
             raise UserInputError(
-                f"--split {split!r} is not a split of --dataset {self.name}; valid: {', '.join(self.eval_splits)}"
+                f"{Flag.SPLIT} {split!r} is not a split of {Flag.DATASET} {self.name}; "
+                f"valid: {', '.join(self.eval_splits)}"
             )
         return split
 
@@ -129,7 +131,7 @@ def get(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise UserInputError(
-            f"--dataset {name!r} is not a dataset s4g knows; choose one of: {', '.join(NAMES)}"
+            f"{Flag.DATASET} {name!r} is not a dataset s4g knows; choose one of: {', '.join(NAMES)}"
         ) from None
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from s4g.data._files import listed_path
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 LAT = ("lat", "latitude")
 LON = ("lon", "lng", "long", "longitude")
@@ -97,7 +98,7 @@ def read_tiles(csv_path: str | os.PathLike, images_dir: str | os.PathLike) -> tu
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise UserInputError(f"--images {images_dir}: no such folder")
+        raise UserInputError(f"{Flag.IMAGES} {images_dir}: no such folder")
     rows = read_rows(csv_path, {"file": FILE, "lat": LAT, "lon": LON})
     if not rows:
         raise UserInputError(f"{csv_path}: expected a header and at least one row")

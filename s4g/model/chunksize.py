@@ -16,6 +16,7 @@ from torch import nn
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.model.gradcache import rng_devices
 
 # The probed chunk is scaled by this before use: activations grow about linearly with the
@@ -47,10 +48,10 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
     if cfg.chunk_size != "auto":
         size = int(cfg.chunk_size)
         if 0 < size < share:
-            return ChunkPlan(size, f"--chunk-size {size}: {_how(share, size)}")
-        return ChunkPlan(None, f"--chunk-size {size}: the whole batch of {share} pairs per process at once")
+            return ChunkPlan(size, f"{Flag.CHUNK_SIZE} {size}: {_how(share, size)}")
+        return ChunkPlan(None, f"{Flag.CHUNK_SIZE} {size}: the whole batch of {share} pairs per process at once")
     if env.device.type != "cuda":
-        return ChunkPlan(None, "--chunk-size auto: the whole batch at once (no memory probe on the CPU)")
+        return ChunkPlan(None, f"{Flag.CHUNK_SIZE} auto: the whole batch at once (no memory probe on the CPU)")
     ground_hw = ground_hw or cfg.ground_size
     t0 = time.perf_counter()
     largest = probe_largest_chunk(model, optimizer, autocast, upto=math.ceil(share / MARGIN),
@@ -63,16 +64,16 @@ def plan_chunks(cfg: TrainConfig, env: DistEnv, model: nn.Module, optimizer: tor
     probe = f"probe {time.perf_counter() - t0:.1f} s"
     if largest == 0:
         raise UserInputError(
-            f"--chunk-size auto: not even one pair ({cfg.aerial_size}px aerial, {ground_hw[0]}x"
-            f"{ground_hw[1]} ground, --backbone {cfg.backbone}) fits in GPU memory next to the model "
+            f"{Flag.CHUNK_SIZE} auto: not even one pair ({cfg.aerial_size}px aerial, {ground_hw[0]}x"
+            f"{ground_hw[1]} ground, {Flag.BACKBONE} {cfg.backbone}) fits in GPU memory next to the model "
             f"and its optimizer state; lower the image sizes or use a smaller backbone"
         )
     usable = max(1, math.floor(MARGIN * largest))
     if usable >= share:
-        return ChunkPlan(None, f"--chunk-size auto: the whole batch of {share} pairs per process fits "
+        return ChunkPlan(None, f"{Flag.CHUNK_SIZE} auto: the whole batch of {share} pairs per process fits "
                                       f"in GPU memory, no chunking ({probe})")
     size = balanced_chunk(share, usable)
-    return ChunkPlan(size, f"--chunk-size auto: {size} pairs, {_how(share, size)} "
+    return ChunkPlan(size, f"{Flag.CHUNK_SIZE} auto: {size} pairs, {_how(share, size)} "
                                   f"({largest} fitted the probe; {probe})")
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.models.convnext import CNBlockConfig, ConvNeXt
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.model.heads import HEADS, Features, build_head
 from s4g.model.lora import add_lora
 
@@ -76,7 +77,7 @@ def _import_timm():
     try:
         import timm  # the optional extra s4g[timm]
     except ImportError:
-        raise UserInputError('--backbone timm/...: install the extra (pip install "s4g[timm]")') from None
+        raise UserInputError(f'{Flag.BACKBONE} timm/...: install the extra (pip install "s4g[timm]")') from None
     return timm
 
 
@@ -87,11 +88,11 @@ def check_backbone(name: str) -> None:
         timm = _import_timm()
         # a pretrained tag ("vit_base_patch14_dinov2.lvd142m") picks timm's weights of the model
         if not timm.models.is_model(timm.models.split_model_name_tag(model)[0]):
-            raise UserInputError(f"--backbone {name}: timm has no model {model!r} (timm.list_models() lists them)")
+            raise UserInputError(f"{Flag.BACKBONE} {name}: timm has no model {model!r} (timm.list_models() lists them)")
         return
     if name not in BACKBONES:
         raise UserInputError(
-            f"--backbone {name!r}: choose one of {', '.join(sorted(BACKBONES))}, or timm/<model name>"
+            f"{Flag.BACKBONE} {name!r}: choose one of {', '.join(sorted(BACKBONES))}, or timm/<model name>"
         )
 
 
@@ -110,14 +111,14 @@ def create_timm(backbone: str, args: Mapping[str, Any] | None = None, *, pretrai
                 raise
             return timm.create_model(name, pretrained=pretrained, **kwargs)  # a CNN: any size works
     except TypeError as err:
-        raise UserInputError(f"--backbone-arg for {backbone}: {err}") from None
+        raise UserInputError(f"{Flag.BACKBONE_ARG} for {backbone}: {err}") from None
 
 
 def _encoder(backbone: str, backbone_args: Mapping[str, Any] | None, weights: Any = None) -> nn.Module:
     if is_timm(backbone):
         return create_timm(backbone, backbone_args)
     if backbone_args:
-        raise UserInputError(f"--backbone-arg applies to timm backbones, not {backbone}")
+        raise UserInputError(f"{Flag.BACKBONE_ARG} applies to timm backbones, not {backbone}")
     return BACKBONES[backbone][0](weights=weights)
 
 
@@ -157,11 +158,11 @@ class EmbeddingModel(nn.Module):
         else:  # pragma: no cover - BACKBONES only lists the two families above
             raise TypeError(f"unsupported encoder type {type(encoder).__name__}")
         if head not in HEADS:
-            raise UserInputError(f"--head {head!r}: choose one of {', '.join(HEADS)}")
+            raise UserInputError(f"{Flag.HEAD} {head!r}: choose one of {', '.join(HEADS)}")
         if self.lora_rank < 0:
-            raise UserInputError(f"--lora-rank must be 0 (off) or more, got {lora_rank}")
+            raise UserInputError(f"{Flag.LORA_RANK} must be 0 (off) or more, got {lora_rank}")
         if self.lora_rank and add_lora(encoder, self.lora_rank) == 0:
-            raise UserInputError(f"--lora-rank: {backbone} has no attention layers to adapt; use a transformer "
+            raise UserInputError(f"{Flag.LORA_RANK}: {backbone} has no attention layers to adapt; use a transformer "
                                  "backbone (timm/vit_*)")
         if head == "pool":
             self.head = None
@@ -278,7 +279,7 @@ def block_groups(model: EmbeddingModel) -> list[list[nn.Module]]:
         return [[enc.features[i], enc.features[i + 1]] for i in range(0, len(enc.features), 2)]
     blocks = getattr(enc, "blocks", None) if model.family == "timm" else None
     if blocks is None:
-        raise UserInputError(f"--train-blocks: {model.backbone} has no transformer blocks or ConvNeXt stages "
+        raise UserInputError(f"{Flag.TRAIN_BLOCKS}: {model.backbone} has no transformer blocks or ConvNeXt stages "
                              "s4g can count; train it whole")
     return [[b] for b in blocks]
 
@@ -294,7 +295,7 @@ def set_trainable(model: EmbeddingModel, train_blocks: int | None) -> None:
         return
     groups = block_groups(model) if train_blocks is not None else []
     if train_blocks is not None and not 0 <= train_blocks <= len(groups):
-        raise UserInputError(f"--train-blocks {train_blocks}: {model.backbone} has {len(groups)} blocks; "
+        raise UserInputError(f"{Flag.TRAIN_BLOCKS} {train_blocks}: {model.backbone} has {len(groups)} blocks; "
                              f"choose 0 to {len(groups)}")
     model.encoder.requires_grad_(False)
     if train_blocks is not None:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 
 @dataclass
@@ -140,7 +141,7 @@ class SALAD(nn.Module):
             raise UserInputError(
                 f"SALAD with {self.num_clusters} clusters needs more than {self.num_clusters} feature positions, "
                 f"but the images give {x.shape[-2]}×{x.shape[-1]} = {n}; use larger images or fewer clusters "
-                "(--head-arg num_clusters=K)"
+                f"({Flag.HEAD_ARG} num_clusters=K)"
             )
         f = self.cluster_features(x).flatten(2).float()              # (B, l, n)
         p = self.score(x).flatten(2).float()                         # (B, m, n)
@@ -170,14 +171,14 @@ def build_head(name: str, channels: int, has_cls: bool, args: Mapping[str, Any] 
     """The head `name` (not "pool", which is the backbone's own) for `channels`-wide features;
     args: keyword arguments overriding the paper's defaults (--head-arg KEY=VALUE)."""
     if name not in _CLASSES:
-        raise UserInputError(f"--head {name!r}: choose one of {', '.join(HEADS)}")
+        raise UserInputError(f"{Flag.HEAD} {name!r}: choose one of {', '.join(HEADS)}")
     if name in ("cls", "salad") and not has_cls:
-        raise UserInputError(f"--head {name} needs a class token, which this backbone does not have; "
+        raise UserInputError(f"{Flag.HEAD} {name} needs a class token, which this backbone does not have; "
                              "use pool, gem or mixvpr")
     try:
         return _CLASSES[name](channels, **dict(args or {}))
     except TypeError as err:
-        raise UserInputError(f"--head-arg for --head {name}: {err}") from None
+        raise UserInputError(f"{Flag.HEAD_ARG} for {Flag.HEAD} {name}: {err}") from None
 
 
 __all__ = ["HEADS", "SALAD", "ClassToken", "Features", "GeM", "MixVPR", "build_head", "log_optimal_transport"]

@@ -25,6 +25,7 @@ import torch
 from s4g.config import Preset
 from s4g.errors import UserInputError
 from s4g.fileio import file_sha256, load_weights_file
+from s4g.flags import Flag
 from s4g.model.encoder import (
     BACKBONES,
     TIMM_PREFIX,
@@ -175,7 +176,7 @@ def check_convnext_backbone(backbone: str) -> None:
         raise UserInputError(f"unknown backbone {backbone!r}; choose one of: {', '.join(CONVNEXT_ARCH)}")
     if backbone not in CONVNEXT_ARCH:
         raise UserInputError(
-            f"--backbone {backbone}: timm weights import only into {', '.join(CONVNEXT_ARCH)}"
+            f"{Flag.BACKBONE} {backbone}: timm weights import only into {', '.join(CONVNEXT_ARCH)}"
         )
 
 
@@ -241,12 +242,12 @@ def _timm_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     """The timm checkpoint of TIMM_WEIGHTS[backbone], fetched (or read from its cache) by timm."""
     name = TIMM_WEIGHTS[backbone]
     by_hand = (f"download {name} (model.safetensors from the Hugging Face repository timm/{name}) and "
-               "pass it with --weights FILE")
+               f"pass it with {Flag.WEIGHTS} FILE")
     try:
         import timm  # the optional extra s4g[timm]: only this way of getting weights needs it
     except ImportError:
         raise UserInputError(
-            f"--pretrained for {backbone} starts from timm's {name}, the paper's weights: install the extra "
+            f"{Flag.PRETRAINED} for {backbone} starts from timm's {name}, the paper's weights: install the extra "
             f'(pip install "s4g[timm]") so timm can fetch them, or {by_hand}'
         ) from None
     if not _hub_reachable():
@@ -309,8 +310,8 @@ def _timm_encoder(backbone: str, args: Mapping[str, Any], pretrained: bool,
         name = backbone[len(TIMM_PREFIX):]
         raise UserInputError(
             f"timm could not fetch the weights of {name} ({type(err).__name__}: {err}); download its "
-            "model.safetensors from the Hugging Face hub (timm/<name with its tag>) and pass it with --weights "
-            "FILE, or train from random initialisation with --no-pretrained"
+            f"model.safetensors from the Hugging Face hub (timm/<name with its tag>) and pass it with {Flag.WEIGHTS} "
+            f"FILE, or train from random initialisation with {Flag.NO_PRETRAINED}"
         ) from err
 
 
@@ -339,7 +340,7 @@ def initial_model(
       matrices start from their own initialisation.
     """
     if pretrained_from not in PRETRAINED_FROM:
-        raise UserInputError(f"--pretrained-from {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
+        raise UserInputError(f"{Flag.PRETRAINED_FROM} {pretrained_from!r}: choose one of {', '.join(PRETRAINED_FROM)}")
     arch: dict[str, Any] = dict(head=head, head_args=head_args, lora_rank=lora_rank, backbone_args=backbone_args)
     if is_timm(backbone):
         check_backbone(backbone)
@@ -350,9 +351,10 @@ def initial_model(
         loaded = load_weights_file(weights_file)
         if isinstance(loaded, Mapping) and loaded.get("format") == "s4g-checkpoint":  # checkpoint.CHECKPOINT_FORMAT
             raise UserInputError(
-                f"--weights {weights_file} is an s4g checkpoint (a {loaded.get('backbone')} run's, epoch "
-                f"{loaded.get('epoch', '?')}), not backbone weights: continue its run with --resume {weights_file}, "
-                "or evaluate it with s4g eval --checkpoint; --weights takes ImageNet backbone weights in "
+                f"{Flag.WEIGHTS} {weights_file} is an s4g checkpoint (a {loaded.get('backbone')} run's, epoch "
+                f"{loaded.get('epoch', '?')}), not backbone weights: continue its run with {Flag.RESUME} "
+                f"{weights_file}, "
+                f"or evaluate it with s4g eval {Flag.CHECKPOINT}; {Flag.WEIGHTS} takes ImageNet backbone weights in "
                 "torchvision's or timm's layout")
         state = unwrap_state_dict(loaded, str(weights_file))
         own = model.encoder.state_dict()
@@ -363,8 +365,8 @@ def initial_model(
     if pretrained_from == "timm":
         if backbone not in TIMM_WEIGHTS:
             raise UserInputError(
-                f"--backbone {backbone} has no timm weights s4g can import (ConvNeXt tiny to large do); "
-                "pass --pretrained-from torchvision, or --no-pretrained"
+                f"{Flag.BACKBONE} {backbone} has no timm weights s4g can import (ConvNeXt tiny to large do); "
+                f"pass {Flag.PRETRAINED_FROM} torchvision, or {Flag.NO_PRETRAINED}"
             )
         model = build_model(backbone, **arch)
         state = _encoder_state(_timm_state_dict(backbone), TIMM_WEIGHTS[backbone], model.encoder.state_dict())
@@ -372,13 +374,13 @@ def initial_model(
         return model
     _, weights_enum = BACKBONES.get(backbone, (None, None))
     if weights_enum is None:
-        raise UserInputError(f"--backbone {backbone} has no pretrained weights; pass --no-pretrained")
+        raise UserInputError(f"{Flag.BACKBONE} {backbone} has no pretrained weights; pass {Flag.NO_PRETRAINED}")
     try:
         return build_model(backbone, weights_enum.DEFAULT, **arch)
     except (OSError, RuntimeError) as err:  # torchvision's download failed
         raise UserInputError(
             f"torchvision could not fetch the ImageNet weights of {backbone} ({err}); on a machine without "
-            "internet access pass a local state dict with --weights FILE"
+            f"internet access pass a local state dict with {Flag.WEIGHTS} FILE"
         ) from err
 
 

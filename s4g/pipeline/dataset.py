@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from s4g.data.records import TrainSet
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.pipeline.augment import PhotoParams, no_photometric
 from s4g.pipeline.images import load_image
 from s4g.pipeline.transforms import TrainTransform, check_fov, eval_transform, uncropped_size
@@ -103,7 +104,7 @@ class PairDataset(Dataset):
         except UserInputError as err:
             if not self.skip_bad_images:
                 raise UserInputError(f"{err} To train without the pairs whose images cannot be read, "
-                                     "pass --skip-bad-images.") from None
+                                     f"pass {Flag.SKIP_BAD_IMAGES}.") from None
             self.bad_items += 1
             warnings.warn(BadImageWarning(f"skipping training pair {index}: {err}"), stacklevel=2)
             h, w = self.ground_size
@@ -166,7 +167,7 @@ class ImageDataset(Dataset):
     ):
         check_fov(fov)
         if fov is None and (heading_deg is not None or random_heading):
-            raise UserInputError("a heading (--random-heading) needs a field of view (--fov).")
+            raise UserInputError(f"a heading ({Flag.RANDOM_HEADING}) needs a field of view ({Flag.FOV}).")
         self.files = list(files)
         self.size_hw = (int(size_hw[0]), int(size_hw[1]))
         self.fov, self.heading_deg, self.random_heading, self.seed = fov, heading_deg, random_heading, int(seed)

@@ -29,6 +29,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.pipeline.augment import (
     GRID_RATIO_PANORAMA,
     GRID_RATIO_TILE,
@@ -44,7 +45,7 @@ P_ROTATE = 0.75
 def check_fov(fov_deg: float | None) -> None:
     """UserInputError unless fov_deg is None or in (0, 360]."""
     if fov_deg is not None and not (0 < float(fov_deg) <= 360):
-        raise UserInputError(f"--fov must be in (0, 360] degrees, got {fov_deg}.")
+        raise UserInputError(f"{Flag.FOV} must be in (0, 360] degrees, got {fov_deg}.")
 
 
 def fov_size(ground_size: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:

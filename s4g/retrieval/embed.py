@@ -20,6 +20,7 @@ from s4g import runtime
 from s4g.data.records import EvalSet
 from s4g.distributed import DistEnv, batch_shares, exchange, gather_rows
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.pipeline.augment import normalise
 from s4g.pipeline.dataset import ImageDataset
 from s4g.pipeline.transforms import fov_size
@@ -104,13 +105,13 @@ def _embed_rows(model: torch.nn.Module, dataset: ImageDataset, rows: range, devi
             except torch.OutOfMemoryError:
                 raise UserInputError(
                     f"{label}: the GPU ran out of memory embedding {len(index)} images of {h}×{w} at once; "
-                    "embed fewer at a time (--batch-size of s4g eval / mine / index, --eval-batch-size of "
+                    f"embed fewer at a time ({Flag.BATCH_SIZE} of s4g eval / mine / index, {Flag.EVAL_BATCH_SIZE} of "
                     "s4g train)"
                 ) from None
             except RuntimeError as err:  # e.g. images smaller than the backbone's stride
                 raise UserInputError(
                     f"{label}: the model failed on a batch of {len(index)} images of {h}×{w} "
-                    f"(check the image sizes and --batch-size): {err}"
+                    f"(check the image sizes and {Flag.BATCH_SIZE}): {err}"
                 ) from err
             if out is None:
                 out = np.empty((len(rows), emb.shape[1]), dtype=np.float32)

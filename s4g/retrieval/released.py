@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 LISTS = ("s4g", "released")
 _ROWS = 2048  # distance rows per block: 2048 × N float64
@@ -30,7 +31,7 @@ _ROWS = 2048  # distance rows per block: 2048 × N float64
 def check_lists(lists: str) -> str:
     """`lists` if it is one of LISTS; UserInputError naming --lists otherwise."""
     if lists not in LISTS:
-        raise UserInputError(f"--lists: expected one of {', '.join(LISTS)}, got {lists!r}")
+        raise UserInputError(f"{Flag.LISTS}: expected one of {', '.join(LISTS)}, got {lists!r}")
     return lists
 
 
@@ -39,7 +40,7 @@ def _haversine_metric():
         from sklearn.metrics import DistanceMetric
     except ImportError:
         raise UserInputError(
-            "--lists released needs scikit-learn, whose haversine metric the released GPS lists "
+            f"{Flag.LISTS} released needs scikit-learn, whose haversine metric the released GPS lists "
             "were computed with: pip install 's4g[released]'"
         ) from None
     return DistanceMetric.get_metric("haversine")

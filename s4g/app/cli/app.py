@@ -12,7 +12,6 @@ the config types they need for choices and help text are light and imported at t
 
 from __future__ import annotations
 
-import enum
 import functools
 import warnings
 from collections.abc import Callable
@@ -24,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 
 import s4g
-from s4g.data import registry as datasets
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 app = typer.Typer(
     name="s4g",
@@ -47,15 +46,6 @@ for _console in (console, err_console):
 _argument_type = typer.core.TyperArgument.display_type_rich
 typer.core.TyperArgument.display_type_rich = (  # type: ignore[method-assign]
     lambda self, ctx: None if self.metavar else _argument_type(self, ctx))
-
-#: The type of every --dataset option: the registry's names, listed in --help and in errors.
-DatasetName = enum.Enum("DatasetName", {name: name for name in datasets.NAMES}, type=str)  # type: ignore[misc]
-DATASET_HELP = "; ".join(f"{s.name}: {s.summary}" for s in datasets.DATASETS.values())
-
-def dataset_name(option: DatasetName | None) -> str | None:
-    """The registry name a --dataset option holds (None when not given)."""
-    return None if option is None else option.value
-
 
 def fail(message: str) -> typer.Exit:
     """Print `message` as an error paragraph; return the Exit(2) to raise."""
@@ -95,7 +85,7 @@ def command(*args, **kwargs) -> Callable:
                 raise fail(message) from None
             except KeyboardInterrupt:
                 err_console.print("interrupted (Ctrl-C): every file s4g wrote is whole; a training run "
-                                  "continues with --resume RUN_DIR", soft_wrap=True, highlight=False)
+                                  f"continues with {Flag.RESUME} RUN_DIR", soft_wrap=True, highlight=False)
                 raise typer.Exit(code=130) from None
 
         return app.command(*args, **kwargs)(wrapper)
@@ -130,7 +120,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         bool | None,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option(Flag.VERSION, callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
     """Sample4Geo cross-view geo-localisation."""

@@ -11,8 +11,9 @@ from typing import Annotated
 
 import typer
 
-from s4g.app.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.app import command, console, require_paths
 from s4g.app.cli.options import (
+    DatasetName,
     Device,
     GroundSize,
     Lists,
@@ -22,6 +23,7 @@ from s4g.app.cli.options import (
     lists_option,
     value,
 )
+from s4g.flags import Flag
 
 _FROM_CKPT = "Default: the checkpoint's run config."
 _OVERWRITE_HELP = "Replace existing output files of the same kinds."
@@ -30,39 +32,50 @@ _OVERWRITE_HELP = "Replace existing output files of the same kinds."
 @command("eval")
 def eval_command(
     checkpoint: RunCheckpoint = None,
-    dataset: Annotated[DatasetName | None, typer.Option(help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
-    data_root: Annotated[Path | None, typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
-    split: Annotated[str | None, typer.Option(help="Evaluation split. Default: the run's eval split.")] = None,
-    split_dir: Annotated[str | None, typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(
+        Flag.DATASET, help=f"Benchmark to evaluate on. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Path | None, typer.Option(Flag.DATA_ROOT, help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split: Annotated[str | None, typer.Option(
+        Flag.SPLIT, help="Evaluation split. Default: the run's eval split.")] = None,
+    split_dir: Annotated[str | None, typer.Option(Flag.SPLIT_DIR, help=f"Folder of split files. {_FROM_CKPT}")] = None,
     json_out: Annotated[
         Path | None, typer.Option(
-            "--json", help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the "
-                           "checkpoint).")
+            Flag.JSON,
+            help="Metrics JSON (default: eval-<dataset>-<split>[-fov<deg>-<heading>].json beside the "
+                 "checkpoint).")
     ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
-    batch_size: Annotated[int | None, typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
-    workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    overwrite: Annotated[bool, typer.Option(Flag.OVERWRITE, help=_OVERWRITE_HELP)] = False,
+    batch_size: Annotated[int | None, typer.Option(
+        Flag.BATCH_SIZE, help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[int | None, typer.Option(
+        Flag.WORKERS, help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
-    fov: Annotated[float | None, typer.Option(help="Cut queries to this horizontal field of view, degrees.")] = None,
+    fov: Annotated[float | None, typer.Option(
+        Flag.FOV, help="Cut queries to this horizontal field of view, degrees.")] = None,
     random_heading: Annotated[
-        bool | None, typer.Option(help="With --fov: a random heading per query. Default: the run's setting.")
+        bool | None, typer.Option(f"{Flag.RANDOM_HEADING}/{Flag.NO_RANDOM_HEADING}",
+                                  help=f"With {Flag.FOV}: a random heading per query. Default: the run's setting.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random headings.")] = 0,
+    seed: Annotated[int, typer.Option(Flag.SEED, help="Seed of the random headings.")] = 0,
     runs_dir: RunsDir = Path("runs"),
     per_query: Annotated[Path | None, typer.Option(
+        Flag.PER_QUERY,
         help="Also write one CSV row per query: query, true reference, rank (0 = found first), top-5 "
              "references and scores, error in metres, query lat/lon; files relative to the data root.")] = None,
     examples: Annotated[Path | None, typer.Option(
+        Flag.EXAMPLES,
         help="Also draw a PNG: rows of query → top-5 references, true ones framed green, others "
              "vermillion; half the rows found first, half not.")] = None,
     examples_count: Annotated[int, typer.Option(
-        help="Rows of the --examples picture (at most 372 at the default size: the picture stays under 89 "
+        Flag.EXAMPLES_COUNT,
+        help=f"Rows of the {Flag.EXAMPLES} picture (at most 372 at the default size: the picture stays under 89 "
              "megapixels).")] = 8,
-    examples_seed: Annotated[int, typer.Option(help="Seed that draws the --examples rows.")] = 0,
+    examples_seed: Annotated[int, typer.Option(
+        Flag.EXAMPLES_SEED, help=f"Seed that draws the {Flag.EXAMPLES} rows.")] = 0,
     examples_size: Annotated[int, typer.Option(
-        help="Side of each tile in the --examples picture, pixels (32 to 1024).")] = 128,
+        Flag.EXAMPLES_SIZE, help=f"Side of each tile in the {Flag.EXAMPLES} picture, pixels (32 to 1024).")] = 128,
     aerial_size: Annotated[int | None, typer.Option(
-        help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
+        Flag.AERIAL_SIZE, help=f"Aerial tile side fed to the model, pixels. {_FROM_CKPT}")] = None,
     ground_size: Annotated[GroundSize, ground_size_option(_FROM_CKPT)] = None,
 ) -> None:
     """Retrieval metrics of a checkpoint: R@1, R@5, R@10, R@1% (+ hit rate, AP where defined),
@@ -70,11 +83,11 @@ def eval_command(
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) eval ...
     """
-    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
+    require_paths((Flag.CHECKPOINT, checkpoint), (Flag.DATA_ROOT, data_root))
     from s4g.app.jobs.evaluate import evaluate_checkpoint
 
     report = evaluate_checkpoint(
-        checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=dataset_name(dataset), data_root=data_root,
+        checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=value(dataset), data_root=data_root,
         split=split, split_dir=split_dir, batch_size=batch_size, workers=workers, fov=fov,
         random_heading=random_heading, seed=seed, aerial_size=aerial_size, ground_size=ground_size,
         json_out=json_out, per_query=per_query, examples=examples, examples_count=examples_count,
@@ -118,29 +131,32 @@ def _print_metrics(ev, metrics: dict) -> None:
 @command("mine")
 def mine_command(
     out: Annotated[Path, typer.Option(
-        help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
+        Flag.OUT, help="Output .npz: neighbours (C, k) int64, reference_files (relative to data_root), data_root.")],
     checkpoint: RunCheckpoint = None,
-    dataset: Annotated[DatasetName | None, typer.Option(help=f"Training set to mine. {_FROM_CKPT}")] = None,
-    data_root: Annotated[Path | None, typer.Option(help=f"Dataset folder. {_FROM_CKPT}")] = None,
-    split_dir: Annotated[str | None, typer.Option(help=f"Folder of split files. {_FROM_CKPT}")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(
+        Flag.DATASET, help=f"Training set to mine. {_FROM_CKPT}")] = None,
+    data_root: Annotated[Path | None, typer.Option(Flag.DATA_ROOT, help=f"Dataset folder. {_FROM_CKPT}")] = None,
+    split_dir: Annotated[str | None, typer.Option(Flag.SPLIT_DIR, help=f"Folder of split files. {_FROM_CKPT}")] = None,
     k: Annotated[int | None, typer.Option(
-        help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
+        Flag.K, help="Neighbours per class (default: the run's neighbour range, 128).")] = None,
     lists: Annotated[Lists | None, lists_option(" Default: the run's.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Images per forward pass. {_FROM_CKPT}")] = None,
-    workers: Annotated[int | None, typer.Option(help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        Flag.BATCH_SIZE, help=f"Images per forward pass. {_FROM_CKPT}")] = None,
+    workers: Annotated[int | None, typer.Option(
+        Flag.WORKERS, help=f"DataLoader worker processes. {_FROM_CKPT}")] = None,
     device: Device = None,
     runs_dir: RunsDir = Path("runs"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help=_OVERWRITE_HELP)] = False,
+    overwrite: Annotated[bool, typer.Option(Flag.OVERWRITE, help=_OVERWRITE_HELP)] = False,
 ) -> None:
     """Hard negatives for DSS: each class's k most similar other references under a model.
 
     Several GPUs: torchrun --nproc-per-node N $(which s4g) mine ...
     """
-    require_paths(("--checkpoint", checkpoint), ("--data-root", data_root))
+    require_paths((Flag.CHECKPOINT, checkpoint), (Flag.DATA_ROOT, data_root))
     from s4g.app.jobs.evaluate import mine_checkpoint
 
     line = mine_checkpoint(
-        out=out, checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=dataset_name(dataset),
+        out=out, checkpoint=checkpoint, runs_dir=runs_dir, device=device, dataset=value(dataset),
         data_root=data_root, split_dir=split_dir, k=k, lists=value(lists), batch_size=batch_size, workers=workers,
         overwrite=overwrite, console=console)
     if line is not None:  # under torchrun, rank 0 alone prints

@@ -1,6 +1,7 @@
-"""The options of more than one command, and every choice option, declared once: name, help,
-type, choices. A command takes an option by its alias (`device: Device = None`) or, where the
-help differs by command, by its factory (`lists: Annotated[Lists | None, lists_option(...)]`).
+"""The options of more than one command, and every choice option, declared once: name (its
+s4g.flags.Flag), help, type, choices. A command takes an option by its alias
+(`device: Device = None`) or, where the help differs by command, by its factory
+(`lists: Annotated[Lists | None, lists_option(...)]`).
 
 Choice options are enums, so a command gets a checked value, --help lists the choices, and a
 wrong one exits 2 naming the option and the choices. The names mirror the library's lists
@@ -18,6 +19,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 import typer
 
 from s4g.config import Sampling
+from s4g.data import registry as datasets
+from s4g.flags import Flag
 
 #: s4g.model.encoder.BACKBONES's names.
 BACKBONES = ("convnext_micro", "convnext_micro_ls1", "convnext_tiny", "convnext_small", "convnext_base",
@@ -30,6 +33,10 @@ def _choices(name: str, values: tuple[str, ...]) -> Any:
     return enum.Enum(name, {value: value for value in values}, type=str)
 
 
+#: The type of every --dataset option: the registry's names, listed in --help and in errors.
+DatasetName = _choices("DatasetName", datasets.NAMES)
+DATASET_HELP = "; ".join(f"{s.name}: {s.summary}" for s in datasets.DATASETS.values())
+
 # Each mirrors a tuple of the library: s4g.retrieval.released.LISTS, s4g.model.weights.PRETRAINED_FROM,
 # s4g.model.heads.HEADS, and s4g.app.synth's LAYOUTS, SIZES, PALETTES, VIGOR_LAYOUTS.
 Lists = _choices("Lists", ("s4g", "released"))
@@ -40,7 +47,6 @@ ImageSizes = _choices("ImageSizes", ("small", "real"))
 Palette = _choices("Palette", ("unique", "paired", "shared"))
 VigorLayout = _choices("VigorLayout", ("original", "reference"))
 
-CHUNK_SIZE = "--chunk-size"
 #: --chunk-size as parsed: pairs per chunk (0 = the whole batch at once) or "auto".
 ChunkSize = Union[int, Literal["auto"]]  # noqa: UP007 (typer takes no Union: a command annotates it as Any)
 
@@ -85,7 +91,7 @@ def chunk_size(text: str) -> ChunkSize:
         return int(text)
     except ValueError:
         raise typer.BadParameter(
-            f"{CHUNK_SIZE} {text!r}: expected a number of pairs per chunk (0 = the whole batch at once) or auto"
+            f"{Flag.CHUNK_SIZE} {text!r}: expected a number of pairs per chunk (0 = the whole batch at once) or auto"
         ) from None
 
 
@@ -97,38 +103,38 @@ LISTS_HELP = ("Neighbour lists: s4g (exact great-circle GPS neighbours, a tile m
 
 def lists_option(also: str = "") -> Any:
     """--lists (train, mine, neighbours); `also` ends its help."""
-    return typer.Option(parser=choice(Lists), metavar=metavar(Lists), help=LISTS_HELP + also)
+    return typer.Option(Flag.LISTS, parser=choice(Lists), metavar=metavar(Lists), help=LISTS_HELP + also)
 
 
 def pretrained_from_option() -> Any:
     """--pretrained-from (train)."""
-    return typer.Option(parser=choice(PretrainedFrom), metavar=metavar(PretrainedFrom),
+    return typer.Option(Flag.PRETRAINED_FROM, parser=choice(PretrainedFrom), metavar=metavar(PretrainedFrom),
                         help="timm: the paper's convnext_*.fb_in22k_ft_in1k_384 (needs the s4g[timm] extra); "
                              "torchvision: ImageNet-1k at 224 px (default timm).")
 
 
 def head_option() -> Any:
     """--head (train)."""
-    return typer.Option(parser=choice(Head), metavar=metavar(Head),
+    return typer.Option(Flag.HEAD, parser=choice(Head), metavar=metavar(Head),
                         help="Aggregation head: pool (the backbone's own, default), cls, gem, mixvpr or salad "
                              "(docs/backbones.md).")
 
 
 def sampling_option(default_note: str) -> Any:
     """--sampling (train)."""
-    return typer.Option(parser=choice(Sampling), metavar=metavar(Sampling),
+    return typer.Option(Flag.SAMPLING, parser=choice(Sampling), metavar=metavar(Sampling),
                         help=f"random, gps or dss ({default_note}).")
 
 
 def backbone_option(help: str) -> Any:
     """--backbone (train): an s4g backbone or timm/<model name>."""
-    return typer.Option(parser=backbone, metavar="NAME", help=help)
+    return typer.Option(Flag.BACKBONE, parser=backbone, metavar="NAME", help=help)
 
 
 def chunk_size_option() -> Any:
     """--chunk-size N|auto (train)."""
     return typer.Option(
-        CHUNK_SIZE, parser=chunk_size, metavar="N|auto",
+        Flag.CHUNK_SIZE, parser=chunk_size, metavar="N|auto",
         help="Train the batch on less GPU memory: each process embeds its pairs N at a time and "
              "back-propagates the whole batch's loss chunk by chunk (gradient cache), the same gradients "
              "as the whole batch for about one more forward pass. auto: the largest N that fits the free "
@@ -137,12 +143,13 @@ def chunk_size_option() -> Any:
 
 
 #: --device of eval, mine, index and locate.
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N (default: cuda if available).")]
+Device = Annotated[str | None, typer.Option(
+    Flag.DEVICE, help="cpu, cuda, cuda:N (default: cuda if available).")]
 #: --checkpoint of eval and mine.
 RunCheckpoint = Annotated[Path | None, typer.Option(
-    "--checkpoint", help="s4g checkpoint (default: best.pt of the newest run under --runs-dir).")]
+    Flag.CHECKPOINT, help=f"s4g checkpoint (default: best.pt of the newest run under {Flag.RUNS_DIR}).")]
 #: --runs-dir of eval and mine.
-RunsDir = Annotated[Path, typer.Option(help="Where runs live (for the default checkpoint).")]
+RunsDir = Annotated[Path, typer.Option(Flag.RUNS_DIR, help="Where runs live (for the default checkpoint).")]
 #: --ground-size H W, with the help of the command.
 GroundSize = Optional[tuple[int, int]]  # noqa: UP045 (a runtime value: an alias, not an annotation)
 
@@ -150,7 +157,8 @@ GroundSize = Optional[tuple[int, int]]  # noqa: UP045 (a runtime value: an alias
 def ground_size_option(default_note: str) -> Any:
     """--ground-size H W; `default_note` says where the default comes from."""
     return typer.Option(
-        metavar="H W", help=f"Height and width of the ground image fed to the model, pixels. {default_note}")
+        Flag.GROUND_SIZE, metavar="H W",
+        help=f"Height and width of the ground image fed to the model, pixels. {default_note}")
 
 
 def value(option: enum.Enum | None) -> str | None:
@@ -158,7 +166,7 @@ def value(option: enum.Enum | None) -> str | None:
     return None if option is None else str(option.value)
 
 
-__all__ = ["BACKBONES", "CHUNK_SIZE", "LISTS_HELP", "ChunkSize", "Device", "GroundSize", "Head", "ImageSizes",
-           "Layout", "Lists", "Palette", "PretrainedFrom", "RunCheckpoint", "RunsDir", "VigorLayout", "backbone",
-           "backbone_option", "choice", "chunk_size", "chunk_size_option", "ground_size_option", "lists_option",
-           "metavar", "sampling_option", "value"]
+__all__ = ["BACKBONES", "DATASET_HELP", "LISTS_HELP", "ChunkSize", "DatasetName", "Device", "GroundSize", "Head",
+           "ImageSizes", "Layout", "Lists", "Palette", "PretrainedFrom", "RunCheckpoint", "RunsDir", "VigorLayout",
+           "backbone", "backbone_option", "choice", "chunk_size", "chunk_size_option", "ground_size_option",
+           "lists_option", "metavar", "sampling_option", "value"]

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
-from s4g.app.cli.app import DATASET_HELP, DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.app import command, console, require_paths
 from s4g.app.cli.options import (
     BACKBONES,
+    DATASET_HELP,
+    DatasetName,
     GroundSize,
     Head,
     Lists,
@@ -28,6 +30,7 @@ from s4g.app.cli.options import (
 from s4g.config import Sampling, TrainConfig
 from s4g.data import registry as datasets
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 
 _PRESET = "default: the dataset's preset"
 
@@ -48,86 +51,104 @@ def _preset(what: str, field: str) -> str:
 
 @command("train")
 def train_cmd(
-    dataset: Annotated[DatasetName | None, typer.Option(help=f"{DATASET_HELP}. Optional with --resume.")] = None,
+    dataset: Annotated[DatasetName | None, typer.Option(
+        Flag.DATASET, help=f"{DATASET_HELP}. Optional with {Flag.RESUME}.")] = None,
     data_root: Annotated[Path | None, typer.Option(
+        Flag.DATA_ROOT,
         help="Dataset root (synthetic: where to write/reuse the world; default a cache folder).")] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs --resume or "
-             "--overwrite.")] = None,
+        Flag.OUT,
+        help=f"Run directory (default runs/<dataset>-<YYYYmmdd-HHMMSS>/); one that holds a run needs {Flag.RESUME} or "
+             f"{Flag.OVERWRITE}.")] = None,
     resume: Annotated[Path | None, typer.Option(
-        help="Continue from a run directory or checkpoint of the same configuration.")] = None,
+        Flag.RESUME, help="Continue from a run directory or checkpoint of the same configuration.")] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Start a new run in an --out that holds one; its files are moved into replaced-<time>/, "
-                            "not deleted.")] = False,
+        Flag.OVERWRITE,
+        help=f"Start a new run in an {Flag.OUT} that holds one; its files are moved into "
+             "replaced-<time>/, not deleted.")] = False,
     backbone: Annotated[str | None, backbone_option(_preset(
         f"Encoder: {', '.join(BACKBONES)}, or timm/<model name> (docs/backbones.md).", "backbone"))] = None,
     pretrained: Annotated[bool | None, typer.Option(
-        "--pretrained/--no-pretrained", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
+        f"{Flag.PRETRAINED}/{Flag.NO_PRETRAINED}", help=f"Start from downloaded ImageNet weights ({_PRESET}).")] = None,
     pretrained_from: Annotated[PretrainedFrom | None, pretrained_from_option()] = None,
     weights: Annotated[Path | None, typer.Option(
+        Flag.WEIGHTS,
         help="Local weights to start from instead of downloading: torchvision's or timm's layout, .safetensors or "
              ".pth.")] = None,
-    epochs: Annotated[int | None, typer.Option(help=_preset("Training epochs.", "epochs"))] = None,
+    epochs: Annotated[int | None, typer.Option(Flag.EPOCHS, help=_preset("Training epochs.", "epochs"))] = None,
     batch_size: Annotated[int | None, typer.Option(
-        help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
+        Flag.BATCH_SIZE, help=f"Pairs per global batch, over all processes ({_PRESET}).")] = None,
     lr: Annotated[float | None, typer.Option(
-        help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
-    weight_decay: Annotated[float | None, typer.Option(help=_preset("AdamW weight decay.", "weight_decay"))] = None,
+        Flag.LR, help=_preset("Peak learning rate (AdamW), reached after the warm-up.", "lr"))] = None,
+    weight_decay: Annotated[float | None, typer.Option(
+        Flag.WEIGHT_DECAY, help=_preset("AdamW weight decay.", "weight_decay"))] = None,
     warmup_epochs: Annotated[float | None, typer.Option(
+        Flag.WARMUP_EPOCHS,
         help=_preset("Epochs of linear learning-rate warm-up (may be fractional).", "warmup_epochs"))] = None,
     sampling: Annotated[Sampling | None, sampling_option(_PRESET)] = None,
-    neighbour_select: Annotated[int | None, typer.Option(help=f"Neighbours added per anchor ({_PRESET}).")] = None,
+    neighbour_select: Annotated[int | None, typer.Option(
+        Flag.NEIGHBOUR_SELECT, help=f"Neighbours added per anchor ({_PRESET}).")] = None,
     neighbour_range: Annotated[int | None, typer.Option(
-        help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
+        Flag.NEIGHBOUR_RANGE, help=f"Mined neighbours per class for DSS ({_PRESET}).")] = None,
     max_failed_pops: Annotated[int | None, typer.Option(
+        Flag.MAX_FAILED_POPS,
         help=f"Packing gives up after this many pops in a row that add no pair ({_PRESET}: 1024, University-1652 "
              f"512).")] = None,
-    gps_k: Annotated[int | None, typer.Option(help=f"GPS neighbours per class ({_PRESET}).")] = None,
+    gps_k: Annotated[int | None, typer.Option(Flag.GPS_K, help=f"GPS neighbours per class ({_PRESET}).")] = None,
     lists: Annotated[Lists | None, lists_option()] = None,
-    eval_every: Annotated[int | None, typer.Option(help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
+    eval_every: Annotated[int | None, typer.Option(
+        Flag.EVAL_EVERY, help=f"Evaluate (and re-mine) every N epochs ({_PRESET}).")] = None,
     aerial_size: Annotated[int | None, typer.Option(
+        Flag.AERIAL_SIZE,
         help=_preset("Side of the square aerial tile fed to the model, pixels.", "aerial_size"))] = None,
     ground_size: Annotated[GroundSize, ground_size_option(_preset("", "ground_size").strip())] = None,
-    split_dir: Annotated[str | None, typer.Option(help="Split folder name (default splits).")] = None,
+    split_dir: Annotated[str | None, typer.Option(Flag.SPLIT_DIR, help="Split folder name (default splits).")] = None,
     eval_split: Annotated[str | None, typer.Option(
-        help=_preset("Split evaluated after epoch 0 and every --eval-every epochs.", "eval_split"))] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
+        Flag.EVAL_SPLIT,
+        help=_preset(f"Split evaluated after epoch 0 and every {Flag.EVAL_EVERY} epochs.", "eval_split"))] = None,
+    seed: Annotated[int | None, typer.Option(Flag.SEED, help="Random seed (default 0).")] = None,
     workers: Annotated[int | None, typer.Option(
+        Flag.WORKERS,
         help="Data-loader worker processes (default: the preset's 4, or 0 for synthetic, at most the usable "
              "CPUs).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default auto).")] = None,
-    eval_batch_size: Annotated[int | None, typer.Option(help="Images per evaluation batch.")] = None,
-    fov: Annotated[float | None, typer.Option(help="Crop training panoramas to this field of view, degrees.")] = None,
+    device: Annotated[str | None, typer.Option(Flag.DEVICE, help="auto, cpu, cuda or cuda:N (default auto).")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option(
+        Flag.EVAL_BATCH_SIZE, help="Images per evaluation batch.")] = None,
+    fov: Annotated[float | None, typer.Option(
+        Flag.FOV, help="Crop training panoramas to this field of view, degrees.")] = None,
     random_heading: Annotated[bool, typer.Option(
-        "--random-heading", help="With --fov: random heading per sample.")] = False,
+        Flag.RANDOM_HEADING, help=f"With {Flag.FOV}: random heading per sample.")] = False,
     skip_bad_images: Annotated[bool, typer.Option(
-        "--skip-bad-images", help="Skip unreadable training images instead of stopping.")] = False,
+        Flag.SKIP_BAD_IMAGES, help="Skip unreadable training images instead of stopping.")] = False,
     check_images: Annotated[bool | None, typer.Option(
-        "--check-images/--no-check-images", help="Read every training image's header before the first evaluation "
-                                                 "(default: check).")] = None,
-    log_every: Annotated[int | None, typer.Option(help="Log the loss every N steps.")] = None,
+        f"{Flag.CHECK_IMAGES}/{Flag.NO_CHECK_IMAGES}",
+        help="Read every training image's header before the first evaluation (default: check).")] = None,
+    log_every: Annotated[int | None, typer.Option(Flag.LOG_EVERY, help="Log the loss every N steps.")] = None,
     augment: Annotated[bool | None, typer.Option(
-        "--augment/--no-augment", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
-    locations: Annotated[int | None, typer.Option(help="Synthetic world size (synthetic only).")] = None,
+        f"{Flag.AUGMENT}/{Flag.NO_AUGMENT}", help=f"Paired geometric + photometric augmentation ({_PRESET}).")] = None,
+    locations: Annotated[int | None, typer.Option(
+        Flag.LOCATIONS, help="Synthetic world size (synthetic only).")] = None,
     chunk_size: Annotated[Any, chunk_size_option()] = None,  # Optional[ChunkSize]: typer takes no Union
     head: Annotated[Head | None, head_option()] = None,
     head_arg: Annotated[list[str] | None, typer.Option(
-        metavar="KEY=VALUE",
+        Flag.HEAD_ARG, metavar="KEY=VALUE",
         help="A head setting other than the paper's default, e.g. num_clusters=32 (repeatable).")] = None,
     backbone_arg: Annotated[list[str] | None, typer.Option(
-        metavar="KEY=VALUE",
+        Flag.BACKBONE_ARG, metavar="KEY=VALUE",
         help="A timm.create_model keyword for a timm/<name> backbone, e.g. depth=6 (repeatable).")] = None,
     train_blocks: Annotated[int | None, typer.Option(
+        Flag.TRAIN_BLOCKS,
         help="Train only the last N transformer blocks / ConvNeXt stages (and the head); default all.")] = None,
     lora_rank: Annotated[int | None, typer.Option(
+        Flag.LORA_RANK,
         help="LoRA of this rank on the attention projections; the rest of the backbone is frozen (default 0: "
              "off).")] = None,
     backbone_lr_scale: Annotated[float | None, typer.Option(
-        help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
+        Flag.BACKBONE_LR_SCALE, help="The backbone's learning rate as a multiple of the head's (default 1).")] = None,
 ) -> None:
     """Train a model (multi-GPU: torchrun --nproc-per-node N $(which s4g) train ...)."""
-    name = dataset_name(dataset)
-    require_paths(("--resume", resume, "run folder or checkpoint"), ("--weights", weights))
+    name = value(dataset)
+    require_paths((Flag.RESUME, resume, "run folder or checkpoint"), (Flag.WEIGHTS, weights))
     from s4g.app.jobs.train import ResumePoint, run
 
     overrides = dict(
@@ -142,7 +163,7 @@ def train_cmd(
         device=device, eval_batch_size=eval_batch_size, fov=fov, random_heading=random_heading or None,
         skip_bad_images=skip_bad_images or None, check_images=check_images, log_every=log_every, augment=augment,
         synth_locations=locations, chunk_size=chunk_size, lists=value(lists), head=value(head),
-        head_args=key_values(head_arg, "--head-arg"), backbone_args=key_values(backbone_arg, "--backbone-arg"),
+        head_args=key_values(head_arg, Flag.HEAD_ARG), backbone_args=key_values(backbone_arg, Flag.BACKBONE_ARG),
         train_blocks=train_blocks, lora_rank=lora_rank, backbone_lr_scale=backbone_lr_scale,
     )
     point = ResumePoint.read(resume) if resume is not None else None
@@ -151,7 +172,7 @@ def train_cmd(
     elif point is not None:  # continue the saved run's configuration
         cfg = TrainConfig.from_dict({**point.checkpoint.get("config", {}), "out": None}, **overrides)
     else:
-        raise UserInputError("--dataset is required (unless --resume names a run to continue)")
+        raise UserInputError(f"{Flag.DATASET} is required (unless {Flag.RESUME} names a run to continue)")
     run_dir = run(cfg, resume=point, overwrite=overwrite, console=console)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line, not one per process
         console.print(f"run directory: {run_dir}")

@@ -7,29 +7,33 @@ from typing import Annotated
 
 import typer
 
-from s4g.app.cli.app import DatasetName, command, console, dataset_name, require_paths
+from s4g.app.cli.app import command, console, require_paths
+from s4g.app.cli.options import DatasetName, value
+from s4g.flags import Flag
 
 
 @command("import-weights")
 def import_weights_cmd(
     src: Annotated[Path, typer.Argument(
         metavar="SOURCE", help="timm-layout ConvNeXt state dict (e.g. a released Sample4Geo .pth).")],
-    out: Annotated[Path, typer.Option("--out", help="s4g checkpoint to write.")],
+    out: Annotated[Path, typer.Option(Flag.OUT, help="s4g checkpoint to write.")],
     backbone: Annotated[
-        str | None, typer.Option(help="Expected backbone, e.g. convnext_base (default: inferred from the weights).")
+        str | None,
+        typer.Option(Flag.BACKBONE, help="Expected backbone, e.g. convnext_base (default: inferred from the weights)."),
     ] = None,
     dataset: Annotated[
-        DatasetName | None, typer.Option(help="Take image sizes from this dataset's preset (default: cvusa's).")
+        DatasetName | None,
+        typer.Option(Flag.DATASET, help="Take image sizes from this dataset's preset (default: cvusa's)."),
     ] = None,
-    aerial_size: Annotated[int | None, typer.Option(help="Aerial tile side in pixels.")] = None,
+    aerial_size: Annotated[int | None, typer.Option(Flag.AERIAL_SIZE, help="Aerial tile side in pixels.")] = None,
     ground_size: Annotated[
-        tuple[int, int] | None, typer.Option(help="Ground image height and width in pixels.")
+        tuple[int, int] | None, typer.Option(Flag.GROUND_SIZE, help="Ground image height and width in pixels.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(
-        "--overwrite", help="Replace an existing s4g checkpoint at --out.")] = False,
+        Flag.OVERWRITE, help=f"Replace an existing s4g checkpoint at {Flag.OUT}.")] = False,
 ) -> None:
     """Convert timm / Sample4Geo ConvNeXt weights into an s4g checkpoint."""
-    name = dataset_name(dataset)
+    name = value(dataset)
     require_paths(("the source file", src))
     from s4g.app.jobs.train.checks import check_image_sizes
     from s4g.data import registry as datasets
@@ -38,7 +42,7 @@ def import_weights_cmd(
 
     check_image_sizes(aerial_size, ground_size)
 
-    check_output(out, CHECKPOINT_FILE, option="--out", overwrite=overwrite, inputs=[("the source file", src)])
+    check_output(out, CHECKPOINT_FILE, option=Flag.OUT, overwrite=overwrite, inputs=[("the source file", src)])
     config, ignored = import_weights(
         src, out, backbone, preset=datasets.get(name).preset if name else None, dataset=name,
         aerial_size=aerial_size, ground_size=ground_size,

@@ -22,6 +22,7 @@ from s4g.data import registry as datasets
 from s4g.data.records import EvalSet
 from s4g.errors import UserInputError, check_seed
 from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, json_kind, marked, npz_kind, save_json, save_npz
+from s4g.flags import Flag
 from s4g.model.checkpoint import load_checkpoint
 from s4g.pipeline.transforms import check_fov
 from s4g.retrieval.results import PER_QUERY_FILE, TOP_K
@@ -62,8 +63,8 @@ def evaluate_checkpoint(
     Every argument is a command-line option (None: not given, the checkpoint's run config
     decides); sizes in pixels, fov in degrees."""
     check_fov(fov)
-    check_seed("--seed", seed)
-    check_seed("--examples-seed", examples_seed)
+    check_seed(Flag.SEED, seed)
+    check_seed(Flag.EXAMPLES_SEED, examples_seed)
     check_examples(examples_count, examples_size)
     env = D.setup("auto" if device is None else device)
     try:
@@ -73,13 +74,13 @@ def evaluate_checkpoint(
                                     ground_size=ground_size)
         assert cfg.split is not None  # inference_config resolves the split
         out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
-        outputs = ((out, METRICS_FILE, "--json" if json_out else "the default --json"),
-                   (per_query, PER_QUERY_FILE, "--per-query"), (examples, PNG_IMAGE, "--examples"))
+        outputs = ((out, METRICS_FILE, Flag.JSON if json_out else f"the default {Flag.JSON}"),
+                   (per_query, PER_QUERY_FILE, Flag.PER_QUERY), (examples, PNG_IMAGE, Flag.EXAMPLES))
         check_distinct_outputs((option, path) for path, _, option in outputs)
         for path, kind, option in outputs:
             if path is not None:
                 check_output(path, kind, option=option, overwrite=overwrite,
-                             inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
+                             inputs=[(Flag.CHECKPOINT, ckpt), ("the data root", cfg.data_root)])
         spec = datasets.get(cfg.dataset)
         ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
         results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
@@ -124,13 +125,13 @@ def mine_checkpoint(
     data_root, checkpoint); the line to print, or None on ranks > 0. `k` and `lists` default
     to the run's."""
     if k is not None and k < 1:
-        raise UserInputError(f"--k must be at least 1, got {k}")
+        raise UserInputError(f"{Flag.K} must be at least 1, got {k}")
     env = D.setup("auto" if device is None else device)
     try:
         ckpt, model, config, cfg = _open(env, checkpoint, runs_dir, console, dataset=dataset, data_root=data_root,
                                          split_dir=split_dir, batch_size=batch_size, workers=workers)
-        check_output(out, MINED_FILE, option="--out", overwrite=overwrite,
-                     inputs=[("--checkpoint", ckpt), ("the data root", cfg.data_root)])
+        check_output(out, MINED_FILE, option=Flag.OUT, overwrite=overwrite,
+                     inputs=[(Flag.CHECKPOINT, ckpt), ("the data root", cfg.data_root)])
         if k is None:
             k = int(config.get("neighbour_range", 128))
         train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
@@ -160,15 +161,15 @@ def check_examples(count: int, size: int) -> None:
         return w * h
 
     if not 32 <= size <= 1024:
-        raise UserInputError(f"--examples-size must be from 32 to 1024 pixels, got {size}")
+        raise UserInputError(f"{Flag.EXAMPLES_SIZE} must be from 32 to 1024 pixels, got {size}")
     limit = Image.MAX_IMAGE_PIXELS
     if limit is None:  # Pillow's check is off: a picture of any size opens again
         limit = pixels(max(count, 1))
     if count < 1 or pixels(count) > limit:
         most = (limit - pixels(0)) // (pixels(1) - pixels(0))
         raise UserInputError(
-            f"--examples-count must be from 1 to {most} at --examples-size {size}, got {count}: the picture stays "
-            f"under Pillow's limit of {limit / 1e6:.0f} megapixels, beyond which it takes a file "
+            f"{Flag.EXAMPLES_COUNT} must be from 1 to {most} at {Flag.EXAMPLES_SIZE} {size}, got {count}: the "
+            f"picture stays under Pillow's limit of {limit / 1e6:.0f} megapixels, beyond which it takes a file "
             "for a decompression bomb")
 
 
@@ -181,8 +182,8 @@ def _open(env: D.DistEnv, checkpoint: Path | None, runs_dir: Path, console: Cons
             console.print(f"using {checkpoint} (best.pt of the newest run under {runs_dir})")
     model, config = load_checkpoint(checkpoint)
     cfg = inference_config(config, str(checkpoint), **given)
-    model.check_image_size(*cfg.ground_size, "--ground-size")  # a ViT's patch must tile the images
-    model.check_image_size(cfg.aerial_size, cfg.aerial_size, "--aerial-size")
+    model.check_image_size(*cfg.ground_size, Flag.GROUND_SIZE)  # a ViT's patch must tile the images
+    model.check_image_size(cfg.aerial_size, cfg.aerial_size, Flag.AERIAL_SIZE)
     return checkpoint, model, config, cfg
 
 

@@ -13,6 +13,7 @@ from s4g.data import registry as datasets
 from s4g.data.tables import read_tiles
 from s4g.errors import UserInputError
 from s4g.fileio import check_output
+from s4g.flags import Flag
 from s4g.retrieval.index import INDEX_EMBEDDINGS, INDEX_FILE, build_index, index_paths
 from s4g.runtime import pick_device
 
@@ -25,16 +26,17 @@ def index_tiles(
     """Write the index `out` (NAME.json + NAME.npy) of either --images/--coords or --dataset's
     reference tiles, embedded by `checkpoint`; the line that says what was written."""
     if (images is None) != (coords is None) or (images is None) == (dataset is None):
-        raise UserInputError("give either --images DIR --coords FILE.csv, or --dataset NAME --data-root DIR")
+        raise UserInputError(
+            f"give either {Flag.IMAGES} DIR {Flag.COORDS} FILE.csv, or {Flag.DATASET} NAME {Flag.DATA_ROOT} DIR")
     if batch_size < 1 or workers < 0:
         raise UserInputError(
-            f"--batch-size must be at least 1 and --workers at least 0, got {batch_size} and {workers}")
+            f"{Flag.BATCH_SIZE} must be at least 1 and {Flag.WORKERS} at least 0, got {batch_size} and {workers}")
     meta_path, npy_path = index_paths(out)
     # --out names the index by NAME; an existing file of that very name is refused like any output
     named = [(Path(out), INDEX_FILE)] if Path(out).is_file() and Path(out) not in (meta_path, npy_path) else []
     for path, output_kind in ((meta_path, INDEX_FILE), (npy_path, INDEX_EMBEDDINGS), *named):
-        check_output(path, output_kind, option="--out", overwrite=overwrite,
-                     inputs=[("--checkpoint", checkpoint), ("--coords", coords), ("--data-root", data_root)])
+        check_output(path, output_kind, option=Flag.OUT, overwrite=overwrite,
+                     inputs=[(Flag.CHECKPOINT, checkpoint), (Flag.COORDS, coords), (Flag.DATA_ROOT, data_root)])
     dev = pick_device(device)
     kind = "aerial"
     root: Path | str

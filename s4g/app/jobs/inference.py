@@ -25,6 +25,7 @@ from s4g.config import InferenceConfig, TrainConfig
 from s4g.data import registry as datasets
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.retrieval.embed import embed_eval_set, embed_files, view_size
 from s4g.retrieval.mining import class_query_embeddings, similar_references
 from s4g.retrieval.released import check_lists, last_query_embeddings
@@ -48,8 +49,8 @@ def latest_checkpoint(runs_dir: str | Path = "runs") -> Path:
             found.append((key, (run / "best.pt").stat().st_mtime, run / "best.pt"))
     if not found:
         raise UserInputError(
-            f"no --checkpoint given and no run with best.pt under {runs.resolve()}; pass "
-            "--checkpoint CKPT or run `s4g train` first"
+            f"no {Flag.CHECKPOINT} given and no run with best.pt under {runs.resolve()}; pass "
+            f"{Flag.CHECKPOINT} CKPT or run `s4g train` first"
         )
     return max(found)[2]
 
@@ -64,7 +65,7 @@ def inference_config(config: Mapping[str, Any], source: str, **given: Any) -> In
     given = {k: v for k, v in given.items() if v is not None}
     dataset = given.get("dataset", config.get("dataset"))
     if dataset is None:
-        raise UserInputError(f"{source} names no dataset in its config; pass --dataset NAME")
+        raise UserInputError(f"{source} names no dataset in its config; pass {Flag.DATASET} NAME")
     spec = datasets.get(dataset)
     base = dict(config)
     if dataset != config.get("dataset"):
@@ -78,7 +79,8 @@ def inference_config(config: Mapping[str, Any], source: str, **given: Any) -> In
     batch = int(given.get("batch_size", merged.get("eval_batch_size", merged.get("batch_size", 64))))
     workers = int(merged.get("workers", 0))
     if batch < 1 or workers < 0:
-        raise UserInputError(f"--batch-size must be at least 1 and --workers at least 0, got {batch} and {workers}")
+        raise UserInputError(
+            f"{Flag.BATCH_SIZE} must be at least 1 and {Flag.WORKERS} at least 0, got {batch} and {workers}")
     ground_h, ground_w = (int(v) for v in merged["ground_size"])
     return InferenceConfig(
         dataset=dataset,
@@ -178,7 +180,7 @@ def mine_training_set(
     check_lists(lists)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < train_set.num_classes:
         raise UserInputError(
-            f"--k must be between 1 and {train_set.num_classes - 1} (the training set has "
+            f"{Flag.K} must be between 1 and {train_set.num_classes - 1} (the training set has "
             f"{train_set.num_classes} references), got {k!r}"
         )
     was_training = model.training

@@ -14,6 +14,7 @@ import torch
 
 from s4g.errors import UserInputError
 from s4g.fileio import json_kind
+from s4g.flags import Flag
 from s4g.geo import haversine_m
 from s4g.model.checkpoint import load_checkpoint
 from s4g.pipeline.transforms import check_fov, fov_size
@@ -84,7 +85,7 @@ def index_checkpoint(index: Index, checkpoint: str | os.PathLike | None) -> Path
     if not recorded or not Path(recorded).is_file():
         raise UserInputError(
             f"{index.path} was made with the checkpoint {recorded}, which is not there any more; "
-            "pass it with --checkpoint"
+            f"pass it with {Flag.CHECKPOINT}"
         )
     return Path(recorded)
 
@@ -95,15 +96,15 @@ def check_locate_options(*, k: int, fov_deg: float | None, heading_deg: float | 
     check_fov(fov_deg)
     if heading_deg is not None and fov_deg is not None:
         raise UserInputError(
-            "--heading rolls a panorama north-up; a limited field-of-view photo (--fov) is "
-            "embedded as taken, so drop --heading"
+            f"{Flag.HEADING} rolls a panorama north-up; a limited field-of-view photo ({Flag.FOV}) is "
+            f"embedded as taken, so drop {Flag.HEADING}"
         )
     if heading_deg is not None and not math.isfinite(heading_deg):
-        raise UserInputError(f"--heading must be a finite number of degrees, got {heading_deg}")
+        raise UserInputError(f"{Flag.HEADING} must be a finite number of degrees, got {heading_deg}")
     if k < 1:
-        raise UserInputError(f"--k must be at least 1, got {k}")
+        raise UserInputError(f"{Flag.K} must be at least 1, got {k}")
     if radius_m is not None and not 0 < radius_m < math.inf:
-        raise UserInputError(f"--radius must be a finite positive number of metres, got {radius_m}")
+        raise UserInputError(f"{Flag.RADIUS} must be a finite positive number of metres, got {radius_m}")
 
 
 def locate_photos(
@@ -157,15 +158,15 @@ def locate_job(
     from s4g.retrieval.index import open_index
     from s4g.runtime import pick_device
 
-    inputs = [("--index", index), ("--checkpoint", checkpoint), *(("a photo", p) for p in photos)]
-    outputs = ((geojson, GEOJSON_FILE, "--geojson"), (picture, PNG_IMAGE, "--picture"))
+    inputs = [(Flag.INDEX, index), (Flag.CHECKPOINT, checkpoint), *(("a photo", p) for p in photos)]
+    outputs = ((geojson, GEOJSON_FILE, Flag.GEOJSON), (picture, PNG_IMAGE, Flag.PICTURE))
     check_distinct_outputs((option, path) for path, _, option in outputs)
     for path, kind, option in outputs:
         if path is not None:
             check_output(path, kind, option=option, overwrite=overwrite, inputs=inputs)
     tiles = open_index(index)
     if geojson is not None and not tiles.meta.get("has_coordinates"):
-        raise UserInputError(f"--geojson: {index} holds no tile coordinates, so there is nothing to put on a map")
+        raise UserInputError(f"{Flag.GEOJSON}: {index} holds no tile coordinates, so there is nothing to put on a map")
     found = locate_photos(tiles, [str(p) for p in photos], checkpoint=checkpoint, k=k, fov_deg=fov_deg,
                           heading_deg=heading_deg, radius_m=radius_m, device=pick_device(device))
     written = []

@@ -14,6 +14,7 @@ from s4g.data import registry as datasets
 from s4g.data.tables import read_coords
 from s4g.errors import UserInputError
 from s4g.fileio import check_output, npz_kind, save_npz
+from s4g.flags import Flag
 from s4g.geo import haversine_m
 from s4g.retrieval.released import check_lists, released_gps_neighbours
 
@@ -29,7 +30,7 @@ def write_gps_neighbours(
     says what was written."""
     check_lists(lists)
     if (coords is None) == (dataset is None):
-        raise UserInputError("give either --coords FILE.csv or --dataset NAME --data-root DIR")
+        raise UserInputError(f"give either {Flag.COORDS} FILE.csv or {Flag.DATASET} NAME {Flag.DATA_ROOT} DIR")
     if coords is not None:
         lat, lon = read_coords(coords)
         source = str(coords)
@@ -37,7 +38,7 @@ def write_gps_neighbours(
         assert dataset is not None  # checked above
         spec = datasets.get(dataset)
         if not spec.has_gps:
-            raise UserInputError(f"--dataset {dataset} has no GPS coordinates to find neighbours by")
+            raise UserInputError(f"{Flag.DATASET} {dataset} has no GPS coordinates to find neighbours by")
         root = spec.data_root(data_root)
         train = spec.load_train(root, split_dir=split_dir)
         assert train.class_lat is not None and train.class_lon is not None  # has_gps: the reader gives them
@@ -45,10 +46,10 @@ def write_gps_neighbours(
         source = f"{dataset} classes in {root}"
     if k < 1 or k >= len(lat):
         raise UserInputError(
-            f"--k {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
+            f"{Flag.K} {k}: must be at least 1 and smaller than the number of points ({len(lat)}) in {source}"
         )
-    check_output(out, NEIGHBOURS_FILE, option="--out", overwrite=overwrite,
-                 inputs=[("--coords", coords), ("--data-root", data_root)])
+    check_output(out, NEIGHBOURS_FILE, option=Flag.OUT, overwrite=overwrite,
+                 inputs=[(Flag.COORDS, coords), (Flag.DATA_ROOT, data_root)])
     start = time.perf_counter()
     with console.status(f"exact {k}-NN of {len(lat):,} points..."):
         if lists == "released":

@@ -11,6 +11,7 @@ from rich.console import Console
 from s4g.app.synth.preview import save_preview
 from s4g.app.synth.writer import write_layout
 from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output
+from s4g.flags import Flag
 from s4g.runtime import progress
 
 
@@ -19,8 +20,8 @@ def write_world(layout: str, out: Path, *, seed: int, palette: str, shading: flo
     """Write the `layout` world to `out` (write_layout's options in `world`), then the --preview
     PNG when given; the line that says what was written."""
     if preview is not None:
-        check_distinct_outputs([("--out", out), ("--preview", preview)])
-        check_output(preview, PNG_IMAGE, option="--preview", overwrite=overwrite)
+        check_distinct_outputs([(Flag.OUT, out), (Flag.PREVIEW, preview)])
+        check_output(preview, PNG_IMAGE, option=Flag.PREVIEW, overwrite=overwrite)
     with progress(console=progress_console) as bar:
         task = bar.add_task(f"synth {layout}", total=None)
         manifest = write_layout(

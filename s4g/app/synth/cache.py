@@ -25,6 +25,7 @@ from s4g.app.synth.tasks import MANIFEST, read_manifest
 from s4g.app.synth.writer import GENERATOR_VERSION, write_layout
 from s4g.errors import UserInputError
 from s4g.fileio import file_sha256
+from s4g.flags import Flag
 
 # One aerial tile per panorama, GPS for every class, test area apart from the training area.
 LAYOUT = "cvusa"
@@ -86,12 +87,12 @@ def ensure_world(root: str | os.PathLike | None, *, locations: int, seed: int) -
         if why is None:
             return root
         if not default:
-            raise UserInputError(f"--data-root {root}: holds a synthetic world that is not the one asked for "
+            raise UserInputError(f"{Flag.DATA_ROOT} {root}: holds a synthetic world that is not the one asked for "
                                  f"(locations {locations}, seed {seed}): {why}; choose another folder")
         _clear_cache_folder(root, why)
     if root.exists() and any(root.iterdir()):
         raise UserInputError(
-            f"--data-root {root}: the folder is not empty and holds no s4g synthetic world; "
+            f"{Flag.DATA_ROOT} {root}: the folder is not empty and holds no s4g synthetic world; "
             "give an empty or new folder"
         )
     root.parent.mkdir(parents=True, exist_ok=True)

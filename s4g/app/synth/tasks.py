@@ -24,6 +24,7 @@ from s4g.app.synth import world as sw
 from s4g.config import usable_cpus
 from s4g.errors import UserInputError
 from s4g.fileio import atomic_path
+from s4g.flags import Flag
 
 MANIFEST = "s4g_synth_manifest.json"
 _WORLDS: dict[tuple, sw.World] = {}
@@ -140,24 +141,24 @@ def prepare_out(root: Path, overwrite: bool) -> None:
     are moved into a sibling folder <root>.replaced-<time>/ (never deleted), or a folder s4g
     synth did not write (nothing in it is touched)."""
     if root.exists() and not root.is_dir():
-        raise UserInputError(f"--out {str(root)!r} is a file; expected a folder (new or empty).")
+        raise UserInputError(f"{Flag.OUT} {str(root)!r} is a file; expected a folder (new or empty).")
     if not root.exists() or not any(root.iterdir()):
         root.mkdir(parents=True, exist_ok=True)
         return
     earlier = read_manifest(root)
     if earlier is not None and not overwrite:
         raise UserInputError(
-            f"--out {str(root)!r} already holds a synthetic {earlier.get('layout', '')} world written by s4g "
-            f"synth; choose another folder, or pass --overwrite to replace it (its files are moved into "
+            f"{Flag.OUT} {str(root)!r} already holds a synthetic {earlier.get('layout', '')} world written by s4g "
+            f"synth; choose another folder, or pass {Flag.OVERWRITE} to replace it (its files are moved into "
             f"{root.name}.replaced-<time>/ beside it, not deleted)")
     if earlier is not None:
         _move_aside(root, [*earlier["files"], MANIFEST])
         return
     if not overwrite:
         raise UserInputError(
-            f"--out {str(root)!r} is not empty and has no {MANIFEST}, so s4g synth did not write it; "
+            f"{Flag.OUT} {str(root)!r} is not empty and has no {MANIFEST}, so s4g synth did not write it; "
             "refusing to mix synthetic files into it. Choose a new or empty folder, or pass "
-            "--overwrite to write into it anyway (nothing there is deleted or replaced).")
+            f"{Flag.OVERWRITE} to write into it anyway (nothing there is deleted or replaced).")
 
 
 def _move_aside(root: Path, files: list[str]) -> None:
@@ -179,7 +180,7 @@ def _move_aside(root: Path, files: list[str]) -> None:
                 if folder == base or any(folder.iterdir()):
                     break
                 folder.rmdir()
-    print(f"--overwrite: moved the earlier synthetic world's files to {dest}", file=sys.stderr)
+    print(f"{Flag.OVERWRITE}: moved the earlier synthetic world's files to {dest}", file=sys.stderr)
 
 
 def group_jobs(items: Iterable[tuple[tuple, tuple, list[str], tuple]], chunk: int = 64) -> list[tuple[tuple, list]]:

@@ -43,6 +43,7 @@ from s4g.app.synth.layouts import plan_cvact, plan_cvusa
 from s4g.app.synth.world import PALETTES
 from s4g.errors import UserInputError, check_seed
 from s4g.fileio import atomic_path, save_json
+from s4g.flags import Flag
 
 LAYOUTS = ("cvusa", "cvact", "vigor", "university")
 # Bumped whenever the same arguments would render different files (caches key on it).
@@ -73,27 +74,29 @@ def _check(layout: str, locations: int, seed: int, size: str, palette: str, shad
     if layout not in LAYOUTS:
         raise UserInputError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}.")
     if size not in ("small", "real"):
-        raise UserInputError(f"--size must be small or real, got {size!r}.")
+        raise UserInputError(f"{Flag.SIZE} must be small or real, got {size!r}.")
     if locations < MIN_LOCATIONS[layout]:
-        raise UserInputError(f"--locations must be at least {MIN_LOCATIONS[layout]} for {layout}, got {locations}.")
+        raise UserInputError(
+            f"{Flag.LOCATIONS} must be at least {MIN_LOCATIONS[layout]} for {layout}, got {locations}.")
     if palette not in PALETTES:
-        raise UserInputError(f"--palette must be one of {', '.join(PALETTES)}, got {palette!r}.")
+        raise UserInputError(f"{Flag.PALETTE} must be one of {', '.join(PALETTES)}, got {palette!r}.")
     if not 0 <= shading <= 1 or not 0 <= jitter < 1:
-        raise UserInputError(f"--shading must be in [0, 1] and --jitter in [0, 1), got {shading} and {jitter}.")
+        raise UserInputError(
+            f"{Flag.SHADING} must be in [0, 1] and {Flag.JITTER} in [0, 1), got {shading} and {jitter}.")
     if vigor_layout not in VIGOR_LAYOUTS:
-        raise UserInputError(f"--vigor-layout must be one of {', '.join(VIGOR_LAYOUTS)}, got {vigor_layout!r}.")
+        raise UserInputError(f"{Flag.VIGOR_LAYOUT} must be one of {', '.join(VIGOR_LAYOUTS)}, got {vigor_layout!r}.")
     if cvact_missing < 0 or (distractors is not None and distractors < 0):
-        raise UserInputError("--cvact-missing and distractors must not be negative.")
+        raise UserInputError(f"{Flag.CVACT_MISSING} and distractors must not be negative.")
     if tile_m <= 0 or tile_m != int(tile_m) or int(tile_m) % 2 or eye_m <= 0:
         raise UserInputError(
             f"tile width must be an even number of metres and eye height positive, got {tile_m} and {eye_m}.")
     if layout == "cvact" and importlib.util.find_spec("scipy") is None:
         raise UserInputError('writing the CVACT layout (ACT_data.mat) needs scipy: pip install "s4g[cvact]"')
-    check_seed("--seed", seed)
+    check_seed(Flag.SEED, seed)
     if workers is not None and workers < 1:
-        raise UserInputError(f"--workers must be at least 1, got {workers}.")
+        raise UserInputError(f"{Flag.WORKERS} must be at least 1, got {workers}.")
     if drone_views < 1:
-        raise UserInputError(f"--drone-views must be at least 1, got {drone_views}.")
+        raise UserInputError(f"{Flag.DRONE_VIEWS} must be at least 1, got {drone_views}.")
 
 
 def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 1000, seed: int = 0,
@@ -125,8 +128,8 @@ def write_layout(layout: str, out_dir: str | os.PathLike, *, locations: int = 10
         clash = next((rel for rel in files if (root / rel).exists()), None)
         if clash is not None:
             raise UserInputError(
-                f"--out {str(root)!r} already holds {clash}, which s4g synth did not write; it never writes "
-                "over other files (not even with --overwrite): choose a new or empty folder")
+                f"{Flag.OUT} {str(root)!r} already holds {clash}, which s4g synth did not write; it never writes "
+                f"over other files (not even with {Flag.OVERWRITE}): choose a new or empty folder")
         manifest = {"layout": layout, "locations": locations, "seed": seed, "size": size, "complete": False,
                     "generator_version": GENERATOR_VERSION,
                     "image_sizes": {"aerial": [sizes["aerial"]] * 2, "ground": list(sizes["ground"])},

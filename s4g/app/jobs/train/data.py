@@ -15,6 +15,7 @@ from s4g.config import Sampling, TrainConfig
 from s4g.data.records import EvalSet, TrainSet
 from s4g.data.registry import DatasetSpec
 from s4g.errors import UserInputError
+from s4g.flags import Flag
 from s4g.pipeline.dataset import BadImageWarning, PairDataset
 from s4g.pipeline.images import find_bad_images
 from s4g.pipeline.transforms import fov_size
@@ -55,13 +56,13 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
     train = spec.load_train(cfg.data_root, split_dir=cfg.split_dir)
     if cfg.batch_size > train.num_classes:
         raise UserInputError(
-            f"--batch-size {cfg.batch_size} is larger than the number of training classes "
+            f"{Flag.BATCH_SIZE} {cfg.batch_size} is larger than the number of training classes "
             f"({train.num_classes}) in {cfg.data_root}; a batch holds each class at most once"
         )
     if Sampling(cfg.sampling).needs_gps and (train.class_lat is None or train.class_lon is None):
         raise UserInputError(
-            f"--sampling {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
-            f"{cfg.data_root} does not provide; use --sampling random"
+            f"{Flag.SAMPLING} {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
+            f"{cfg.data_root} does not provide; use {Flag.SAMPLING} random"
         )
     # a limited view keeps the panorama's scale (H, W * fov / 360), as at evaluation
     ground_hw = fov_size(cfg.ground_size, cfg.fov if train.query_kind == "panorama" else None)
@@ -98,11 +99,11 @@ def check_training_images(train: TrainSet, *, skip_bad: bool) -> None:
     if skip_bad:
         warnings.warn(BadImageWarning(
             f"{len(bad)} of {len(files)} training images cannot be used ({shown}); their pairs are "
-            "skipped (--skip-bad-images)"), stacklevel=2)
+            f"skipped ({Flag.SKIP_BAD_IMAGES})"), stacklevel=2)
         return
     raise UserInputError(
         f"{len(bad)} of {len(files)} training images cannot be used: {shown}. Replace or remove them, "
-        "pass --skip-bad-images to train without their pairs, or --no-check-images to skip this check"
+        f"pass {Flag.SKIP_BAD_IMAGES} to train without their pairs, or {Flag.NO_CHECK_IMAGES} to skip this check"
     )
 
 
@@ -136,7 +137,7 @@ def epoch_batches(
                                   neighbour_range=in_range)
     if len(batches) == 0:
         raise UserInputError(
-            f"--batch-size {cfg.batch_size}: no full batch could be packed from "
+            f"{Flag.BATCH_SIZE} {cfg.batch_size}: no full batch could be packed from "
             f"{data.train.num_pairs} training pairs; lower the batch size"
         )
     return batches, stats
@@ -156,7 +157,7 @@ def run_dir_for(cfg: TrainConfig) -> Path:
         except FileExistsError:
             continue
         return path.resolve()
-    raise UserInputError(f"runs/{cfg.dataset}-{stamp}-*: 999 run folders already; give --out")
+    raise UserInputError(f"runs/{cfg.dataset}-{stamp}-*: 999 run folders already; give {Flag.OUT}")
 
 
 __all__ = ["RunData", "check_training_images", "epoch_batches", "epoch_neighbours", "load_run_data",

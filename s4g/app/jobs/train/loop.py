@@ -42,6 +42,7 @@ from s4g.data import registry as datasets
 from s4g.data.registry import DatasetSpec
 from s4g.errors import UserInputError
 from s4g.fileio import marked, save_json
+from s4g.flags import Flag
 from s4g.model.checkpoint import read_checkpoint
 from s4g.pipeline.dataset import collate_pairs
 
@@ -66,14 +67,14 @@ class ResumePoint:
         if path.is_dir() and not (path / "last.pt").is_file():
             if (path / "config.json").is_file():
                 raise UserInputError(
-                    f"--resume {path}: the run stopped before its first checkpoint (last.pt is written at the "
+                    f"{Flag.RESUME} {path}: the run stopped before its first checkpoint (last.pt is written at the "
                     f"end of epoch 1), so there is nothing to continue; start it again with the same options "
-                    f"and --out {path} --overwrite"
+                    f"and {Flag.OUT} {path} {Flag.OVERWRITE}"
                 )
-            raise UserInputError(f"--resume {path}: no s4g training run here (no last.pt, no config.json)")
+            raise UserInputError(f"{Flag.RESUME} {path}: no s4g training run here (no last.pt, no config.json)")
         path = path / "last.pt" if path.is_dir() else path
         if not path.exists():
-            raise UserInputError(f"--resume {path}: no such run folder or checkpoint")
+            raise UserInputError(f"{Flag.RESUME} {path}: no such run folder or checkpoint")
         return cls(path, read_checkpoint(path, run_state=True))
 
 
@@ -115,16 +116,16 @@ def run(
                 return _run(cfg, spec, env, resume, stop_after_epoch, console, claim)
     except torch.OutOfMemoryError:
         if cfg.chunk_size == 0:
-            fix = "train the same batch in chunks with --chunk-size auto (or N pairs; the same gradients)"
+            fix = f"train the same batch in chunks with {Flag.CHUNK_SIZE} auto (or N pairs; the same gradients)"
         elif cfg.chunk_size == "auto":
-            fix = "pass a --chunk-size N below the one auto chose (printed at the start)"
+            fix = f"pass a {Flag.CHUNK_SIZE} N below the one auto chose (printed at the start)"
         else:
-            fix = f"pass a --chunk-size below {cfg.chunk_size}"
+            fix = f"pass a {Flag.CHUNK_SIZE} below {cfg.chunk_size}"
         raise UserInputError(
-            f"the GPU ran out of memory at --batch-size {cfg.batch_size} "
+            f"the GPU ran out of memory at {Flag.BATCH_SIZE} {cfg.batch_size} "
             f"({cfg.batch_size // env.world_size} pairs per process, images "
             f"{cfg.aerial_size}px aerial, {cfg.ground_size[0]}x{cfg.ground_size[1]} ground); "
-            f"{fix}, lower --batch-size, or spread the batch over more GPUs with torchrun"
+            f"{fix}, lower {Flag.BATCH_SIZE}, or spread the batch over more GPUs with torchrun"
         ) from None
     finally:
         D.teardown(env)
@@ -144,12 +145,12 @@ def _elastic_restart(cfg: TrainConfig, env: D.DistEnv, resume: ResumePoint | Non
     folder = cfg.out if cfg.out is not None else (None if resume is None else resume.path.parent)
     if folder is None:
         raise UserInputError(
-            f"torchrun --max-restarts {job.max_restarts}: give --out, the run folder a restarted group "
+            f"torchrun --max-restarts {job.max_restarts}: give {Flag.OUT}, the run folder a restarted group "
             "continues in")
     if job.run_id in ("", "none"):
         if env.is_main and job.restarts == 0:
             console.print("[yellow]note:[/] torchrun --max-restarts without --rdzv-id: a restarted group could "
-                          "not tell this run from another in the same --out, so it will start over instead of "
+                          f"not tell this run from another in the same {Flag.OUT}, so it will start over instead of "
                           "continuing; give --rdzv-id (e.g. the Slurm job id)", soft_wrap=True)
         return resume, overwrite
     if job.restarts == 0:
@@ -186,7 +187,7 @@ def _check_resume(cfg: TrainConfig, resume: ResumePoint) -> None:
             for key in RESUME_KEYS if mine.get(key) != saved.get(key)]
     if diff:
         raise UserInputError(
-            f"--resume {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")"
+            f"{Flag.RESUME} {resume.path}: the checkpoint is from another configuration (" + "; ".join(diff) + ")"
         )
 
 

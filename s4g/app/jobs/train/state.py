@@ -14,6 +14,7 @@ import torch
 
 from s4g.config import TrainConfig
 from s4g.fileio import atomic_path, read_json_lines
+from s4g.flags import Flag
 from s4g.model.checkpoint import save_checkpoint
 from s4g.model.encoder import load_state_strict
 
@@ -104,7 +105,7 @@ def save_run_checkpoint(path: Path, cfg: TrainConfig, parts, state: RunState) ->
 def restore_run_checkpoint(ckpt: dict[str, Any], parts) -> RunState:
     """Load a run checkpoint's weights, temperature, optimizer and scaler into `parts` (on
     the CPU, before they move to the device); return its RunState."""
-    load_state_strict(parts.model, ckpt["model"], source="--resume checkpoint")
+    load_state_strict(parts.model, ckpt["model"], source=f"{Flag.RESUME} checkpoint")
     parts.loss_fn.load_state_dict(ckpt["loss"])
     parts.optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt["scaler"]:  # empty when the run had no loss scaling (CPU, bf16): nothing to carry over

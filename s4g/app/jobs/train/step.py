@@ -20,6 +20,7 @@ from s4g.app.jobs.train.schedule import lr_at
 from s4g.app.jobs.train.state import MetricsLog, RunState, restore_run_checkpoint, seed_all
 from s4g.config import TrainConfig
 from s4g.distributed import DistEnv
+from s4g.flags import Flag
 from s4g.model.chunksize import plan_chunks
 from s4g.model.encoder import EmbeddingModel, set_trainable
 from s4g.model.gradcache import average_gradients, broadcast_parameters, cached_backward
@@ -67,8 +68,9 @@ def build_parts(cfg: TrainConfig, env: DistEnv, ckpt: dict | None,
     model = initial_model(cfg.backbone, pretrained=cfg.pretrained, pretrained_from=cfg.pretrained_from,
                           weights_file=cfg.weights, head=cfg.head, head_args=cfg.head_args,
                           lora_rank=cfg.lora_rank, backbone_args=cfg.backbone_args)
-    model.check_image_size(*(ground_hw or cfg.ground_size), "--ground-size" if cfg.fov is None else "--fov's crop")
-    model.check_image_size(cfg.aerial_size, cfg.aerial_size, "--aerial-size")
+    ground_option = Flag.GROUND_SIZE if cfg.fov is None else f"{Flag.FOV}'s crop"
+    model.check_image_size(*(ground_hw or cfg.ground_size), ground_option)
+    model.check_image_size(cfg.aerial_size, cfg.aerial_size, Flag.AERIAL_SIZE)
     set_trainable(model, cfg.train_blocks)
     loss_fn = InfoNCE(cfg.label_smoothing, rank=env.rank, world_size=env.world_size)
     optimizer = torch.optim.AdamW(param_groups(model, loss_fn, cfg.backbone_lr_scale), lr=cfg.lr,
