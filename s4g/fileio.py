@@ -1,5 +1,5 @@
 """The file edge: atomic output files, checks that an output loses no one's file, the safe
-reader of PyTorch files, file hashes.
+readers of PyTorch and safetensors files, file hashes.
 
 Every s4g output goes through `atomic_path` (temporary name in the target's folder, flushed
 to disk, renamed), so a crash, a full disk or a kill leaves the previous version intact; a
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import errno
 import hashlib
+import itertools
 import json
 import mmap
 import os
@@ -22,13 +22,18 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from types import SimpleNamespace
+from typing import IO, Any, NamedTuple, cast
 
 import numpy as np
 
 from s4g.errors import UserInputError
 from s4g.flags import Flag
 
+# What a failed write's message suggests, by errno.
+_ADVICE = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",
+           errno.EACCES: "; check the folder's permissions", errno.EPERM: "; check the folder's permissions",
+           errno.EROFS: "; write somewhere else"}
 # mkstemp's names: "." + target name + "." + 8 characters + ".tmp" + an optional extension.
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
 
@@ -43,10 +48,16 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
     cannot leave an empty file behind; off only for bulk files that can be made again.
     An OSError of the system while writing (one with an errno: disk full, I/O error, no
     permission, a folder that takes no new file) is raised again naming `path`, never the
-    temporary file, and saying that the previous version is kept; others pass unchanged.
+    temporary file, and saying that the previous version is kept; others pass unchanged. A
+    part of the folder's path that is a file is a NotADirectoryError naming that part.
     """
     path = Path(path)
-    _make_folder(path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in (path.parent, *path.parents) if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(errno.ENOTDIR, "is a file, not a folder, so nothing can be written into "
+                                 f"{path.parent}", str(blocker)) from None
     tmp_path = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
@@ -60,7 +71,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
             _fsync(tmp_path)
         os.replace(tmp_path, path)
         if durable:
-            _fsync(path.parent)
+            with contextlib.suppress(OSError):  # a folder that the system cannot open or sync (Windows)
+                _fsync(path.parent)
     except OSError as err:
         # Without an errno it is a writer's own complaint (PIL's "cannot write mode RGBA as
         # JPEG"): a bug in s4g, which keeps its type, message and traceback. One about another
@@ -69,49 +81,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", *, durable: bool = Tr
         if err.errno is None or (tmp_path is not None and named not in (None, str(tmp_path), str(path),
                                                                         str(path.parent))):
             raise
-        raise write_error(path, err) from err
+        raise OSError(err.errno, f"could not be written: {err.strerror or os.strerror(err.errno)} "
+                      f"({errno.errorcode.get(err.errno, err.errno)}); any previous version of the file is unchanged"
+                      + _ADVICE.get(err.errno, ""), str(path)) from err
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
-def _make_folder(folder: Path) -> None:
-    """Create `folder` (and its parents); an OSError naming the part that is a file."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
-        raise NotADirectoryError(
-            errno.ENOTDIR, f"is a file, not a folder, so nothing can be written into {folder}", str(blocker)
-        ) from None
-
-
-def write_error(path: str | os.PathLike, err: OSError) -> OSError:
-    """An OSError naming `path` and the cause of `err` (an OSError with an errno), for a
-    write that did not happen."""
-    if err.errno is None:
-        raise ValueError(f"write_error takes an OSError of the system (with an errno), not {err!r}") from err
-    advice = {errno.ENOSPC: "; free some space", errno.EDQUOT: "; free some space",
-              errno.EACCES: "; check the folder's permissions", errno.EPERM: "; check the folder's permissions",
-              errno.EROFS: "; write somewhere else"}
-    return OSError(err.errno, f"could not be written: {err.strerror or os.strerror(err.errno)} "
-                   f"({errno.errorcode.get(err.errno, err.errno)}); any previous version of the file is unchanged"
-                   + advice.get(err.errno, ""), str(path))
-
-
 def _fsync(path: Path) -> None:
-    """Flush a file, or a folder's renames, to the disk (skipped for a folder that the
-    system cannot open or sync)."""
-    folder = path.is_dir()
+    """Flush a file, or a folder's renames, to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        if not folder:
-            raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 #: The mark of a file s4g wrote: a member of an .npz, a key of a JSON object, a PNG text
@@ -159,38 +143,41 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
     failed: list[OSError] = []
 
-    class Recording:  # torch.save turns a failed write's OSError into a RuntimeError without the errno
-        def write(self, data) -> int:
-            try:
-                return fh.write(data)
-            except OSError as err:
-                failed.append(err)
-                raise
-
-        def flush(self) -> None:
-            fh.flush()
+    def write(data) -> int:  # torch.save turns a failed write's OSError into a RuntimeError without the errno
+        try:
+            return fh.write(data)
+        except OSError as err:
+            failed.append(err)
+            raise
 
     # A Python file object, not the path: torch's C++ writer cannot take a path that is not UTF-8.
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        try:
-            # torch's writer calls only write and flush, which is all a Recording has
-            torch.save(obj, cast("IO[bytes]", Recording()))
+        try:  # torch's writer calls only write and flush
+            torch.save(obj, cast("IO[bytes]", SimpleNamespace(write=write, flush=fh.flush)))
         except RuntimeError:
             if failed:
                 raise failed[0] from None
             raise
 
 
-def load_torch_file(path: str | os.PathLike) -> Any:
-    """The content of a PyTorch file, loaded with weights_only=True onto the CPU.
+def load_weights_file(path: str | os.PathLike) -> Any:
+    """The content of a weights or checkpoint file: .safetensors by its suffix (load_safetensors),
+    else a PyTorch file loaded with weights_only=True onto the CPU.
 
     Files are untrusted input: anything but tensors and plain values is refused. Raises
     UserInputError naming the file when it is missing, a folder, unreadable or refused.
     """
+    path = Path(path)
+    if path.is_dir():
+        held = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
+        hint = f"; to use the run's checkpoint, give {held}" if held is not None else "; give the file's path"
+        raise UserInputError(f"{path} is a folder, not a file{hint}")
+    if not path.is_file():
+        raise UserInputError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
     import torch  # on use: this module also serves the CLI's light path (s4g --help) and s4g synth
 
-    path = Path(path)
-    _check_input_file(path)
     try:
         with open(path, "rb") as fh:
             return torch.load(fh, map_location="cpu", weights_only=True)
@@ -201,17 +188,6 @@ def load_torch_file(path: str | os.PathLike) -> Any:
             f"{path}: not a readable PyTorch file, or it holds objects other than tensors and "
             f"plain values (refused for safety: loading such a file could run code): {_refusal(err)}"
         ) from err
-
-
-def _check_input_file(path: Path) -> None:
-    """UserInputError unless `path` is a file; for a folder, say so, and name the checkpoint
-    it holds when it is a run folder (its best.pt, else last.pt)."""
-    if path.is_dir():
-        held = next((path / name for name in ("best.pt", "last.pt") if (path / name).is_file()), None)
-        hint = f"; to use the run's checkpoint, give {held}" if held is not None else "; give the file's path"
-        raise UserInputError(f"{path} is a folder, not a file{hint}")
-    if not path.is_file():
-        raise UserInputError(f"{path}: no such file")
 
 
 def _refusal(err: Exception) -> str:
@@ -240,7 +216,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, Any]:
     (one copy only for a tensor whose offset does not suit its type). Raises UserInputError
     naming the file when it is not such a file.
     """
-    import torch  # on use, as in load_torch_file
+    import torch  # on use, as in load_weights_file
 
     path = Path(path)
     try:
@@ -286,14 +262,6 @@ def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def load_weights_file(path: str | os.PathLike) -> Any:
-    """The content of a weights file: .safetensors by its suffix, else a PyTorch file."""
-    if Path(path).suffix == ".safetensors":
-        _check_input_file(Path(path))
-        return load_safetensors(path)
-    return load_torch_file(path)
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex SHA-256 of a file's bytes (streamed in 4 MiB blocks)."""
     digest = hashlib.sha256()
@@ -311,73 +279,70 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputKind:
+class OutputKind(NamedTuple):
     """A kind of file an s4g command writes: its name in messages, with its article ("an s4g
-    index"), and `matches(path)`: whether s4g wrote the file as this kind (from its headers
-    and s4g's mark; only a JSON kind reads a whole file, one that starts as a JSON object)."""
+    index"), and `test(path)`: whether s4g wrote the file as this kind (from its headers and
+    s4g's mark; only a JSON kind reads a whole file, one that starts as a JSON object)."""
 
     description: str
-    matches: Callable[[Path], bool]
+    test: Callable[[Path], bool]
+
+    def matches(self, path: Path) -> bool:
+        """`test(path)`; false for a file it cannot open or parse, which is then never replaced."""
+        try:
+            return self.test(path)
+        except (OSError, ValueError, zipfile.BadZipFile, csv.Error):  # UnicodeDecodeError is a ValueError
+            return False
 
 
 def npz_kind(description: str, *arrays: str) -> OutputKind:
     """An .npz output recognised by the names of its arrays and s4g's mark (save_npz)."""
 
-    def matches(path: Path) -> bool:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                return {f"{a}.npy" for a in (*arrays, MARK)} <= set(zf.namelist())
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return False
+    def test(path: Path) -> bool:
+        with zipfile.ZipFile(path) as zf:
+            return {f"{a}.npy" for a in (*arrays, MARK)} <= set(zf.namelist())
 
-    return OutputKind(description, matches)
+    return OutputKind(description, test)
 
 
 def json_kind(description: str, *keys: str) -> OutputKind:
     """A JSON-object output recognised by its keys and s4g's mark (`marked`)."""
 
-    def matches(path: Path) -> bool:
-        try:
-            with open(path, encoding="utf-8-sig") as fh:
-                # A checkpoint or an image given as --json is told apart without reading it all.
-                if fh.read(4096).lstrip()[:1] != "{":
-                    return False
-                fh.seek(0)
-                obj = json.load(fh)
-        except (OSError, ValueError):
-            return False
+    def test(path: Path) -> bool:
+        with open(path, encoding="utf-8-sig") as fh:
+            # A checkpoint or an image given as --json is told apart without reading it all.
+            if fh.read(4096).lstrip()[:1] != "{":
+                return False
+            fh.seek(0)
+            obj = json.load(fh)
         return isinstance(obj, dict) and {*keys, MARK} <= obj.keys()
 
-    return OutputKind(description, matches)
+    return OutputKind(description, test)
 
 
 def csv_kind(description: str, is_header: Callable[[list[str]], bool]) -> OutputKind:
     """A CSV output recognised by its header line, s4g's mark there (a CSV has no other place
     every reader skips): `is_header(names)` is true only for the exact header s4g writes."""
 
-    def matches(path: Path) -> bool:
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                return is_header(next(csv.reader(fh), []))
-        except (OSError, UnicodeDecodeError, csv.Error):
-            return False
+    def test(path: Path) -> bool:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return is_header(next(csv.reader(fh), []))
 
-    return OutputKind(description, matches)
+    return OutputKind(description, test)
 
 
 def _marked_file(*signatures: bytes) -> Callable[[Path], bool]:
     """A binary file starting with one of `signatures` and holding s4g's mark near its start
     (PNG text chunks, SVG metadata) or its end (a PDF's document information)."""
 
-    def matches(path: Path) -> bool:
+    def test(path: Path) -> bool:
         with open(path, "rb") as fh:
             head = fh.read(1 << 16)
             fh.seek(max(0, os.fstat(fh.fileno()).st_size - (1 << 16)))
             tail = fh.read()
         return head.lstrip().startswith(signatures) and MARK.encode() in head + tail
 
-    return matches
+    return test
 
 
 PNG_IMAGE = OutputKind("a PNG image written by s4g", _marked_file(b"\x89PNG\r\n\x1a\n"))
@@ -420,12 +385,10 @@ def check_distinct_outputs(outputs: Iterable[tuple[str, str | os.PathLike | None
     for one not asked for) are the same file: the later write would replace the earlier one.
     Called with check_output, before the command's work starts."""
     given = [(option, Path(path)) for option, path in outputs if path is not None]
-    for i, (option, path) in enumerate(given):
-        for other, other_path in given[:i]:
-            if same_file(path, other_path):
-                raise UserInputError(
-                    f"{other} {other_path} and {option} {path} are the same file; give each output its own name"
-                )
+    for (other, other_path), (option, path) in itertools.combinations(given, 2):
+        if same_file(path, other_path):
+            raise UserInputError(f"{other} {other_path} and {option} {path} are the same file; give each output its "
+                                 "own name")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[str]:

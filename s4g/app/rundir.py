@@ -24,7 +24,7 @@ import filelock
 from rich.console import Console
 
 from s4g.errors import UserInputError
-from s4g.fileio import MARK, remove_stale_temporaries
+from s4g.fileio import json_kind, remove_stale_temporaries
 from s4g.flags import Flag
 
 LOCK_NAME = ".s4g-train.lock"
@@ -33,6 +33,7 @@ REPLACED_PREFIX = "replaced-"
 # The owner writes its name right after taking the lock; a refused process waits this long
 # for it to appear.
 _OWNER_WAIT_S = 2.0
+_RUN_CONFIG = json_kind("the config.json of an s4g run")  # s4g train marks it
 
 
 def describe_owner(text: str) -> str:
@@ -81,11 +82,8 @@ def is_run(folder: Path) -> bool:
     carries s4g's mark), or an s4g checkpoint as last.pt or best.pt."""
     from s4g.model.checkpoint import CHECKPOINT_FILE
 
-    with contextlib.suppress(OSError, ValueError):
-        config = json.loads((folder / "config.json").read_text())
-        if isinstance(config, dict) and MARK in config:
-            return True
-    return any((folder / name).is_file() and CHECKPOINT_FILE.matches(folder / name) for name in ("last.pt", "best.pt"))
+    return any(kind.matches(folder / name) for kind, name in
+               ((_RUN_CONFIG, "config.json"), (CHECKPOINT_FILE, "last.pt"), (CHECKPOINT_FILE, "best.pt")))
 
 
 def _check_contents(folder: Path, resume_from: Path | None, overwrite: bool, console: Console) -> None:

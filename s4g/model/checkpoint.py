@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from s4g.errors import UserInputError
-from s4g.fileio import OutputKind, load_torch_file, load_weights_file, save_torch
+from s4g.fileio import OutputKind, load_weights_file, save_torch
 from s4g.model import weights
 from s4g.model.encoder import EmbeddingModel, check_backbone, empty_model, load_state_strict
 
@@ -118,14 +118,9 @@ def is_checkpoint(obj: Any) -> bool:
 
 def _looks_like_checkpoint(path: Path) -> bool:
     """Whether the file is an s4g checkpoint, from its pickle record alone (no tensor read)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            record = next((i for i in zf.infolist() if i.filename.endswith("/data.pkl")), None)
-            if record is None or record.file_size > 64 << 20:
-                return False
-            return CHECKPOINT_FORMAT.encode() in zf.read(record)
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return False
+    with zipfile.ZipFile(path) as zf:
+        record = next((i for i in zf.infolist() if i.filename.endswith("/data.pkl")), None)
+        return record is not None and record.file_size <= 64 << 20 and CHECKPOINT_FORMAT.encode() in zf.read(record)
 
 
 #: The kind of file `s4g import-weights --out` writes (s4g.fileio.check_output).
@@ -133,13 +128,16 @@ CHECKPOINT_FILE = OutputKind("an s4g checkpoint", _looks_like_checkpoint)
 
 
 def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool = False) -> dict[str, Any]:
-    """`obj` (a loaded s4g checkpoint) once its digest and entries are checked.
+    """`obj` (a loaded file) once it is known as an s4g checkpoint and its digest and entries are
+    checked.
 
     run_state: also require what a training run resumes from (RUN_ENTRIES).
-    Raises UserInputError naming `path` for a version this s4g does not know, a digest that
-    does not match, or a missing or malformed entry; warns (UnverifiedCheckpointWarning) for
-    a version-1 file, which has no digest.
+    Raises UserInputError naming `path` for a file that is not an s4g checkpoint, a version this
+    s4g does not know, a digest that does not match, or a missing or malformed entry; warns
+    (UnverifiedCheckpointWarning) for a version-1 file, which has no digest.
     """
+    if not is_checkpoint(obj):
+        raise UserInputError(f"{path}: not an s4g checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     version = obj.get("version", 1)
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise UserInputError(f"{path}: checkpoint version {version!r} is newer than this s4g reads; update s4g")
@@ -161,11 +159,6 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
                 f"{path}: the checkpoint's '{key}' entry ({what}) {found}; the file is damaged or was "
                 "not written by s4g" + ("" if not run_state else ", so training cannot resume from it")
             )
-    arch = obj.get("architecture", {})
-    if not isinstance(arch, Mapping) or not all(
-        isinstance(arch.get(k, {}), Mapping) for k in ("backbone_args", "head_args")
-    ):
-        raise UserInputError(f"{path}: the checkpoint's 'architecture' entry is malformed; the file is damaged")
     bad = next((k for k, v in obj["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise UserInputError(f"{path}: the checkpoint's model entry {bad!r} is not a tensor; the file is damaged")
@@ -173,12 +166,9 @@ def verify(obj: Mapping[str, Any], path: str | os.PathLike, *, run_state: bool =
 
 
 def read_checkpoint(path: str | os.PathLike, *, run_state: bool = False) -> dict[str, Any]:
-    """The verified checkpoint dict (weights_only load); UserInputError if it is not an s4g
-    one or fails `verify` (run_state: it must also hold a training run's state)."""
-    obj = load_torch_file(path)
-    if not is_checkpoint(obj):
-        raise UserInputError(f"{path}: not an s4g checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
-    return verify(obj, path, run_state=run_state)
+    """The verified checkpoint dict (weights_only load); UserInputError if it fails `verify`
+    (run_state: it must also hold a training run's state)."""
+    return verify(load_weights_file(path), path, run_state=run_state)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[EmbeddingModel, dict[str, Any]]:
@@ -199,22 +189,19 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[EmbeddingModel, dict[str, 
             ) from err
         return model, weights.imported_config(backbone, path)
     obj = verify(obj, path)
-    model = model_from(obj, str(path))
-    load_state_strict(model, obj["model"], source=str(path), assign=True)
-    return model.eval(), dict(obj["config"])
-
-
-def model_from(obj: Mapping[str, Any], source: str) -> EmbeddingModel:
-    """The empty EmbeddingModel a verified checkpoint's "architecture" (or, for files that
-    predate it, "backbone") describes, ready for load_state_strict(..., assign=True)."""
-    arch = dict(obj.get("architecture") or {"backbone": obj["backbone"]})
+    arch = obj.get("architecture", {})  # what rebuilds the model
+    if not (isinstance(arch, Mapping) and isinstance(arch.get("backbone_args", {}), Mapping)
+            and isinstance(arch.get("head_args", {}), Mapping)):
+        raise UserInputError(f"{path}: the checkpoint's 'architecture' entry is malformed; the file is damaged")
+    arch = dict(arch)
     backbone = arch.pop("backbone", obj["backbone"])
     check_backbone(backbone)
-    known = {"backbone_args", "head", "head_args", "lora_rank"}
-    if set(arch) - known:
-        raise UserInputError(f"{source}: the checkpoint's architecture has entries this s4g does not know "
-                             f"({', '.join(sorted(set(arch) - known))}); update s4g")
-    return empty_model(backbone, **arch)
+    if unknown := set(arch) - {"backbone_args", "head", "head_args", "lora_rank"}:
+        raise UserInputError(f"{path}: the checkpoint's architecture has entries this s4g does not know "
+                             f"({', '.join(sorted(unknown))}); update s4g")
+    model = empty_model(backbone, **arch)
+    load_state_strict(model, obj["model"], source=str(path), assign=True)
+    return model.eval(), dict(obj["config"])
 
 
 def import_weights(
@@ -236,8 +223,6 @@ def import_weights(
     return config, ignored
 
 
-__all__ = [
-    "CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "MODEL_ENTRIES", "RUN_ENTRIES",
-    "UnverifiedCheckpointWarning", "import_weights", "is_checkpoint", "load_checkpoint", "model_from", "payload_digest",
-    "read_checkpoint", "save_checkpoint", "verify",
-]
+__all__ = ["CHECKPOINT_FILE", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "MODEL_ENTRIES", "RUN_ENTRIES",
+           "UnverifiedCheckpointWarning", "import_weights", "is_checkpoint", "load_checkpoint", "payload_digest",
+           "read_checkpoint", "save_checkpoint", "verify"]
