@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from s4g.fileio import load_safetensors
+from s4g.model.weightfile import load_safetensors
 
 
 def test_tensors_are_views_of_one_mapping(tmp_path):

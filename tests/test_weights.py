@@ -226,7 +226,7 @@ def test_broken_safetensors_file_is_named(tmp_path):
 @pytest.mark.parametrize("header", [b"[1,2]", b'"text"', b"7", b"null", b'{"w": [1, 2]}', b'{"w": {"dtype": [1]}}'])
 def test_a_safetensors_header_of_the_wrong_shape_is_named(tmp_path, header):
     from s4g.errors import UserInputError
-    from s4g.fileio import load_weights_file
+    from s4g.model.weightfile import load_weights_file
 
     path = tmp_path / "w.safetensors"
     path.write_bytes(len(header).to_bytes(8, "little") + header)

@@ -30,9 +30,10 @@ from typing import Any
 import torch
 
 from s4g.errors import UserInputError
-from s4g.fileio import OutputKind, load_weights_file, save_torch
+from s4g.fileio import OutputKind, save_torch
 from s4g.model import weights
 from s4g.model.encoder import EmbeddingModel, check_backbone, empty_model, load_state_strict
+from s4g.model.weightfile import load_weights_file
 
 CHECKPOINT_FORMAT = "s4g-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: carries "sha256"; 1: no checksum

@@ -24,7 +24,7 @@ import torch
 
 from s4g.config import Preset
 from s4g.errors import UserInputError
-from s4g.fileio import file_sha256, load_weights_file
+from s4g.fileio import file_sha256
 from s4g.flags import Flag
 from s4g.model.encoder import (
     BACKBONES,
@@ -37,6 +37,7 @@ from s4g.model.encoder import (
     is_timm,
     load_state_strict,
 )
+from s4g.model.weightfile import load_weights_file
 
 # timm keys with no counterpart in an embedding model: the ImageNet classifier (absent when
 # num_classes=0) and Sample4Geo's InfoNCE temperature, which belongs to the loss in s4g.
