@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,7 +22,7 @@ from s4g.model.encoder import build_model
 from s4g.pipeline.augment import normalise
 from s4g.pipeline.dataset import ImageDataset
 from s4g.pipeline.images import load_image
-from s4g.pipeline.transforms import crop_fov, fov_size, resize
+from s4g.pipeline.transforms import crop_fov, fov_size, fov_width, resize
 from s4g.retrieval.embed import embed_eval_set
 
 runner = CliRunner()
@@ -57,6 +59,18 @@ def test_fov_size_keeps_the_panorama_scale():
     for bad in (0, -90, 361):
         with pytest.raises(UserInputError, match="--fov"):
             fov_size((140, 768), bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4000), st.floats(1e-3, 360.0))
+@example(10, 1.0)  # under half a column: still one
+@example(16, 33.75)  # one and a half columns
+def test_fov_width_is_the_width_crop_fov_cuts(width, fov):
+    """fov_size and crop_fov agree on the width, which rounds halves up."""
+    w = fov_width(width, fov)
+    assert w == max(1, min(width, int(width * fov / 360 + 0.5)))
+    assert 1 <= w <= width and fov_size((3, width), fov) == (3, w)
+    assert crop_fov(torch.zeros(1, 1, width), fov, 37.0).shape[-1] == w
 
 
 def test_heading_turn_equals_a_circular_shift_of_the_file(tmp_path):

@@ -47,15 +47,22 @@ def check_fov(fov_deg: float | None) -> None:
         raise UserInputError(f"--fov must be in (0, 360] degrees, got {fov_deg}.")
 
 
+def fov_width(width: int, fov_deg: float) -> int:
+    """Columns of a width-column panorama that a fov_deg (in (0, 360]) field of view covers:
+    round(width * fov_deg / 360), halves up, at least 1 and at most width."""
+    width = int(width)
+    return max(1, min(width, math.floor(width * float(fov_deg) / 360.0 + 0.5)))
+
+
 def fov_size(ground_size: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:
     """(H, w) the model sees a fov_deg crop of a ground_size (H, W) panorama at: the height
-    kept and w = max(1, round(W * fov_deg / 360)), the width crop_fov cuts, so a limited view
-    is never stretched to the panorama's width (as TransGeo/ConGeo crop). None -> (H, W)."""
+    kept and w = fov_width(W, fov_deg), the width crop_fov cuts, so a limited view is never
+    stretched to the panorama's width (as TransGeo/ConGeo crop). None -> (H, W)."""
     h, w = int(ground_size[0]), int(ground_size[1])
     if fov_deg is None:
         return h, w
     check_fov(fov_deg)
-    return h, max(1, min(w, math.floor(w * float(fov_deg) / 360.0 + 0.5)))
+    return h, fov_width(w, fov_deg)
 
 
 def uncropped_size(size_hw: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:
@@ -71,12 +78,12 @@ def crop_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float) -> torch.Te
 
     pano: (C, H, W) any dtype; fov_deg in (0, 360]; heading_deg: compass direction of the
     view's centre, clockwise from north (0 = the panorama's centre column), any real value.
-    Returns (C, H, w) with w = max(1, round(W * fov_deg / 360)), wrapping around the seam.
+    Returns (C, H, w) with w = fov_width(W, fov_deg), wrapping around the seam.
     Turning the heading by 360 * k / W degrees equals rolling the panorama by -k columns.
     """
     check_fov(fov_deg)
     width = pano.shape[-1]
-    w = max(1, min(width, math.floor(width * float(fov_deg) / 360.0 + 0.5)))
+    w = fov_width(width, fov_deg)
     # Column of the heading's centre is (heading + 180) * W / 360 - 0.5; the first column is
     # w/2 - 0.5 columns left of it. floor(x + 0.5) rounds the same way for every heading.
     start = math.floor((float(heading_deg) + 180.0) * width / 360.0 - w / 2.0 + 0.5)
