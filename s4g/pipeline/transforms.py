@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -71,6 +72,60 @@ def uncropped_size(size_hw: tuple[int, int], fov_deg: float | None) -> tuple[int
     must be decoded at least at, to be only shrunk afterwards."""
     h, w = int(size_hw[0]), int(size_hw[1])
     return (h, w) if fov_deg is None else (h, math.ceil(w * 360.0 / float(fov_deg)))
+
+
+@dataclass(frozen=True)
+class View:
+    """What the model is shown of each image: the size each kind of image is fed at and the
+    part of a panorama it sees. Built once from the run config or the command line, and
+    passed to the datasets and to s4g.retrieval.embed.
+
+    aerial_size: side of the square aerial tile, pixels.
+    ground_size: (H, W) of the whole ground image, pixels: a panorama before the
+      field-of-view cut, or a drone photo.
+    fov: horizontal field of view cut from each panorama, degrees in (0, 360] (None = the
+      whole panorama); the cut keeps the panorama's scale (fov_size). Drone photos and
+      aerial tiles are never cut.
+    heading_deg: compass heading of the cut's centre, degrees clockwise from north (None =
+      north).
+    random_heading: instead, a heading drawn uniformly from [0, 360) per image, from (seed,
+      image index) (s4g.pipeline.dataset).
+    seed: the seed of those draws; in training, of every per-pair draw.
+    """
+
+    aerial_size: int
+    ground_size: tuple[int, int]
+    fov: float | None = None
+    heading_deg: float | None = None
+    random_heading: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fov(self.fov)
+        object.__setattr__(self, "aerial_size", int(self.aerial_size))
+        object.__setattr__(self, "ground_size", (int(self.ground_size[0]), int(self.ground_size[1])))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def fov_of(self, kind: str) -> float | None:
+        """The field of view (degrees) cut from images of `kind` ("panorama", "drone" or
+        "aerial"): fov for panoramas, None (the whole image) for the others."""
+        return self.fov if kind == "panorama" else None
+
+    def size(self, kind: str) -> tuple[int, int]:
+        """(H, W) pixels the model is fed images of `kind` at: "aerial" an aerial_size square,
+        "drone" ground_size (square in University-1652's presets, as in training), "panorama"
+        ground_size cut to the field of view (fov_size)."""
+        if kind == "aerial":
+            return self.aerial_size, self.aerial_size
+        if kind == "drone":
+            return self.ground_size
+        if kind == "panorama":
+            return fov_size(self.ground_size, self.fov)
+        raise ValueError(f"unknown image kind {kind!r}; expected panorama, drone or aerial")
+
+    def whole(self) -> View:
+        """The same sizes, every image seen whole (no field-of-view cut, no heading)."""
+        return View(self.aerial_size, self.ground_size, seed=self.seed)
 
 
 def crop_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float) -> torch.Tensor:
