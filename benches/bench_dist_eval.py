@@ -38,7 +38,8 @@ from s4g.app.jobs.inference import evaluate_split, mine_training_set
 from s4g.app.synth.writer import write_layout
 from s4g.data.registry import load_eval, load_train
 from s4g.model.encoder import build_model
-from s4g.retrieval.embed import embed_eval_set, embed_files, view_size
+from s4g.pipeline.transforms import View
+from s4g.retrieval.embed import embed_eval_set, embed_files
 from s4g.retrieval.evaluate import retrieval_metrics
 from s4g.retrieval.mining import class_query_embeddings, similar_references
 
@@ -73,24 +74,24 @@ def _worker(rank: int, world: int, port: int, threads: int | None, args, out: st
     torch.manual_seed(0)
     model = build_model(args.backbone)
     ev, tr = load_eval("vigor-same", args.world), load_train("vigor-same", args.world)
-    sizes = dict(aerial_size=args.aerial_size, ground_size=tuple(args.ground_size))
+    view = View(args.aerial_size, args.ground_size)
     common = dict(device="cpu", batch_size=args.batch_size, progress=False, env=env)
     k = min(128, tr.num_classes - 1)
 
     def evaluate():
         D.barrier(env)
-        return evaluate_split(model, ev, protocol="sample4geo", **sizes, **common)
+        return evaluate_split(model, ev, protocol="sample4geo", view=view, **common)
 
     def mine():
         D.barrier(env)
-        return mine_training_set(model, tr, k=k, **sizes, **common)
+        return mine_training_set(model, tr, k=k, view=view, **common)
 
     t_eval = timed(evaluate, args.repeats, warmup=1)
     t_mine = timed(mine, args.repeats, warmup=0)  # the model and loaders are warm by now
     # the embeddings rank 0 scores, then the scoring alone while the others wait
-    q, r = embed_eval_set(model, ev, args.aerial_size, args.ground_size, **common)
-    tq = embed_files(model, tr.query_files, view_size(tr.query_kind, **sizes), **common)
-    tref = embed_files(model, tr.reference_files, view_size("aerial", **sizes), **common)
+    q, r = embed_eval_set(model, ev, view, **common)
+    tq = embed_files(model, tr.query_files, view, tr.query_kind, **common)
+    tref = embed_files(model, tr.reference_files, view, "aerial", **common)
     if env.is_main:
         t_score = timed(lambda: retrieval_metrics(q, r, ev.query_labels, ev.reference_labels,
                                                   semi_positives=ev.semi_positives, device="cpu"), args.repeats)

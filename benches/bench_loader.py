@@ -43,7 +43,7 @@ from s4g.data.records import TrainSet
 from s4g.pipeline import augment as A
 from s4g.pipeline.dataset import PairDataset
 from s4g.pipeline.images import load_image
-from s4g.pipeline.transforms import draw_geometry, paired_geometry, resize, tile_geometry
+from s4g.pipeline.transforms import View, draw_geometry, paired_geometry, resize, tile_geometry
 
 # name: (query file (H, W), tile side, ground model size (H, W), aerial model side, query kind)
 DATASETS = {
@@ -145,7 +145,7 @@ def per_pair(item, n: int, repeats: int) -> dict:
 def host_figures(name: str, root: Path, args) -> dict:
     ts = write_pairs(root, name, args.pairs, args.items)
     _, _, ground_hw, side, _ = DATASETS[name]
-    ds = PairDataset(ts, side, ground_hw, augment=True, seed=0)
+    ds = PairDataset(ts, View(side, ground_hw), augment=True)
     paths = {"per image": per_image(ts, ground_hw, side), "s4g host": ds.__getitem__}
     try:
         paths["reference"] = reference(ts, ground_hw, side)

@@ -31,7 +31,8 @@ from s4g.app.jobs.train import run
 from s4g.app.synth.writer import write_layout
 from s4g.data import registry as datasets
 from s4g.model.checkpoint import load_checkpoint
-from s4g.retrieval.embed import embed_files, view_size
+from s4g.pipeline.transforms import View
+from s4g.retrieval.embed import embed_files
 from s4g.retrieval.mining import class_query_embeddings, similar_references
 from s4g.sampling import gps_neighbours
 
@@ -86,8 +87,9 @@ def mining_figures(tmp: Path, locations: int, epochs: int, k: int) -> dict:
     model, _ = load_checkpoint(run(cfg, console=Console(quiet=True)) / "last.pt")
     train = datasets.load_train("vigor-same", root)
     common = dict(device="cpu", batch_size=64, progress=False)
-    q = embed_files(model, train.query_files, view_size("panorama", 64, (32, 128)), **common)
-    r = embed_files(model, train.reference_files, view_size("aerial", 64, (32, 128)), **common)
+    view = View(64, (32, 128))
+    q = embed_files(model, train.query_files, view, "panorama", **common)
+    r = embed_files(model, train.reference_files, view, "aerial", **common)
     pair_class = np.asarray(train.pair_class)
     exclude = np.arange(train.num_classes)
     k = min(k, train.num_classes - 1)

@@ -1,10 +1,14 @@
 """Hard-negative sampling: the typed, checked Python face of the Rust extension s4g._sampler.
 
 Every function converts its arguments to contiguous arrays of one fixed dtype (float64
-degrees, int64 indices, float32 scores), checks shapes and values, and raises
-`s4g.errors.UserInputError` (a ValueError) naming the argument; the Rust side repeats the
-value checks and releases the GIL while it computes (rayon threads: RAYON_NUM_THREADS).
-Arrays passed in must not be modified by other threads during a call.
+degrees, int64 indices, float32 scores) and raises `s4g.errors.UserInputError` (a ValueError)
+naming the argument. Each check lives once at the boundary: here what Rust cannot see or
+word (conversion, number of dimensions, integer scalars, which pyo3 would refuse with a
+TypeError or OverflowError without the argument's name, and the shape of the running
+top-k); in Rust the checks of lengths and values, which guard its memory and whose
+ValueError `_call` turns into UserInputError. Rust releases the GIL while it computes
+(rayon threads: RAYON_NUM_THREADS); arrays passed in must not be modified by other threads
+during a call.
 """
 
 from __future__ import annotations
@@ -61,13 +65,21 @@ def _index_array(x: npt.ArrayLike, name: str, ndim: int) -> np.ndarray:
     return _array(arr, np.int64, name, ndim)
 
 
-def _count(value: object, name: str, minimum: int) -> int:
-    """An integer option >= minimum (bools and non-integers are refused)."""
+def _integer(value: object, name: str) -> int:
+    """An integer argument (bools and non-integers are refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise UserInputError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _count(value: object, name: str, minimum: int) -> int:
+    """An integer argument >= minimum. Rust takes these as usize, so a negative one must stop
+    here; the minimum is checked here too, so that one message covers every bad value (Rust's
+    own check of it guards its API)."""
+    value = _integer(value, name)
     if value < minimum:
         raise UserInputError(f"{name} must be at least {minimum}, got {value}")
-    return int(value)
+    return value
 
 
 _R = TypeVar("_R")
@@ -98,12 +110,7 @@ def gps_neighbours(lat_deg: npt.ArrayLike, lon_deg: npt.ArrayLike, k: int) -> tu
     """
     lat = _array(lat_deg, np.float64, "lat_deg", 1)
     lon = _array(lon_deg, np.float64, "lon_deg", 1)
-    if lat.shape != lon.shape:
-        raise UserInputError(f"lat_deg and lon_deg differ in length ({lat.size} vs {lon.size})")
-    k = _count(k, "k", 1)
-    if k >= lat.size:
-        raise UserInputError(f"k must be smaller than the number of points ({lat.size}), got k={k}")
-    return _call(_sampler.gps_neighbours, lat, lon, k)
+    return _call(_sampler.gps_neighbours, lat, lon, _count(k, "k", 1))
 
 
 def pack_batches(
@@ -198,14 +205,13 @@ def topk_merge(
     bi = _index_array(best_idx, "best_idx", 2)
     bv = _array(best_val, np.float32, "best_val", 2)
     k = _count(k, "k", 1)
-    col_offset = _count(col_offset, "col_offset", 0)
-    if ex.shape != (s.shape[0],):
-        raise UserInputError(f"exclude must have shape ({s.shape[0]},) to match scores, got {ex.shape}")
-    if bi.shape != (s.shape[0], k) or bv.shape != (s.shape[0], k):
+    # Rust sees the running top-k as flat buffers and checks their lengths (q * k): the
+    # width k, which turns a length into a shape, can only be checked here
+    if bi.shape[1] != k or bv.shape != bi.shape:
         raise UserInputError(
             f"best_idx and best_val must have shape ({s.shape[0]}, {k}), got {bi.shape} and {bv.shape}"
         )
-    return _call(_sampler.topk_merge, s, col_offset, k, ex, bi, bv)
+    return _call(_sampler.topk_merge, s, _integer(col_offset, "col_offset"), k, ex, bi, bv)
 
 
 def count_above(
@@ -227,5 +233,5 @@ def count_above(
         scores inside some window of their row (lo < score <= hi), rows ascending.
     """
     s = _array(scores, np.float32, "scores", 2)
-    col_offset = _count(col_offset, "col_offset", 0)
-    return _call(_sampler.count_above, s, col_offset, _array(lo, np.float32, "lo", 2), _array(hi, np.float32, "hi", 2))
+    lo, hi = _array(lo, np.float32, "lo", 2), _array(hi, np.float32, "hi", 2)
+    return _call(_sampler.count_above, s, _integer(col_offset, "col_offset"), lo, hi)

@@ -22,7 +22,7 @@ from s4g.pipeline import augment as A
 from s4g.pipeline import photoops as ops
 from s4g.pipeline.dataset import PairDataset, collate_pairs
 from s4g.pipeline.jpeg import jpeg_roundtrip
-from s4g.pipeline.transforms import TrainTransform
+from s4g.pipeline.transforms import TrainTransform, View
 
 N, H, W = 6, 24, 40
 
@@ -311,7 +311,7 @@ def _augmented(ds, batches, workers: int) -> dict[int, tuple[torch.Tensor, torch
 
 
 def test_determinism_across_workers_and_rank_splits(tmp_path):
-    ds = PairDataset(_pairs(tmp_path), 12, (8, 32), seed=5)
+    ds = PairDataset(_pairs(tmp_path), View(12, (8, 32), seed=5))
     ds.set_epoch(3)
     batches = np.array([[6, 1, 3, 0], [2, 7, 5, 4]], dtype=np.int64)
     whole = _augmented(ds, batches, workers=0)

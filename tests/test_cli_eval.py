@@ -19,6 +19,7 @@ from s4g.app.synth.writer import write_layout
 from s4g.data.registry import load_eval, load_train
 from s4g.model.checkpoint import payload_digest, save_checkpoint
 from s4g.model.encoder import build_model
+from s4g.pipeline.transforms import View
 from s4g.retrieval.embed import embed_files
 from s4g.retrieval.evaluate import evaluate_retrieval
 from s4g.retrieval.results import pick_examples
@@ -48,11 +49,11 @@ def checkpoint(world, tmp_path_factory) -> Path:
     return path
 
 
-def embed(path: Path, files, size_hw):
+def embed(path: Path, files, kind: str):
     from s4g.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(path)
-    return embed_files(model, files, size_hw, device="cpu", batch_size=5, progress=False)
+    return embed_files(model, files, View(**SIZES), kind, device="cpu", batch_size=5, progress=False)
 
 
 def invoke(*args: str):
@@ -66,8 +67,8 @@ def test_eval_prints_and_writes_the_dense_metrics(world, checkpoint, tmp_path):
     assert "R@1%" in res.output and "queries" in res.output
     saved = json.loads(out.read_text())
     ev = load_eval("cvusa", world)
-    q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
-    r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
+    q = embed(checkpoint, ev.query_files, "panorama")
+    r = embed(checkpoint, ev.reference_files, "aerial")
     scores = q @ r.T
     ranks = np.array([(s[ev.reference_labels != label] > s[ev.reference_labels == label].max()).sum()
                       for s, label in zip(scores, ev.query_labels)])
@@ -89,8 +90,8 @@ def test_eval_writes_per_query_csv_and_examples_picture(world, checkpoint, tmp_p
     with open(table, newline="") as f:
         rows = list(csv.DictReader(f))
     # the rank column is the rank the metrics counted: the dense definition, and R@k from it
-    q = embed(checkpoint, ev.query_files, SIZES["ground_size"])
-    r = embed(checkpoint, ev.reference_files, (SIZES["aerial_size"],) * 2)
+    q = embed(checkpoint, ev.query_files, "panorama")
+    r = embed(checkpoint, ev.reference_files, "aerial")
     ranks = np.array([int(x["rank"]) for x in rows])
     np.testing.assert_array_equal(ranks, evaluate_retrieval(q, r, ev.query_labels, ev.reference_labels,
                                                             device="cpu").rank)
@@ -141,8 +142,8 @@ def test_mine_writes_neighbours_of_a_dense_argsort(world, checkpoint, tmp_path):
     train = load_train("cvusa", world)
     assert nb.dtype == np.int64 and nb.shape == (train.num_classes, 5)  # k = neighbour_range
     assert [str(world / f) for f in files] == train.reference_files
-    q = embed(checkpoint, train.query_files, SIZES["ground_size"])
-    r = embed(checkpoint, train.reference_files, (SIZES["aerial_size"],) * 2)
+    q = embed(checkpoint, train.query_files, "panorama")
+    r = embed(checkpoint, train.reference_files, "aerial")
     cls = np.zeros_like(r)
     np.add.at(cls, train.pair_class, q)
     cls /= np.linalg.norm(cls, axis=1, keepdims=True)

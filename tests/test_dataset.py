@@ -22,7 +22,7 @@ from s4g.pipeline.dataset import (
     collate_pairs,
 )
 from s4g.pipeline.images import load_image
-from s4g.pipeline.transforms import crop_fov, eval_transform
+from s4g.pipeline.transforms import View, crop_fov, eval_transform
 
 
 def make_pairs(root: Path, n: int = 6) -> TrainSet:
@@ -40,7 +40,7 @@ def make_pairs(root: Path, n: int = 6) -> TrainSet:
 
 def test_items_shapes_and_determinism(tmp_path):
     ts = make_pairs(tmp_path)
-    ds = PairDataset(ts, 12, (8, 32), seed=3)
+    ds = PairDataset(ts, View(12, (8, 32), seed=3))
     g, a, c, gp, ap = ds[2]
     assert g.shape == (3, 8, 32) and a.shape == (3, 12, 12) and c == 2 and g.dtype == torch.uint8
     assert isinstance(gp, PhotoParams) and isinstance(ap, PhotoParams)
@@ -53,13 +53,13 @@ def test_items_shapes_and_determinism(tmp_path):
     ds.set_epoch(1)
     g3, a3, _, gp3, _ = ds[2]
     assert not (g3.equal(g) and a3.equal(a) and all(x.equal(y) for x, y in zip(gp, gp3)))
-    other = PairDataset(ts, 12, (8, 32), seed=4)
+    other = PairDataset(ts, View(12, (8, 32), seed=4))
     assert not all(x.equal(y) for x, y in zip(other[2][3], gp))
 
 
 def test_dataloader_batch_sampler_two_workers(tmp_path):
     ts = make_pairs(tmp_path)
-    ds = PairDataset(ts, 12, (8, 32), fov=180, random_heading=True, seed=0)
+    ds = PairDataset(ts, View(12, (8, 64), fov=180, random_heading=True, seed=0))
     batches = np.array([[4, 1, 0], [2, 5, 3]], dtype=np.int64)
     ds.set_epoch(2)
     with torch.random.fork_rng(devices=[]):
@@ -77,8 +77,8 @@ def test_bad_image_raises_or_is_skipped(tmp_path):
     ts = make_pairs(tmp_path)
     Path(ts.query_files[1]).write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
     with pytest.raises(UserInputError, match="g1.jpg"):
-        PairDataset(ts, 12, (8, 32))[1]
-    ds = PairDataset(ts, 12, (8, 32), skip_bad_images=True)
+        PairDataset(ts, View(12, (8, 32)))[1]
+    ds = PairDataset(ts, View(12, (8, 32)), skip_bad_images=True)
     with pytest.warns(BadImageWarning, match="g1.jpg"):
         item = ds[1]
     assert item[2] == BAD_CLASS and ds.bad_items == 1
@@ -94,23 +94,24 @@ def test_bad_image_raises_or_is_skipped(tmp_path):
 def test_drone_pairs_use_square_ground(tmp_path):
     ts = make_pairs(tmp_path)
     drone = TrainSet("u", ts.reference_files, ts.reference_files, ts.pair_class, None, None, query_kind="drone")
-    g, a, *_ = PairDataset(drone, 12, (10, 10), fov=90)[0]  # fov is ignored for drone photos
+    g, a, *_ = PairDataset(drone, View(12, (10, 10), fov=90))[0]  # fov is ignored for drone photos
     assert g.shape == (3, 10, 10) and a.shape == (3, 12, 12)
 
 
 def test_image_dataset_headings(tmp_path):
     ts = make_pairs(tmp_path)
     files = ts.query_files
-    plain = ImageDataset(files, (16, 64))
+    plain = ImageDataset(files, View(16, (16, 64)), "panorama")
     x, i = plain[3]
     torch.testing.assert_close(x, eval_transform((16, 64))(load_image(files[3])))
     assert i == 3
-    east = ImageDataset(files, (16, 16), fov=90, heading_deg=90)[0][0]
+    east = ImageDataset(files, View(16, (16, 64), fov=90, heading_deg=90), "panorama")[0][0]
     want = eval_transform((16, 16))(crop_fov(load_image(files[0]), 90, 90))
     torch.testing.assert_close(east, want)
-    rnd = ImageDataset(files, (16, 16), fov=90, random_heading=True, seed=5)
+    random = View(16, (16, 64), fov=90, random_heading=True, seed=5)
+    rnd = ImageDataset(files, random, "panorama")
     headings = [rnd.heading(k) for k in range(len(files))]
     assert len(set(headings)) == len(files) and all(0 <= h < 360 for h in headings)
-    assert headings == [ImageDataset(files, (16, 16), fov=90, random_heading=True, seed=5).heading(k) for k in range(6)]
+    assert headings == [ImageDataset(files, random, "panorama").heading(k) for k in range(6)]
     with pytest.raises(UserInputError, match="--fov"):
-        ImageDataset(files, (16, 16), random_heading=True)
+        ImageDataset(files, View(16, (16, 16), random_heading=True), "panorama")

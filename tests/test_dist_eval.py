@@ -36,6 +36,7 @@ from s4g.data.registry import load_eval, load_train
 from s4g.errors import UserInputError
 from s4g.model.checkpoint import load_checkpoint, save_checkpoint
 from s4g.model.encoder import build_model
+from s4g.pipeline.transforms import View
 from s4g.retrieval.embed import embed_files
 
 SIZES = dict(aerial_size=64, ground_size=(32, 64))  # ConvNeXt needs >= 32 px per side
@@ -119,11 +120,12 @@ def _jobs(model, ev, tr, batch_size: int, env):
     neighbour lists, whether the CPU RNG moved)."""
     common = dict(device="cpu", batch_size=batch_size, progress=False, env=env)
     rng = torch.get_rng_state()
-    emb = embed_files(model, ev.reference_files, (SIZES["aerial_size"],) * 2, **common)
+    emb = embed_files(model, ev.reference_files, View(**SIZES), "aerial", **common)
     moved = not torch.equal(rng, torch.get_rng_state())
-    views = ({}, {"fov": 180.0, "random_heading": True, "seed": 3, "top_k": 5})  # headings by image index
-    metrics = [evaluate_split(model, ev, protocol="sample4geo", **SIZES, **common, **view) for view in views]
-    neighbours = mine_training_set(model, tr, k=tr.num_classes - 1, **SIZES, **common)
+    views = ({"view": View(**SIZES)},
+             {"view": View(**SIZES, fov=180.0, random_heading=True, seed=3), "top_k": 5})  # headings by image index
+    metrics = [evaluate_split(model, ev, protocol="sample4geo", **common, **view) for view in views]
+    neighbours = mine_training_set(model, tr, k=tr.num_classes - 1, view=View(**SIZES), **common)
     return emb, metrics, neighbours, moved
 
 
@@ -196,7 +198,7 @@ def _failure_worker(rank: int, world: int, port: int, files: list[str], out: Pat
     outcome = []
     model = build_model("convnext_micro")
     try:  # the bad file is in rank 1's share
-        embed_files(model, files, (32, 32), device="cpu", batch_size=4, progress=False, env=env)
+        embed_files(model, files, View(32, (32, 32)), "aerial", device="cpu", batch_size=4, progress=False, env=env)
     except UserInputError as err:
         outcome.append(("embed", str(err)))
 

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,7 +22,7 @@ from s4g.model.encoder import build_model
 from s4g.pipeline.augment import normalise
 from s4g.pipeline.dataset import ImageDataset
 from s4g.pipeline.images import load_image
-from s4g.pipeline.transforms import crop_fov, fov_size, resize
+from s4g.pipeline.transforms import View, crop_fov, fov_size, fov_width, resize
 from s4g.retrieval.embed import embed_eval_set
 
 runner = CliRunner()
@@ -59,14 +61,39 @@ def test_fov_size_keeps_the_panorama_scale():
             fov_size((140, 768), bad)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4000), st.floats(1e-3, 360.0))
+@example(10, 1.0)  # under half a column: still one
+@example(16, 33.75)  # one and a half columns
+def test_fov_width_is_the_width_crop_fov_cuts(width, fov):
+    """fov_size and crop_fov agree on the width, which rounds halves up."""
+    w = fov_width(width, fov)
+    assert w == max(1, min(width, int(width * fov / 360 + 0.5)))
+    assert 1 <= w <= width and fov_size((3, width), fov) == (3, w)
+    assert crop_fov(torch.zeros(1, 1, width), fov, 37.0).shape[-1] == w
+
+
+def test_view_sizes_by_kind():
+    view = View(64, (32, 128), fov=90, heading_deg=45.0, random_heading=True, seed=3)
+    assert view.size("panorama") == (32, 32) and view.size("drone") == (32, 128) and view.size("aerial") == (64, 64)
+    assert view.fov_of("panorama") == 90 and view.fov_of("drone") is None and view.fov_of("aerial") is None
+    assert view.whole() == View(64, (32, 128), seed=3) and view.whole().size("panorama") == (32, 128)
+    with pytest.raises(ValueError, match="unknown image kind"):
+        view.size("street")
+    with pytest.raises(UserInputError, match="--fov"):
+        View(64, (32, 128), fov=400)
+
+
 def test_heading_turn_equals_a_circular_shift_of_the_file(tmp_path):
     pano = np.random.default_rng(0).integers(0, 256, (16, 72, 3), dtype=np.uint8)
     files = [_png(tmp_path / f"r{k}.png", np.roll(pano, -k, axis=1)) for k in (0, 5, 40)]
     for k, rolled in zip((0, 5, 40), files):
-        turned = ImageDataset(files[:1], (16, 18), fov=90, heading_deg=360.0 * k / 72)[0][0]
-        assert torch.equal(turned, ImageDataset([rolled], (16, 18), fov=90, heading_deg=0.0)[0][0])
+        turned = ImageDataset(files[:1], View(16, (16, 72), fov=90, heading_deg=360.0 * k / 72), "panorama")
+        north = ImageDataset([rolled], View(16, (16, 72), fov=90, heading_deg=0.0), "panorama")
+        assert torch.equal(turned[0][0], north[0][0])
     # 360 degrees is the whole panorama at any heading origin: identity at heading 0
-    assert torch.equal(ImageDataset(files[:1], (16, 72), fov=360)[0][0], ImageDataset(files[:1], (16, 72))[0][0])
+    assert torch.equal(ImageDataset(files[:1], View(16, (16, 72), fov=360), "panorama")[0][0],
+                       ImageDataset(files[:1], View(16, (16, 72)), "panorama")[0][0])
     image = load_image(files[0])
     assert torch.equal(crop_fov(image, 360, 0), image)
 
@@ -74,13 +101,12 @@ def test_heading_turn_equals_a_circular_shift_of_the_file(tmp_path):
 def test_eval_embeds_queries_at_the_cropped_scale(world):
     model, _ = load_checkpoint(world["ckpt"])
     ev = world["eval"]
-    q, r = embed_eval_set(model, ev, AERIAL, GROUND, device="cpu", fov=90, progress=False)
+    q, r = embed_eval_set(model, ev, View(AERIAL, GROUND, fov=90), device="cpu", progress=False)
     want = np.stack([_by_hand(model, load_image(f), 90, 0.0, (32, 32)) for f in ev.query_files])
     np.testing.assert_allclose(q, want, atol=1e-5)
-    q_rand, _ = embed_eval_set(model, ev, AERIAL, GROUND, device="cpu", fov=90, random_heading=True,
-                               seed=3, progress=False)
-    headings = [ImageDataset(ev.query_files, (32, 32), fov=90, random_heading=True, seed=3).heading(i)
-                for i in range(len(ev.query_files))]
+    rand = View(AERIAL, GROUND, fov=90, random_heading=True, seed=3)
+    q_rand, _ = embed_eval_set(model, ev, rand, device="cpu", progress=False)
+    headings = [ImageDataset(ev.query_files, rand, "panorama").heading(i) for i in range(len(ev.query_files))]
     assert len(set(headings)) == len(headings)
     want = np.stack([_by_hand(model, load_image(f), 90, h, (32, 32)) for f, h in zip(ev.query_files, headings)])
     np.testing.assert_allclose(q_rand, want, atol=1e-5)

@@ -81,6 +81,7 @@ def test_accepts_lists_and_other_dtypes():
         ([0.0, 90.5], [0.0, 1.0], 1, "latitude"),
         ([0.0, 1.0], [0.0, -181.0], 1, "longitude"),
         ([0.0, 1.0], [0.0, 1.0], 0, "k must be at least 1"),
+        ([0.0, 1.0], [0.0, 1.0], -1, "k must be at least 1"),  # not pyo3's OverflowError
         ([0.0, 1.0], [0.0, 1.0], 2, "k must be smaller than the number of points (2)"),
         ([], [], 1, "number of points (0)"),
         ([[0.0, 1.0]], [[0.0, 1.0]], 1, "lat_deg must be 1-dimensional"),

@@ -22,6 +22,7 @@ from s4g.data.registry import load_eval, load_train
 from s4g.errors import UserInputError
 from s4g.pipeline.dataset import PairDataset
 from s4g.pipeline.images import find_bad_images, image_problem, load_image
+from s4g.pipeline.transforms import View
 
 runner = CliRunner()
 BOM = "\ufeff"
@@ -143,7 +144,7 @@ def test_a_bad_training_image_is_found_before_the_first_evaluation(damaged_world
 def test_a_bad_image_met_while_training_names_the_flag(damaged_world):
     root, bad = damaged_world
     train = load_train("cvusa", root)
-    pairs = PairDataset(train, 32, (32, 64), augment=False)
+    pairs = PairDataset(train, View(32, (32, 64)), augment=False)
     with pytest.raises(UserInputError, match="pass --skip-bad-images") as caught:
         pairs[train.query_files.index(bad)]
     # the same error raised in a DataLoader worker comes back wrapped; the CLI shows the message

@@ -21,6 +21,7 @@ from s4g.model.checkpoint import load_checkpoint, save_checkpoint
 from s4g.model.encoder import build_model
 from s4g.pipeline.augment import normalise
 from s4g.pipeline.dataset import ImageDataset
+from s4g.pipeline.transforms import View
 from s4g.retrieval.embed import embed_files
 from s4g.retrieval.index import index_paths, open_index
 
@@ -51,8 +52,9 @@ def world(tmp_path_factory):
 def dense_scores(world, photos):
     """Query × tile scores computed without the index (embeddings of every tile, in full)."""
     model, _ = load_checkpoint(world["ckpt"])
-    tiles = embed_files(model, world["eval"].reference_files, (AERIAL, AERIAL), device="cpu", progress=False)
-    ds = ImageDataset(photos, GROUND)
+    view = View(AERIAL, GROUND)
+    tiles = embed_files(model, world["eval"].reference_files, view, "aerial", device="cpu", progress=False)
+    ds = ImageDataset(photos, view, "panorama")
     with torch.inference_mode():
         q = model(normalise(torch.stack([ds[i][0] for i in range(len(ds))]))).numpy()
     return q @ tiles.T, tiles

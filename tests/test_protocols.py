@@ -23,6 +23,7 @@ from s4g.app.synth.writer import write_layout
 from s4g.data import registry as datasets
 from s4g.model.checkpoint import load_checkpoint, save_checkpoint
 from s4g.model.encoder import build_model
+from s4g.pipeline.transforms import View
 from s4g.retrieval.embed import embed_eval_set
 
 SIZES = {"aerial_size": 32, "ground_size": [32, 64]}
@@ -74,8 +75,7 @@ def test_eval_equals_the_reference_protocol(roots, tmp_path, name, kind):
 
     spec = datasets.get(name)
     ev = datasets.load_eval(name, roots[name])
-    q, r = embed_eval_set(load_checkpoint(ckpt)[0], ev, SIZES["aerial_size"], SIZES["ground_size"],
-                          device="cpu", batch_size=16, progress=False)
+    q, r = embed_eval_set(load_checkpoint(ckpt)[0], ev, View(**SIZES), device="cpu", batch_size=16, progress=False)
     scores = q @ r.T
     if spec.protocol == "university1652":
         want = university1652_protocol(scores, ev.query_labels, ev.reference_labels)

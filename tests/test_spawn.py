@@ -17,6 +17,7 @@ import s4g.app.jobs.train.loop
 import s4g.retrieval.embed
 from s4g.distributed import DistEnv
 from s4g.pipeline.dataset import PairDataset
+from s4g.pipeline.transforms import View
 
 CPU_ENV = DistEnv(0, 1, 0, torch.device("cpu"))
 
@@ -26,7 +27,7 @@ def spawning(monkeypatch, module) -> None:
 
 
 def test_training_loader_under_spawn(tmp_path, monkeypatch):
-    data = SimpleNamespace(pairs=PairDataset(make_pairs(tmp_path), 12, (8, 32), fov=180, random_heading=True))
+    data = SimpleNamespace(pairs=PairDataset(make_pairs(tmp_path), View(12, (8, 64), fov=180, random_heading=True)))
     batches = np.array([[4, 1, 0], [2, 5, 3]], dtype=np.int64)
     serial = list(s4g.app.jobs.train.loop._loader(SimpleNamespace(workers=0), data, batches, 1, CPU_ENV))
     spawning(monkeypatch, s4g.app.jobs.train.loop)
@@ -47,8 +48,8 @@ def test_embedding_loader_under_spawn(tmp_path, monkeypatch):
     files = make_pairs(tmp_path).reference_files
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
-    embed = functools.partial(s4g.retrieval.embed.embed_files, model, files, (8, 8), device="cpu", batch_size=4,
-                              progress=False)
+    embed = functools.partial(s4g.retrieval.embed.embed_files, model, files, View(8, (8, 8)), "aerial", device="cpu",
+                              batch_size=4, progress=False)
     serial = embed(workers=0)
     spawning(monkeypatch, s4g.retrieval.embed)
     got = embed(workers=2)

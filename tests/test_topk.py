@@ -69,9 +69,9 @@ def test_accepts_non_contiguous_and_float64_scores():
     [
         ([[np.nan, 1.0]], 0, 1, [-1], "scores[0, 0] is NaN"),
         ([[1.0, 2.0], [3.0, np.nan]], 0, 1, [-1, -1], "scores[1, 1] is NaN"),
-        ([[1.0, 2.0]], -1, 1, [-1], "col_offset must be at least 0"),
+        ([[1.0, 2.0]], -1, 1, [-1], "col_offset must be >= 0"),
         ([[1.0, 2.0]], 0, 0, [-1], "k must be at least 1"),
-        ([[1.0, 2.0]], 0, 1, [-1, -1], "exclude must have shape (1,)"),
+        ([[1.0, 2.0]], 0, 1, [-1, -1], "exclude must have one entry per score row (1)"),
         ([[1.0, 2.0]], 0, 1, [-3], "exclude[0] = -3"),
         ([1.0, 2.0], 0, 1, [-1], "scores must be 2-dimensional"),
     ],
@@ -87,5 +87,7 @@ def test_bad_running_state():
     idx, val = topk_init(1, 2)
     with pytest.raises(UserInputError, match="best_idx and best_val must have shape"):
         topk_merge([[1.0]], 0, 3, [-1], idx, val)
+    with pytest.raises(UserInputError, match=r"best_idx and best_val must both have shape \(1, 1\)"):
+        topk_merge([[1.0]], 0, 1, [-1], *topk_init(2, 1))  # one row too many: Rust's length check
     with pytest.raises(UserInputError, match=r"best_idx\[0, 1\] = -5"):
         topk_merge([[1.0]], 0, 2, [-1], np.array([[0, -5]]), val)

@@ -23,7 +23,7 @@ from s4g.errors import UserInputError
 from s4g.flags import Flag
 from s4g.pipeline.augment import PhotoParams, no_photometric
 from s4g.pipeline.images import load_image
-from s4g.pipeline.transforms import TrainTransform, check_fov, eval_transform, uncropped_size
+from s4g.pipeline.transforms import TrainTransform, View, eval_transform, uncropped_size
 
 BAD_CLASS = -1
 
@@ -43,12 +43,12 @@ class PairDataset(Dataset):
     ground PhotoParams, aerial PhotoParams); augment_batch turns a batch of either view into
     the model's float input.
 
-    train_set: the loader's TrainSet; aerial_size: S; ground_size: (H, W) of the ground view
-    fed to the model (after the field-of-view crop when fov is set). augment: paired
-    geometric augmentation and photometric parameters (transforms.TrainTransform), else
-    resize only (parameters that only normalise).
-    fov: horizontal field of view in degrees for panoramas (None = full 360); the crop is
-    centred on north, or on a random heading per item when random_heading.
+    train_set: the loader's TrainSet; view: the sizes and the panoramas' field of view
+    (transforms.View): the ground view is fed at view.size(train_set.query_kind), after the
+    field-of-view cut, which is centred on view.heading_deg (north when None), or on a heading
+    drawn per item when view.random_heading; every draw of an item comes from (view.seed,
+    epoch, index). augment: paired geometric augmentation and photometric parameters
+    (transforms.TrainTransform), else resize only (parameters that only normalise).
 
     Use with `DataLoader(ds, batch_sampler=batches.tolist(), num_workers=N,
     collate_fn=collate_pairs)`. Call
@@ -62,30 +62,18 @@ class PairDataset(Dataset):
     class-unique, it is only shorter).
     """
 
-    def __init__(
-        self,
-        train_set: TrainSet,
-        aerial_size: int,
-        ground_size: tuple[int, int],
-        *,
-        augment: bool = True,
-        fov: float | None = None,
-        random_heading: bool = False,
-        skip_bad_images: bool = False,
-        seed: int = 0,
-    ):
+    def __init__(self, train_set: TrainSet, view: View, *, augment: bool = True, skip_bad_images: bool = False):
         self.query_files = list(train_set.query_files)
         self.reference_files = list(train_set.reference_files)
         self.pair_class = np.asarray(train_set.pair_class, dtype=np.int64)
+        self.view = view
+        self.ground_size, self.aerial_size = view.size(train_set.query_kind), view.aerial_size
         self.transform = TrainTransform(
-            aerial_size, ground_size, query_kind=train_set.query_kind, augment=augment,
-            fov_deg=fov if train_set.query_kind == "panorama" else None,
+            view.aerial_size, self.ground_size, query_kind=train_set.query_kind, augment=augment,
+            fov_deg=view.fov_of(train_set.query_kind),
         )
-        ground_h, ground_w = (int(v) for v in ground_size)
-        self.aerial_size, self.ground_size = int(aerial_size), (ground_h, ground_w)
         self._decode_ground, self._decode_aerial = self.transform.decode_sizes()
-        self.random_heading, self.skip_bad_images = random_heading, skip_bad_images
-        self.seed, self.epoch, self.bad_items = int(seed), 0, 0
+        self.skip_bad_images, self.epoch, self.bad_items = skip_bad_images, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration draw epoch `epoch`'s augmentations."""
@@ -96,7 +84,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, PhotoParams, PhotoParams]:
         index = int(index)
-        rng = _item_rng(self.seed, self.epoch, index)
+        rng = _item_rng(self.view.seed, self.epoch, index)
         cls = int(self.pair_class[index])
         try:
             ground = load_image(self.query_files[index], self._decode_ground)
@@ -111,7 +99,7 @@ class PairDataset(Dataset):
             s = self.aerial_size
             zeros = torch.zeros(3, h, w, dtype=torch.uint8), torch.zeros(3, s, s, dtype=torch.uint8)
             return *zeros, BAD_CLASS, no_photometric(), no_photometric()
-        heading = float(rng.uniform(0.0, 360.0)) if self.random_heading else 0.0
+        heading = float(rng.uniform(0.0, 360.0)) if self.view.random_heading else float(self.view.heading_deg or 0.0)
         ground, aerial, ground_params, aerial_params = self.transform(ground, aerial, rng, heading)
         return ground, aerial, cls, ground_params, aerial_params
 
@@ -148,37 +136,29 @@ class ImageDataset(Dataset):
     """Plain images for embedding: item i -> (uint8 (3, H, W), i); the batch is normalised on
     the model's device (s4g.pipeline.augment.normalise).
 
-    files: image paths; size_hw: (H, W) output size (after the field-of-view crop). fov:
-    degrees of horizontal field of view cut from each (panorama) image, centred at
-    heading_deg (default 0 = north), or at a heading drawn uniformly from [0, 360) per item
-    from (seed, i) when random_heading. JPEGs are decoded at a reduced DCT scale where that
-    still gives size_hw (s4g.pipeline.images). An undecodable file raises UserInputError naming it.
+    files: image paths, all of one `kind` ("panorama", "drone" or "aerial"), fed at
+    view.size(kind) (transforms.View). A panorama is cut to view.fov degrees of horizontal
+    field of view, centred at view.heading_deg (None = north), or at a heading drawn uniformly
+    from [0, 360) per item from (view.seed, i) when view.random_heading. JPEGs are decoded at
+    a reduced DCT scale where that still gives the size (s4g.pipeline.images). An undecodable
+    file raises UserInputError naming it.
     """
 
-    def __init__(
-        self,
-        files: Sequence[str],
-        size_hw: tuple[int, int],
-        *,
-        fov: float | None = None,
-        heading_deg: float | None = None,
-        random_heading: bool = False,
-        seed: int = 0,
-    ):
-        check_fov(fov)
-        if fov is None and (heading_deg is not None or random_heading):
+    def __init__(self, files: Sequence[str], view: View, kind: str):
+        fov = view.fov_of(kind)
+        if kind == "panorama" and fov is None and (view.heading_deg is not None or view.random_heading):
             raise UserInputError(f"a heading ({Flag.RANDOM_HEADING}) needs a field of view ({Flag.FOV}).")
         self.files = list(files)
-        self.size_hw = (int(size_hw[0]), int(size_hw[1]))
-        self.fov, self.heading_deg, self.random_heading, self.seed = fov, heading_deg, random_heading, int(seed)
+        self.view, self.kind, self.fov = view, kind, fov
+        self.size_hw = view.size(kind)
         self._apply = eval_transform(self.size_hw, fov)
         self._decode_size = uncropped_size(self.size_hw, fov)
 
     def heading(self, index: int) -> float:
         """The heading in degrees (clockwise from north) item `index` is cut at."""
-        if self.random_heading:
-            return float(_item_rng(self.seed, 0, index).uniform(0.0, 360.0))
-        return float(self.heading_deg or 0.0)
+        if self.view.random_heading:
+            return float(_item_rng(self.view.seed, 0, index).uniform(0.0, 360.0))
+        return float(self.view.heading_deg or 0.0)
 
     def __len__(self) -> int:
         return len(self.files)

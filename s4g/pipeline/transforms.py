@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,15 +49,22 @@ def check_fov(fov_deg: float | None) -> None:
         raise UserInputError(f"{Flag.FOV} must be in (0, 360] degrees, got {fov_deg}.")
 
 
+def fov_width(width: int, fov_deg: float) -> int:
+    """Columns of a width-column panorama that a fov_deg (in (0, 360]) field of view covers:
+    round(width * fov_deg / 360), halves up, at least 1 and at most width."""
+    width = int(width)
+    return max(1, min(width, math.floor(width * float(fov_deg) / 360.0 + 0.5)))
+
+
 def fov_size(ground_size: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:
     """(H, w) the model sees a fov_deg crop of a ground_size (H, W) panorama at: the height
-    kept and w = max(1, round(W * fov_deg / 360)), the width crop_fov cuts, so a limited view
-    is never stretched to the panorama's width (as TransGeo/ConGeo crop). None -> (H, W)."""
+    kept and w = fov_width(W, fov_deg), the width crop_fov cuts, so a limited view is never
+    stretched to the panorama's width (as TransGeo/ConGeo crop). None -> (H, W)."""
     h, w = int(ground_size[0]), int(ground_size[1])
     if fov_deg is None:
         return h, w
     check_fov(fov_deg)
-    return h, max(1, min(w, math.floor(w * float(fov_deg) / 360.0 + 0.5)))
+    return h, fov_width(w, fov_deg)
 
 
 def uncropped_size(size_hw: tuple[int, int], fov_deg: float | None) -> tuple[int, int]:
@@ -67,17 +75,71 @@ def uncropped_size(size_hw: tuple[int, int], fov_deg: float | None) -> tuple[int
     return (h, w) if fov_deg is None else (h, math.ceil(w * 360.0 / float(fov_deg)))
 
 
+@dataclass(frozen=True)
+class View:
+    """What the model is shown of each image: the size each kind of image is fed at and the
+    part of a panorama it sees. Built once from the run config or the command line, and
+    passed to the datasets and to s4g.retrieval.embed.
+
+    aerial_size: side of the square aerial tile, pixels.
+    ground_size: (H, W) of the whole ground image, pixels: a panorama before the
+      field-of-view cut, or a drone photo.
+    fov: horizontal field of view cut from each panorama, degrees in (0, 360] (None = the
+      whole panorama); the cut keeps the panorama's scale (fov_size). Drone photos and
+      aerial tiles are never cut.
+    heading_deg: compass heading of the cut's centre, degrees clockwise from north (None =
+      north).
+    random_heading: instead, a heading drawn uniformly from [0, 360) per image, from (seed,
+      image index) (s4g.pipeline.dataset).
+    seed: the seed of those draws; in training, of every per-pair draw.
+    """
+
+    aerial_size: int
+    ground_size: tuple[int, int]
+    fov: float | None = None
+    heading_deg: float | None = None
+    random_heading: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fov(self.fov)
+        object.__setattr__(self, "aerial_size", int(self.aerial_size))
+        object.__setattr__(self, "ground_size", (int(self.ground_size[0]), int(self.ground_size[1])))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def fov_of(self, kind: str) -> float | None:
+        """The field of view (degrees) cut from images of `kind` ("panorama", "drone" or
+        "aerial"): fov for panoramas, None (the whole image) for the others."""
+        return self.fov if kind == "panorama" else None
+
+    def size(self, kind: str) -> tuple[int, int]:
+        """(H, W) pixels the model is fed images of `kind` at: "aerial" an aerial_size square,
+        "drone" ground_size (square in University-1652's presets, as in training), "panorama"
+        ground_size cut to the field of view (fov_size)."""
+        if kind == "aerial":
+            return self.aerial_size, self.aerial_size
+        if kind == "drone":
+            return self.ground_size
+        if kind == "panorama":
+            return fov_size(self.ground_size, self.fov)
+        raise ValueError(f"unknown image kind {kind!r}; expected panorama, drone or aerial")
+
+    def whole(self) -> View:
+        """The same sizes, every image seen whole (no field-of-view cut, no heading)."""
+        return View(self.aerial_size, self.ground_size, seed=self.seed)
+
+
 def crop_fov(pano: torch.Tensor, fov_deg: float, heading_deg: float) -> torch.Tensor:
     """The part of a north-aligned panorama seen with a horizontal field of view.
 
     pano: (C, H, W) any dtype; fov_deg in (0, 360]; heading_deg: compass direction of the
     view's centre, clockwise from north (0 = the panorama's centre column), any real value.
-    Returns (C, H, w) with w = max(1, round(W * fov_deg / 360)), wrapping around the seam.
+    Returns (C, H, w) with w = fov_width(W, fov_deg), wrapping around the seam.
     Turning the heading by 360 * k / W degrees equals rolling the panorama by -k columns.
     """
     check_fov(fov_deg)
     width = pano.shape[-1]
-    w = max(1, min(width, math.floor(width * float(fov_deg) / 360.0 + 0.5)))
+    w = fov_width(width, fov_deg)
     # Column of the heading's centre is (heading + 180) * W / 360 - 0.5; the first column is
     # w/2 - 0.5 columns left of it. floor(x + 0.5) rounds the same way for every heading.
     start = math.floor((float(heading_deg) + 180.0) * width / 360.0 - w / 2.0 + 0.5)

@@ -23,31 +23,27 @@ from s4g.errors import UserInputError
 from s4g.flags import Flag
 from s4g.pipeline.augment import normalise
 from s4g.pipeline.dataset import ImageDataset
-from s4g.pipeline.transforms import fov_size
+from s4g.pipeline.transforms import View
 
 
 def embed_files(
     model: torch.nn.Module,
     files: Sequence[str],
-    size_hw: Sequence[int],
+    view: View,
+    kind: str,
     *,
     device: torch.device | str,
     batch_size: int = 64,
     workers: int = 0,
-    fov: float | None = None,
-    heading_deg: float | None = None,
-    random_heading: bool = False,
-    seed: int = 0,
     progress: bool = True,
     label: str = "embedding",
     env: DistEnv | None = None,
 ) -> np.ndarray | None:
     """Embeddings of image files, in file order.
 
-    files: N image paths. size_hw: (H, W) pixels each image is resized to.
-    fov: horizontal field of view in degrees cut from each panorama (None = all of it),
-      centred at heading_deg (default north), or at a heading drawn per image from (seed,
-      index) when random_heading (s4g.pipeline.dataset.ImageDataset).
+    files: N image paths, all of one kind ("panorama", "drone" or "aerial"), fed to the model
+    as `view` says for that kind (s4g.pipeline.transforms.View: the size in pixels, and for
+    panoramas the field of view cut at a heading; s4g.pipeline.dataset.ImageDataset).
     env: a torchrun process group (s4g.distributed.setup) sharing the work: each rank embeds
       a contiguous run of the whole batches one process would form (distributed.batch_shares,
       so every image is embedded beside the same images as in one process), rank 0 receives
@@ -57,10 +53,7 @@ def embed_files(
     The model is moved to `device` and put in eval mode.
     """
     device = torch.device(device)
-    h, w = (int(v) for v in size_hw)
-    dataset = ImageDataset(
-        list(files), (h, w), fov=fov, heading_deg=heading_deg, random_heading=random_heading, seed=seed
-    )
+    dataset = ImageDataset(list(files), view, kind)
     if not len(dataset):  # before any collective: every rank stops here alike
         raise UserInputError(f"{label}: no image files to embed")
     model = model.to(device).eval()
@@ -120,63 +113,27 @@ def _embed_rows(model: torch.nn.Module, dataset: ImageDataset, rows: range, devi
     return out
 
 
-def view_size(kind: str, aerial_size: int, ground_size: Sequence[int]) -> tuple[int, int]:
-    """(H, W) fed to the model for one kind of image.
-
-    "panorama" and "drone" are the ground view: ground_size (H, W), as in training (square
-    for University-1652's presets); "aerial" is a square aerial_size × aerial_size tile.
-    """
-    if kind in ("panorama", "drone"):
-        h, w = ground_size
-        return int(h), int(w)
-    if kind == "aerial":
-        return int(aerial_size), int(aerial_size)
-    raise ValueError(f"unknown image kind {kind!r}; expected panorama, drone or aerial")
-
-
 def embed_eval_set(
     model: torch.nn.Module,
     eval_set: EvalSet,
-    aerial_size: int,
-    ground_size: Sequence[int],
+    view: View,
     *,
     device: torch.device | str,
     batch_size: int = 64,
     workers: int = 0,
-    fov: float | None = None,
-    heading_deg: float | None = None,
-    random_heading: bool = False,
-    seed: int = 0,
     progress: bool = True,
     env: DistEnv | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(query (Q, D), reference (R, D)) float32 embeddings of an EvalSet.
 
-    Sizes follow each side's kind (view_size). The field-of-view options (see embed_files)
-    apply to panorama queries only. env: share the work over a process group (embed_files);
+    Each side is embedded as `view` says for its kind (embed_files): only panorama queries
+    are cut to the field of view. env: share the work over a process group (embed_files);
     ranks other than 0 get (None, None).
     """
     common: dict[str, Any] = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
-    view: dict[str, Any] = {}
-    if eval_set.query_kind == "panorama" and (fov is not None or random_heading):
-        view = dict(fov=fov, heading_deg=heading_deg, random_heading=random_heading, seed=seed)
-    q = embed_files(
-        model,
-        eval_set.query_files,
-        # a limited view keeps the panorama's scale: (H, W * fov / 360), never stretched
-        fov_size(view_size(eval_set.query_kind, aerial_size, ground_size), view.get("fov")),
-        label="queries",
-        **view,
-        **common,
-    )
-    r = embed_files(
-        model,
-        eval_set.reference_files,
-        view_size(eval_set.reference_kind, aerial_size, ground_size),
-        label="references",
-        **common,
-    )
+    q = embed_files(model, eval_set.query_files, view, eval_set.query_kind, label="queries", **common)
+    r = embed_files(model, eval_set.reference_files, view, eval_set.reference_kind, label="references", **common)
     return q, r
 
 
-__all__ = ["embed_eval_set", "embed_files", "view_size"]
+__all__ = ["embed_eval_set", "embed_files"]

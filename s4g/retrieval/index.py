@@ -29,7 +29,8 @@ from s4g.errors import UserInputError
 from s4g.fileio import OutputKind, atomic_path, file_sha256, json_kind, marked, save_json
 from s4g.geo import nearest_spacing_m
 from s4g.model.checkpoint import load_checkpoint
-from s4g.retrieval.embed import embed_files, view_size
+from s4g.pipeline.transforms import View
+from s4g.retrieval.embed import embed_files
 from s4g.retrieval.scoring import score_blocks
 from s4g.sampling import topk_init, topk_merge
 
@@ -231,15 +232,15 @@ def model_meta(
     model, config: dict[str, Any], checkpoint: str | os.PathLike, reference_kind: str
 ) -> dict[str, Any]:
     """What identifies the embeddings of an index: backbone, width, checkpoint bytes, sizes."""
-    aerial, ground = int(config["aerial_size"]), [int(v) for v in config["ground_size"]]
+    view = View(config["aerial_size"], config["ground_size"])
     return {
         "backbone": model.backbone,
         "embed_dim": int(model.embed_dim),
         "checkpoint": checkpoint_identity(checkpoint),
-        "aerial_size": aerial,
-        "ground_size": ground,
+        "aerial_size": view.aerial_size,
+        "ground_size": list(view.ground_size),
         "reference_kind": reference_kind,
-        "reference_size": list(view_size(reference_kind, aerial, ground)),
+        "reference_size": list(view.size(reference_kind)),
     }
 
 
@@ -268,8 +269,8 @@ def build_index(
     meta = model_meta(model, config, checkpoint, reference_kind)
     paths = [os.path.join(root, f) for f in files]
     emb = embed_files(
-        model, paths, meta["reference_size"], device=device, batch_size=batch_size,
-        workers=workers, progress=progress, label="tiles",
+        model, paths, View(meta["aerial_size"], meta["ground_size"]), reference_kind, device=device,
+        batch_size=batch_size, workers=workers, progress=progress, label="tiles",
     )
     assert emb is not None  # None only on the ranks other than 0 of a process group
     return write_index(out, emb, lat, lon, files, root, meta, float16=float16)

@@ -24,7 +24,7 @@ from s4g.errors import UserInputError, check_seed
 from s4g.fileio import PNG_IMAGE, check_distinct_outputs, check_output, json_kind, marked, npz_kind, save_json, save_npz
 from s4g.flags import Flag
 from s4g.model.checkpoint import load_checkpoint
-from s4g.pipeline.transforms import check_fov
+from s4g.pipeline.transforms import View, check_fov
 from s4g.retrieval.results import PER_QUERY_FILE, TOP_K
 
 METRICS_FILE = json_kind("an s4g eval metrics file", "checkpoint", "metrics")
@@ -42,12 +42,12 @@ class EvalReport:
     written: list[str] = field(default_factory=list)
 
 
-def default_metrics_path(checkpoint: Path, dataset: str, split: str, fov: float | None, random_heading: bool,
-                         seed: int) -> Path:
+def default_metrics_path(checkpoint: Path, dataset: str, split: str, view: View) -> Path:
     """eval-<dataset>-<split>[-fov<deg>-north | -fov<deg>-random-seed<seed>].json beside the
     checkpoint: evaluations of other views of the same split never share a file."""
-    view = "" if fov is None else f"-fov{fov:g}-" + (f"random-seed{seed}" if random_heading else "north")
-    return checkpoint.parent / f"eval-{dataset}-{split}{view}.json"
+    seen = "" if view.fov is None else f"-fov{view.fov:g}-" + (
+        f"random-seed{view.seed}" if view.random_heading else "north")
+    return checkpoint.parent / f"eval-{dataset}-{split}{seen}.json"
 
 
 def evaluate_checkpoint(
@@ -73,7 +73,8 @@ def evaluate_checkpoint(
                                     fov=fov, random_heading=random_heading, aerial_size=aerial_size,
                                     ground_size=ground_size)
         assert cfg.split is not None  # inference_config resolves the split
-        out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, cfg.fov, cfg.random_heading, seed)
+        view = View(cfg.aerial_size, cfg.ground_size, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed)
+        out = json_out or default_metrics_path(ckpt, cfg.dataset, cfg.split, view)
         outputs = ((out, METRICS_FILE, Flag.JSON if json_out else f"the default {Flag.JSON}"),
                    (per_query, PER_QUERY_FILE, Flag.PER_QUERY), (examples, PNG_IMAGE, Flag.EXAMPLES))
         check_distinct_outputs((option, path) for path, _, option in outputs)
@@ -83,9 +84,8 @@ def evaluate_checkpoint(
                              inputs=[(Flag.CHECKPOINT, ckpt), ("the data root", cfg.data_root)])
         spec = datasets.get(cfg.dataset)
         ev = spec.load_eval(cfg.data_root, cfg.split, split_dir=cfg.split_dir)
-        results = evaluate_split(model, ev, protocol=spec.protocol, aerial_size=cfg.aerial_size,
-                                 ground_size=cfg.ground_size, device=env.device, batch_size=cfg.batch_size,
-                                 workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=seed,
+        results = evaluate_split(model, ev, protocol=spec.protocol, view=view, device=env.device,
+                                 batch_size=cfg.batch_size, workers=cfg.workers,
                                  top_k=TOP_K if per_query is not None or examples is not None else 0, env=env)
         if not env.is_main:  # under torchrun, rank 0 alone writes
             return None
@@ -135,8 +135,8 @@ def mine_checkpoint(
         if k is None:
             k = int(config.get("neighbour_range", 128))
         train = datasets.get(cfg.dataset).load_train(cfg.data_root, split_dir=cfg.split_dir)
-        nb = mine_training_set(model, train, k=k, aerial_size=cfg.aerial_size, ground_size=cfg.ground_size,
-                               device=env.device, batch_size=cfg.batch_size, workers=cfg.workers, env=env,
+        nb = mine_training_set(model, train, k=k, view=View(cfg.aerial_size, cfg.ground_size), device=env.device,
+                               batch_size=cfg.batch_size, workers=cfg.workers, env=env,
                                lists=lists or str(config.get("lists", "s4g")))
         if not env.is_main:  # under torchrun, rank 0 alone writes
             return None

@@ -26,7 +26,8 @@ from s4g.data import registry as datasets
 from s4g.data.records import EvalSet, TrainSet
 from s4g.errors import UserInputError
 from s4g.flags import Flag
-from s4g.retrieval.embed import embed_eval_set, embed_files, view_size
+from s4g.pipeline.transforms import View
+from s4g.retrieval.embed import embed_eval_set, embed_files
 from s4g.retrieval.mining import class_query_embeddings, similar_references
 from s4g.retrieval.released import check_lists, last_query_embeddings
 from s4g.retrieval.results import SplitResults, split_results
@@ -103,14 +104,10 @@ def evaluate_split(
     eval_set: EvalSet,
     *,
     protocol: str,
-    aerial_size: int,
-    ground_size: tuple[int, int],
+    view: View,
     device: torch.device,
     batch_size: int,
     workers: int = 0,
-    fov: float | None = None,
-    random_heading: bool = False,
-    seed: int = 0,
     progress: bool = True,
     top_k: int = 0,
     env: D.DistEnv | None = None,
@@ -119,16 +116,15 @@ def evaluate_split(
     with the localisation error in metres where positions are known, and per-query results
     (s4g.retrieval.results.SplitResults).
 
-    Sizes in pixels (ground_size (H, W)); fov degrees cut from each panorama query, at north
-    or at a heading drawn from (seed, query index) when random_heading. top_k > 0 also lists
+    view: the sizes and the panorama queries' field of view (s4g.pipeline.transforms.View;
+    s4g.retrieval.embed.embed_eval_set). top_k > 0 also lists
     each query's top_k references (results.top, for the per-query CSV and pictures).
     env: a torchrun process group to share the embedding with (call on every rank; all
     return rank 0's results).
     """
     was_training = model.training
-    q, r = embed_eval_set(model, eval_set, aerial_size, ground_size, device=device, batch_size=batch_size,
-                          workers=workers, fov=fov, random_heading=random_heading, seed=seed, progress=progress,
-                          env=env)
+    q, r = embed_eval_set(model, eval_set, view, device=device, batch_size=batch_size, workers=workers,
+                          progress=progress, env=env)
     model.train(was_training)
 
     def results() -> SplitResults:
@@ -154,8 +150,7 @@ def mine_training_set(
     train_set: TrainSet,
     *,
     k: int,
-    aerial_size: int,
-    ground_size: tuple[int, int],
+    view: View,
     device: torch.device,
     batch_size: int,
     workers: int = 0,
@@ -166,9 +161,10 @@ def mine_training_set(
 ) -> np.ndarray:
     """DSS neighbour lists: for each class, its k most similar *other* references.
 
-    Embeds the TrainSet's queries (ground size, evaluation transform) and references (aerial
-    size), scores each class's query embedding (mining.class_query_embeddings: the normalised
-    mean of its queries) against every reference, and excludes the class's own reference.
+    Embeds the TrainSet's queries and references with the evaluation transform, whole: at the
+    sizes of `view` (s4g.pipeline.transforms.View) without its field-of-view cut. Scores each
+    class's query embedding (mining.class_query_embeddings: the normalised mean of its
+    queries) against every reference, and excludes the class's own reference.
     -> (C, k) int64 class ids, hardest first, ties by lower id: the `neighbours` argument of
        s4g.sampling.pack_batches. k must be < C (UserInputError naming --k otherwise).
     env: a torchrun process group to share the embedding with (call on every rank; all
@@ -185,10 +181,9 @@ def mine_training_set(
         )
     was_training = model.training
     common: dict[str, Any] = dict(device=device, batch_size=batch_size, workers=workers, progress=progress, env=env)
-    q = embed_files(model, train_set.query_files, view_size(train_set.query_kind, aerial_size, ground_size),
-                    label="training queries", **common)
-    r = embed_files(model, train_set.reference_files, view_size("aerial", aerial_size, ground_size),
-                    label="training references", **common)
+    whole = view.whole()
+    q = embed_files(model, train_set.query_files, whole, train_set.query_kind, label="training queries", **common)
+    r = embed_files(model, train_set.reference_files, whole, "aerial", label="training references", **common)
     model.train(was_training)
 
     def nearest() -> np.ndarray:

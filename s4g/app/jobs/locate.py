@@ -17,7 +17,7 @@ from s4g.fileio import json_kind
 from s4g.flags import Flag
 from s4g.geo import haversine_m
 from s4g.model.checkpoint import load_checkpoint
-from s4g.pipeline.transforms import check_fov, fov_size
+from s4g.pipeline.transforms import View, check_fov, fov_size
 from s4g.retrieval.embed import embed_files
 from s4g.retrieval.index import Index, same_checkpoint, search
 
@@ -132,12 +132,16 @@ def locate_photos(
     checkpoint = index_checkpoint(index, checkpoint)
     model, _ = load_checkpoint(checkpoint)
     check_same_model(index, model, checkpoint)
-    size = fov_size(index.meta["model"]["ground_size"], fov_deg)
-    # A panorama whose centre faces `heading` is turned north-up: its full 360° "view" is cut
-    # at -heading (the column facing north), the convention of s4g.pipeline.transforms.
-    turn: dict[str, Any] = {} if heading_deg is None else {"fov": 360.0, "heading_deg": -float(heading_deg)}
-    emb = embed_files(model, [str(p) for p in photos], size, device=device, batch_size=PHOTO_BATCH,
-                      progress=False, label="photos", **turn)
+    made = index.meta["model"]
+    if heading_deg is not None:
+        # A panorama whose centre faces `heading` is turned north-up: its full 360° "view" is
+        # cut at -heading (the column facing north), the convention of s4g.pipeline.transforms.
+        view = View(made["aerial_size"], made["ground_size"], fov=360.0, heading_deg=-float(heading_deg))
+    else:
+        # a limited-view photo is the cut already: embedded whole, at the size the cut has
+        view = View(made["aerial_size"], fov_size(made["ground_size"], fov_deg))
+    emb = embed_files(model, [str(p) for p in photos], view, "panorama", device=device, batch_size=PHOTO_BATCH,
+                      progress=False, label="photos")
     assert emb is not None  # no process group: every row is here
     rows, scores = search(index, emb, k)
     spacing = index.meta.get("tile_spacing_m")

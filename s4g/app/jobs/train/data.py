@@ -18,7 +18,7 @@ from s4g.errors import UserInputError
 from s4g.flags import Flag
 from s4g.pipeline.dataset import BadImageWarning, PairDataset
 from s4g.pipeline.images import find_bad_images
-from s4g.pipeline.transforms import fov_size
+from s4g.pipeline.transforms import View
 from s4g.retrieval.baseline import colour_histogram_recall
 from s4g.retrieval.released import released_gps_neighbours
 from s4g.runtime import progress
@@ -64,11 +64,9 @@ def load_run_data(cfg: TrainConfig, spec: DatasetSpec, *, with_eval: bool) -> Ru
             f"{Flag.SAMPLING} {cfg.sampling} needs GPS coordinates, which the {cfg.dataset} data in "
             f"{cfg.data_root} does not provide; use {Flag.SAMPLING} random"
         )
-    # a limited view keeps the panorama's scale (H, W * fov / 360), as at evaluation
-    ground_hw = fov_size(cfg.ground_size, cfg.fov if train.query_kind == "panorama" else None)
-    pairs = PairDataset(train, cfg.aerial_size, ground_hw, augment=cfg.augment, fov=cfg.fov,
-                        random_heading=cfg.random_heading, skip_bad_images=cfg.skip_bad_images,
-                        seed=cfg.seed)
+    # the run's one View: its training pairs, and its evaluations (the pairs hand it on)
+    view = View(cfg.aerial_size, cfg.ground_size, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed)
+    pairs = PairDataset(train, view, augment=cfg.augment, skip_bad_images=cfg.skip_bad_images)
     ev = spec.load_eval(cfg.data_root, cfg.eval_split, split_dir=cfg.split_dir) if with_eval else None
     return RunData(train, ev, pairs)
 

@@ -293,8 +293,7 @@ def _after_epoch(cfg: TrainConfig, spec: DatasetSpec, data: RunData, env: D.Dist
     if schedule.SamplingPolicy.of(cfg).mines_after(state.epoch):
         k = min(cfg.neighbour_range, data.train.num_classes - 1)
         # the same lists on every rank (rank 0's top-k over the gathered embeddings)
-        state.mined = mine_training_set(parts.model, data.train, k=k, aerial_size=cfg.aerial_size,
-                                        ground_size=cfg.ground_size, device=env.device,
+        state.mined = mine_training_set(parts.model, data.train, k=k, view=data.pairs.view, device=env.device,
                                         batch_size=cfg.eval_batch_size, workers=cfg.workers, env=env,
                                         lists=cfg.lists)
     if env.is_main:
@@ -312,9 +311,8 @@ def _evaluate(parts: Parts, data: RunData, cfg: TrainConfig, spec: DatasetSpec, 
     returns R@1 (percent) on every rank."""
     t0 = time.perf_counter()
     assert data.eval is not None  # load_run_data(with_eval=True)
-    metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, aerial_size=cfg.aerial_size,
-                             ground_size=cfg.ground_size, device=env.device, batch_size=cfg.eval_batch_size,
-                             workers=cfg.workers, fov=cfg.fov, random_heading=cfg.random_heading, seed=cfg.seed,
+    metrics = evaluate_split(parts.model, data.eval, protocol=spec.protocol, view=data.pairs.view,
+                             device=env.device, batch_size=cfg.eval_batch_size, workers=cfg.workers,
                              progress=env.is_main, env=env).metrics
     if log is None:  # ranks other than 0
         return float(metrics["R@1"])
