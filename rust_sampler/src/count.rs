@@ -7,9 +7,9 @@
 //! the row's highest score and its lowest column — the reductions that torch would do in
 //! several passes over the block, in one read of it.
 //!
-//! Cost: scores are tested 16 at a time against max(lowest lo, running best); a group that
-//! passes neither is skipped, so a row is one vectorisable pass plus work for the few
-//! scores that reach a window.
+//! Cost: scores are tested 16 at a time against the lower of the row's lowest lo and its
+//! running best; a group with no score above it is skipped, so a row is one vectorisable
+//! pass plus work for the few scores that reach a window or raise the best.
 
 use rayon::prelude::*;
 

@@ -237,9 +237,10 @@ class _Accumulator:
     semi_val[i]: block score of semi-positive pair i (-inf when it is a positive's twin);
     other[q], other_row[q]: score and row of q's highest-scoring non-positive (the lowest row
       among equal scores; -inf and -1 while none was seen).
-    Counting is a float32 compare written into a float buffer and a float row sum (torch's
-    integer row reductions are several times slower on the CPU); block rows hold at most
-    2^24 entries, so the float sums are exact.
+    rust: each block reduced by s4g.sampling.count_above in one read. Otherwise torch counts
+    with a float32 compare written into a float buffer and a float row sum (its integer row
+    reductions are several times slower); block rows hold at most 2^24 entries, so the float
+    sums are exact.
     """
 
     def __init__(self, lo: torch.Tensor, hi: torch.Tensor, n_pos: int, n_semi: int, rust: bool) -> None:
