@@ -45,16 +45,7 @@ pub struct Counted {
 /// Count one block; see the module documentation. NaN scores count nowhere.
 pub fn count_above(block: Block, windows: Windows) -> Result<Counted, SamplerError> {
     let (rows, cols, slots) = (block.rows, block.cols, windows.slots);
-    if block.scores.len() != rows * cols {
-        bail!(
-            "scores holds {} values, not rows*cols = {}",
-            block.scores.len(),
-            rows * cols
-        );
-    }
-    if block.col_offset < 0 {
-        bail!("col_offset must be >= 0, got {}", block.col_offset);
-    }
+    block.check()?;
     if slots == 0 {
         bail!("lo and hi need at least one column (slot)");
     }

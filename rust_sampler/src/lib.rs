@@ -55,6 +55,19 @@ mod python {
         })
     }
 
+    /// A (rows, cols) score array as a `topk::Block` whose first column is `col_offset`.
+    fn as_block<'a>(
+        scores: &'a PyReadonlyArray2<'_, f32>,
+        col_offset: i64,
+    ) -> PyResult<topk::Block<'a>> {
+        Ok(topk::Block {
+            scores: as_slice(scores, "scores")?,
+            rows: scores.shape()[0],
+            cols: scores.shape()[1],
+            col_offset,
+        })
+    }
+
     fn to_2d<T: numpy::Element>(
         py: Python<'_>,
         data: Vec<T>,
@@ -146,13 +159,8 @@ mod python {
         best_idx: PyReadonlyArray2<'py, i64>,
         best_val: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Pair2<'py, i64, f32>> {
-        let (rows, cols) = (scores.shape()[0], scores.shape()[1]);
-        let block = topk::Block {
-            scores: as_slice(&scores, "scores")?,
-            rows,
-            cols,
-            col_offset,
-        };
+        let block = as_block(&scores, col_offset)?;
+        let rows = block.rows;
         let exclude = as_slice(&exclude, "exclude")?;
         let (bi, bv) = (
             as_slice(&best_idx, "best_idx")?,
@@ -184,13 +192,8 @@ mod python {
         lo: PyReadonlyArray2<'py, f32>,
         hi: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Counts<'py>> {
-        let (rows, cols) = (scores.shape()[0], scores.shape()[1]);
-        let block = topk::Block {
-            scores: as_slice(&scores, "scores")?,
-            rows,
-            cols,
-            col_offset,
-        };
+        let block = as_block(&scores, col_offset)?;
+        let rows = block.rows;
         let windows = count::Windows {
             lo: as_slice(&lo, "lo")?,
             hi: as_slice(&hi, "hi")?,

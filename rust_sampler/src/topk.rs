@@ -28,6 +28,23 @@ pub struct Block<'a> {
     pub col_offset: i64,
 }
 
+impl Block<'_> {
+    /// The block's own consistency: rows*cols scores, a column offset >= 0.
+    pub fn check(&self) -> Result<(), SamplerError> {
+        if self.scores.len() != self.rows * self.cols {
+            bail!(
+                "scores holds {} values, not rows*cols = {}",
+                self.scores.len(),
+                self.rows * self.cols
+            );
+        }
+        if self.col_offset < 0 {
+            bail!("col_offset must be >= 0, got {}", self.col_offset);
+        }
+        Ok(())
+    }
+}
+
 /// Rows handed to one rayon task: enough to amortise scheduling, few enough to balance.
 const ROWS_PER_TASK: usize = 8;
 /// Scores tested together in the threshold pass (a few SIMD compares and one branch).
@@ -103,20 +120,11 @@ fn check(
     best_idx: &[i64],
     best_val: &[f32],
 ) -> Result<(), SamplerError> {
-    let (q, r) = (block.rows, block.cols);
+    let q = block.rows;
     if k < 1 {
         bail!("k must be at least 1, got {k}");
     }
-    if block.scores.len() != q * r {
-        bail!(
-            "scores holds {} values, not rows*cols = {}",
-            block.scores.len(),
-            q * r
-        );
-    }
-    if block.col_offset < 0 {
-        bail!("col_offset must be >= 0, got {}", block.col_offset);
-    }
+    block.check()?;
     if exclude.len() != q {
         bail!(
             "exclude must have one entry per score row ({q}), got {}",
